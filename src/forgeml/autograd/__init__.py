@@ -1,0 +1,20 @@
+"""Reverse-mode automatic differentiation: ``Function``, the backward engine, grad mode, ``gradcheck``."""
+
+from .engine import backward, grad
+from .function import AccumulateGrad, Function, RemovableHandle
+from .gradcheck import GradcheckError, gradcheck
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+
+__all__ = [
+    "AccumulateGrad",
+    "Function",
+    "GradcheckError",
+    "RemovableHandle",
+    "backward",
+    "enable_grad",
+    "grad",
+    "gradcheck",
+    "is_grad_enabled",
+    "no_grad",
+    "set_grad_enabled",
+]

@@ -1,0 +1,400 @@
+"""``Function``: one differentiable op, and the graph node it leaves behind.
+
+Every op in ForgeML, built in or user-defined, is a :class:`Function`
+subclass with a ``forward(ctx, ...)`` and a ``backward(ctx, *grads)`` side by
+side. ``apply`` runs ``forward``; when grad mode is on and an input requires
+grad, the ``ctx`` instance becomes the output's ``grad_fn``, remembering the
+edges to its inputs' nodes and what ``forward`` saved.
+
+Built-in ops set ``_raw = True``: their ``forward`` and ``backward`` work on
+the backing arrays directly, which keeps per-op overhead low. User-defined
+functions (the default) see and return :class:`~forgeml.Tensor` objects, as in
+PyTorch.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from .grad_mode import state as _grad_state
+
+__all__ = ["AccumulateGrad", "Function", "RemovableHandle"]
+
+_tensor_cls = None  # bound by forgeml.tensor, which sits above this layer
+
+
+def bind_tensor_class(cls) -> None:
+    """Tell the autograd layer which class wraps arrays (called once by ``forgeml.tensor``)."""
+    global _tensor_cls
+    _tensor_cls = cls
+
+
+FREED_GRAPH_MESSAGE = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after "
+    "they have already been freed). Saved intermediate values of the graph are freed when you call "
+    ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
+    "graph a second time or if you need to access saved tensors after calling backward."
+)
+
+
+class _AllFalse:
+    """``needs_input_grad`` when no graph is recorded: every input answers False."""
+
+    __slots__ = ()
+
+    def __getitem__(self, index) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "<no input needs grad>"
+
+
+class _NoGraphContext:
+    """The ``ctx`` that ops see when no graph is recorded: it keeps nothing."""
+
+    needs_input_grad = _AllFalse()
+
+    def save_for_backward(self, *items) -> None:
+        pass
+
+    def mark_non_differentiable(self, *outputs) -> None:
+        pass
+
+
+_NO_GRAPH_CTX = _NoGraphContext()
+
+
+class RemovableHandle:
+    """Returned by ``register_hook``; ``remove()`` unregisters the hook."""
+
+    __slots__ = ("_hooks", "_hook")
+
+    def __init__(self, hooks: list, hook) -> None:
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        try:
+            self._hooks.remove(self._hook)
+        except ValueError:
+            pass
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def _describe(item) -> str:
+    arr = item.data if isinstance(item, _tensor_cls) else item
+    return f"[{arr.dtype} {list(arr.shape)}]"
+
+
+def _record_versions(saved, args, arrays, out_tensor):
+    """Pair each saved array that is an input's or the output's storage with that tensor's version now."""
+    versions = []
+    for item in saved:
+        if out_tensor is not None and item is out_tensor.data:
+            versions.append((item, out_tensor._version_counter, out_tensor._version_counter[0]))
+            continue
+        for arg, arr in zip(args, arrays):
+            if item is arr and arg is not arr:
+                counter = arg._version_counter
+                versions.append((item, counter, counter[0]))
+                break
+    return tuple(versions)
+
+
+class Function:
+    """Base class of every differentiable op; subclass it for a custom op.
+
+    Write ``forward(ctx, *args, **kwargs)`` and ``backward(ctx, *grad_outputs)``
+    as static methods, call the op with ``MyOp.apply(*args)``. In ``forward``,
+    ``ctx.save_for_backward(*tensors)`` keeps what ``backward`` needs and
+    ``ctx.needs_input_grad`` says which inputs want a gradient; ``backward``
+    returns one gradient (or ``None``) per input of ``forward``.
+    """
+
+    _raw = False  # built-in ops compute on arrays
+    is_view = False  # the output shares the first input's storage
+    _n_outputs = 1
+    _saved: tuple = ()
+    _saved_versions: tuple = ()
+    _freed = False
+    _pre_hooks = None  # {output_nr: [hook, ...]} for non-leaf tensor hooks
+    next_edges: tuple = ()
+    needs_input_grad: tuple = ()
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError("a Function subclass must implement forward(ctx, *args)")
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        raise NotImplementedError("a Function subclass must implement backward(ctx, *grad_outputs)")
+
+    # -- the ctx API ------------------------------------------------------
+    def save_for_backward(self, *items) -> None:
+        """Keep ``items`` for ``backward``; modifying one in place afterwards makes backward raise."""
+        if self._raw:
+            self._saved = items
+            return
+        kept, versions = [], []
+        for item in items:
+            if isinstance(item, _tensor_cls):
+                versions.append((item.data, item._version_counter, item._version_counter[0]))
+                item = item._alias()
+            elif item is not None:
+                raise TypeError(f"save_for_backward can only save tensors or None, got {type(item).__name__}")
+            kept.append(item)
+        self._saved = tuple(kept)
+        self._saved_versions = tuple(versions)
+
+    @property
+    def saved_tensors(self) -> tuple:
+        """What ``forward`` saved, after checking none of it was modified in place since."""
+        if self._freed:
+            raise RuntimeError(FREED_GRAPH_MESSAGE)
+        for item, counter, version in self._saved_versions:
+            if counter[0] != version:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an "
+                    f"inplace operation: {_describe(item)}, which is output 0 of {self.name()}'s input "
+                    f"or output, is at version {counter[0]}; expected version {version} instead."
+                )
+        return self._saved
+
+    def mark_non_differentiable(self, *outputs) -> None:
+        """Declare outputs of ``forward`` that never carry a gradient (indices, masks)."""
+        self._non_differentiable = {id(o) for o in outputs}
+
+    def name(self) -> str:
+        return type(self).__name__ + "Backward"
+
+    def register_prehook(self, output_nr: int, hook) -> RemovableHandle:
+        if self._pre_hooks is None:
+            self._pre_hooks = {}
+        hooks = self._pre_hooks.setdefault(output_nr, [])
+        hooks.append(hook)
+        return RemovableHandle(hooks, hook)
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object at {id(self):#x}>"
+
+    def _release(self) -> None:
+        """Free what ``forward`` saved (after a backward without ``retain_graph``)."""
+        if self._saved:
+            self._saved = ()
+            self._saved_versions = ()
+            self._freed = True
+
+    # -- running the op ---------------------------------------------------
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        """Run the op on ``args``; record a graph node when grad mode is on and an input requires grad."""
+        if not cls._raw:
+            return _apply_user_function(cls, args, kwargs)
+        tensor_cls = _tensor_cls
+        arrays = []
+        needs = []
+        array_type = None
+        for arg in args:
+            if isinstance(arg, tensor_cls):
+                data = arg.data
+                if array_type is None:
+                    array_type = type(data)
+                elif type(data) is not array_type:
+                    _raise_device_mismatch(cls, args)
+                arrays.append(data)
+                needs.append(arg._requires_grad)
+            else:
+                arrays.append(arg)
+                needs.append(False)
+        if not (True in needs and _grad_state.enabled):
+            out = cls.forward(_NO_GRAPH_CTX, *arrays, **kwargs)
+            if type(out) is not np.ndarray:
+                if type(out) is tuple:
+                    return _wrap_many(cls, out, args[0], None)
+                out = _as_array(out)
+            if cls.is_view:
+                return tensor_cls._make_view(out, args[0], False, None)
+            return tensor_cls._make(out, False, None)
+        ctx = cls.__new__(cls)
+        ctx.needs_input_grad = tuple(needs)
+        out = cls.forward(ctx, *arrays, **kwargs)
+        many = False
+        if type(out) is not np.ndarray:
+            if type(out) is tuple:
+                many = True
+            else:
+                out = _as_array(out)
+        edges = []
+        for arg, need in zip(args, needs):
+            if need:
+                fn = arg.grad_fn
+                edges.append((fn, arg._output_nr) if fn is not None else (arg._accumulator(), 0))
+            else:
+                edges.append(None)
+        ctx.next_edges = tuple(edges)
+        if many:
+            ctx._n_outputs = len(out)
+            return _wrap_many(cls, out, args[0], ctx)
+        if cls.is_view:
+            result = tensor_cls._make_view(out, args[0], True, ctx)
+        else:
+            result = tensor_cls._make(out, True, ctx)
+        if ctx._saved:
+            ctx._saved_versions = _record_versions(ctx._saved, args, arrays, result)
+        return result
+
+    def _call_backward(self, grad):
+        """Run ``backward`` on arrays; returns one array (or None) per input."""
+        if self._raw:
+            grads = self.backward(self, *grad) if self._n_outputs > 1 else self.backward(self, grad)
+            return grads if type(grads) is tuple else (grads,)
+        return _call_user_backward(self, grad)
+
+
+def _wrap_many(cls, outs, source, ctx):
+    """Tensors for a raw op with several outputs (output ``i`` is edge ``(ctx, i)``)."""
+    tensor_cls = _tensor_cls
+    results = []
+    for nr, out in enumerate(outs):
+        if type(out) is not np.ndarray:
+            out = _as_array(out)
+        if cls.is_view:
+            t = tensor_cls._make_view(out, source, ctx is not None, ctx)
+        else:
+            t = tensor_cls._make(out, ctx is not None, ctx)
+        t._output_nr = nr
+        results.append(t)
+    return tuple(results)
+
+
+def _as_array(value):
+    """Ops may produce NumPy scalars (from 0-d reductions); tensors always hold arrays."""
+    if isinstance(value, (np.generic, int, float, bool)):
+        return np.asarray(value)
+    if hasattr(value, "__cuda_array_interface__") or isinstance(value, np.ndarray):
+        return value
+    raise TypeError(f"an op produced {type(value).__name__}, not an array")
+
+
+def _raise_device_mismatch(cls, args):
+    devices = sorted({str(a.device) for a in args if isinstance(a, _tensor_cls)})
+    raise RuntimeError(
+        f"Expected all tensors to be on the same device, but found at least two devices, "
+        f"{' and '.join(devices)} (in {cls.__name__})"
+    )
+
+
+class AccumulateGrad:
+    """The graph node of a leaf tensor that requires grad: adds incoming gradients into ``.grad``."""
+
+    __slots__ = ("variable", "__weakref__")
+    next_edges = ()
+    _n_outputs = 1
+    _pre_hooks = None
+    _freed = False
+
+    def __init__(self, variable) -> None:
+        self.variable = variable
+
+    def name(self) -> str:
+        return "AccumulateGrad"
+
+    def __repr__(self) -> str:
+        return f"<AccumulateGrad object at {id(self):#x}>"
+
+
+# -- user-defined functions: Tensors in, Tensors out ----------------------
+def _apply_user_function(cls, args, kwargs):
+    tensor_cls = _tensor_cls
+    needs = tuple(isinstance(a, tensor_cls) and a._requires_grad for a in args)
+    record = _grad_state.enabled and any(needs)
+    ctx = cls.__new__(cls)
+    ctx.needs_input_grad = needs
+    prev = _grad_state.enabled
+    _grad_state.enabled = False
+    try:
+        outputs = cls.forward(ctx, *args, **kwargs)
+    finally:
+        _grad_state.enabled = prev
+    is_tuple = isinstance(outputs, tuple)
+    outs = outputs if is_tuple else (outputs,)
+    non_diff = getattr(ctx, "_non_differentiable", ())
+    results = []
+    meta = []
+    for nr, out in enumerate(outs):
+        if isinstance(out, tensor_cls):
+            if any(out is a for a in args):
+                out = out._alias()
+            if record and out.dtype.is_floating_point and id(out) not in non_diff:
+                out._requires_grad = True
+                out.grad_fn = ctx
+                out._output_nr = nr
+            meta.append((out.data.shape, out.data.dtype, type(out.data)))
+        else:
+            meta.append(None)
+        results.append(out)
+    if record:
+        edges = []
+        for arg, need in zip(args, needs):
+            if need:
+                fn = arg.grad_fn
+                edges.append((fn, arg._output_nr) if fn is not None else (arg._accumulator(), 0))
+            else:
+                edges.append(None)
+        ctx.next_edges = tuple(edges)
+        ctx._n_outputs = len(outs)
+        ctx._output_meta = meta
+        ctx._input_meta = [(a.data.shape, a.data.dtype) if n else None for a, n in zip(args, needs)]
+    return tuple(results) if is_tuple else results[0]
+
+
+def _call_user_backward(node, grad):
+    tensor_cls = _tensor_cls
+    grads = grad if node._n_outputs > 1 else [grad]
+    wrapped = []
+    for g, meta in zip(grads, node._output_meta):
+        if g is None and meta is not None:  # PyTorch materialises missing output grads as zeros
+            g = np.zeros(meta[0], dtype=meta[1])
+        wrapped.append(None if g is None else tensor_cls._make(g, False, None))
+    prev = _grad_state.enabled
+    _grad_state.enabled = False
+    try:
+        result = type(node).backward(node, *wrapped)
+    finally:
+        _grad_state.enabled = prev
+    if not isinstance(result, tuple):
+        result = (result,)
+    expected = len(node.needs_input_grad)
+    if len(result) < expected or any(r is not None for r in result[expected:]):
+        raise RuntimeError(
+            f"function {node.name()} returned an incorrect number of gradients (expected {expected}, got {len(result)})"
+        )
+    arrays = []
+    for i, (r, need, meta) in enumerate(zip(result, node.needs_input_grad, node._input_meta)):
+        if r is None or not need:
+            arrays.append(None)
+            continue
+        arr = r.data if isinstance(r, tensor_cls) else np.asarray(r)
+        if arr.shape != meta[0]:
+            try:
+                arr = np.broadcast_to(arr, meta[0])
+            except ValueError:
+                raise RuntimeError(
+                    f"function {node.name()} returned an invalid gradient at index {i} - "
+                    f"got {list(arr.shape)} but expected shape compatible with {list(meta[0])}"
+                ) from None
+        if arr.dtype != meta[1]:
+            arr = arr.astype(meta[1])
+        arrays.append(arr)
+    return tuple(arrays)
+
+
+def weak(tensor):
+    """A weak reference to ``tensor`` (used by ``retain_grad``)."""
+    return weakref.ref(tensor)

@@ -1,0 +1,114 @@
+"""``gradcheck``: compare autograd's gradients with central finite differences."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from . import function as _function
+from .engine import grad as _grad
+from .grad_mode import no_grad
+
+__all__ = ["GradcheckError", "gradcheck"]
+
+
+class GradcheckError(RuntimeError):
+    """Analytical and numerical Jacobians disagree."""
+
+
+def _outputs_of(fn, inputs):
+    out = fn(*inputs)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    tensor_cls = _function._tensor_cls
+    return [o for o in outs if isinstance(o, tensor_cls) and o.dtype.is_floating_point]
+
+
+def _numerical_jacobian(fn, inputs, diff_inputs, n_out, eps):
+    """Rows: flattened output elements; one block of columns per differentiable input."""
+    blocks = []
+    with no_grad():
+        for x in diff_inputs:
+            arr = x.data
+            block = np.zeros((n_out, arr.size))
+            for col, idx in enumerate(np.ndindex(arr.shape)):
+                orig = arr[idx].copy()
+                arr[idx] = orig + eps
+                plus = np.concatenate([o.data.ravel().astype(np.float64) for o in _outputs_of(fn, inputs)])
+                arr[idx] = orig - eps
+                minus = np.concatenate([o.data.ravel().astype(np.float64) for o in _outputs_of(fn, inputs)])
+                arr[idx] = orig
+                block[:, col] = (plus - minus) / (2 * eps)
+            blocks.append(block)
+    return blocks
+
+
+def _analytical_jacobian(outputs, diff_inputs):
+    tensor_cls = _function._tensor_cls
+    blocks = [np.zeros((sum(o.data.size for o in outputs), x.data.size)) for x in diff_inputs]
+    row = 0
+    for out in outputs:
+        for k in range(out.data.size):
+            seed = np.zeros(out.data.shape, dtype=out.data.dtype)
+            seed.flat[k] = 1
+            if not out.requires_grad:
+                row += 1
+                continue
+            grads = _grad(
+                out, diff_inputs, grad_outputs=tensor_cls._make(seed, False, None), retain_graph=True, allow_unused=True
+            )
+            for block, g in zip(blocks, grads):
+                if g is not None:
+                    block[row] = g.data.ravel()
+            row += 1
+    return blocks
+
+
+def gradcheck(
+    fn,
+    inputs,
+    *,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    raise_exception: bool = True,
+) -> bool:
+    """Check ``fn``'s gradients against finite differences for every input that requires grad.
+
+    ``inputs`` is a tensor or a tuple of tensors (other values pass through);
+    use float64 inputs, since float32 finite differences are too coarse.
+    Returns True, or raises :class:`GradcheckError` naming the input and the
+    worst element (returns False instead when ``raise_exception=False``).
+    """
+    tensor_cls = _function._tensor_cls
+    if isinstance(inputs, tensor_cls):
+        inputs = (inputs,)
+    inputs = tuple(inputs)
+    diff_inputs = [x for x in inputs if isinstance(x, tensor_cls) and x.requires_grad]
+    if not diff_inputs:
+        raise ValueError("gradcheck expects at least one input tensor with requires_grad=True")
+    for x in diff_inputs:
+        if x.data.dtype != np.float64:
+            warnings.warn(
+                f"gradcheck input of dtype {x.dtype} is not float64; finite differences will be imprecise",
+                stacklevel=2,
+            )
+    outputs = _outputs_of(fn, inputs)
+    if not outputs:
+        raise ValueError("gradcheck: fn returned no floating-point tensor to differentiate")
+    n_out = sum(o.data.size for o in outputs)
+    analytical = _analytical_jacobian(outputs, diff_inputs)
+    numerical = _numerical_jacobian(fn, inputs, diff_inputs, n_out, eps)
+    for i, (a, n) in enumerate(zip(analytical, numerical)):
+        bad = ~np.isclose(a, n, rtol=rtol, atol=atol)
+        if bad.any():
+            r, c = np.unravel_index(np.argmax(np.abs(a - n) * bad), a.shape)
+            message = (
+                f"Jacobian mismatch for input {i} (shape {list(diff_inputs[i].shape)}): "
+                f"{int(bad.sum())} of {a.size} entries differ; worst at output element {r}, input element {c}: "
+                f"analytical {a[r, c]:.8g} vs numerical {n[r, c]:.8g}"
+            )
+            if raise_exception:
+                raise GradcheckError(message)
+            return False
+    return True

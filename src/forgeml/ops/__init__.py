@@ -1,0 +1,1 @@
+"""Every differentiable op, grouped by family; ``forgeml`` re-exports the public functions."""

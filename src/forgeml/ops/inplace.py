@@ -1,0 +1,271 @@
+"""In-place ops (``add_``, ``mul_``, ``fill_``, ``copy_``, ``uniform_`` ...) and the version counter.
+
+Every in-place op bumps the tensor's version counter, which views share;
+a backward that needs a saved tensor modified since then raises. On a leaf
+that requires grad an in-place op is an error outside ``no_grad``. When grad
+mode is on and the op involves a tensor that requires grad, the op is
+recorded: it is computed out of place, written back into the same storage,
+and the tensor's ``grad_fn`` becomes the new node (its history is rebased).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd.function import _NO_GRAPH_CTX, Function
+from ..autograd.grad_mode import state as _grad_state
+from ..backend.dtypes import dtype_of_array
+from ..backend.random import numpy_generator
+from ..tensor import Tensor, _RetainGrad
+from ._util import is_number, operand_result_type, python_scalar, unbroadcast
+from .elementwise import Add, Clamp, Div, Mul, Sub
+
+__all__ = [
+    "add_",
+    "apply_inplace",
+    "clamp_",
+    "copy_",
+    "div_",
+    "fill_",
+    "masked_fill_",
+    "mul_",
+    "normal_",
+    "sub_",
+    "uniform_",
+    "zero_",
+]
+
+LEAF_MESSAGE = (
+    "a leaf Variable that requires grad is being used in an in-place operation. "
+    "Wrap the update in `with forgeml.no_grad():` (as optimizers do) or work on a copy."
+)
+
+
+def _records(t: Tensor, args) -> bool:
+    if not _grad_state.enabled:
+        return False
+    if t._requires_grad:
+        return True
+    return any(isinstance(a, Tensor) and a._requires_grad for a in args)
+
+
+def apply_inplace(t: Tensor, fn_cls, *args, direct=None) -> Tensor:
+    """Run ``fn_cls`` as an in-place update of ``t``.
+
+    ``direct(data, *arrays)`` updates ``t.data`` in place when no graph is
+    recorded; without it, ``fn_cls.forward`` computes the new values, which are
+    copied into ``t``'s storage.
+    """
+    if _grad_state.enabled and t._requires_grad and t.grad_fn is None:
+        raise RuntimeError(LEAF_MESSAGE)
+    if not _records(t, args):
+        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+        if direct is not None:
+            direct(t.data, *arrays)
+        else:
+            _write(t, fn_cls.forward(_NO_GRAPH_CTX, t.data, *arrays))
+        t._bump_version()
+        return t
+    if t._base is not None:
+        raise RuntimeError(
+            "in-place modification of a view of another tensor while autograd records it is not supported; "
+            "apply the op out of place (for example y = x.clone(); y[...] = v) instead"
+        )
+    snapshot = Tensor._make(t.data.copy(), t._requires_grad, t.grad_fn)
+    snapshot._output_nr = t._output_nr
+    out = fn_cls.apply(snapshot, *args)
+    _write(t, out.data)
+    t._bump_version()
+    t.grad_fn = out.grad_fn
+    t._output_nr = 0
+    t._requires_grad = out._requires_grad
+    if t._retains_grad and t.grad_fn is not None:
+        t.grad_fn.register_prehook(0, _RetainGrad(t))
+    return t
+
+
+def _write(t: Tensor, values) -> None:
+    values = np.asarray(values) if not hasattr(values, "dtype") else values
+    if dtype_of_array(values).category > dtype_of_array(t.data).category:
+        raise RuntimeError(f"result type {dtype_of_array(values).name} can't be cast to the desired output type {t.dtype.name}")
+    np.copyto(t.data, values, casting="unsafe")
+
+
+def _check_result_type(t: Tensor, other, name: str) -> None:
+    result = operand_result_type(t, other)
+    if result.category > dtype_of_array(t.data).category:
+        raise RuntimeError(f"{name}: result type {result.name} can't be cast to the desired output type {t.dtype.name}")
+
+
+def _operand(other, name):
+    if isinstance(other, Tensor):
+        return other
+    if is_number(other):
+        return python_scalar(other)
+    raise TypeError(f"{name}: expected a Tensor or a number, got {type(other).__name__}")
+
+
+def _binary_inplace(t, other, fn_cls, ufunc, name):
+    other = _operand(other, name)
+    _check_result_type(t, other, name)
+    if isinstance(other, Tensor) and other.data.dtype != t.data.dtype:
+        other = other.to(t.dtype) if other.data.dtype.kind == "f" and t.data.dtype.kind == "f" else other
+    other_shape = other.data.shape if isinstance(other, Tensor) else ()
+    if other_shape != t.data.shape:
+        try:
+            broadcast = np.broadcast_shapes(other_shape, t.data.shape)
+        except ValueError:
+            broadcast = None
+        if broadcast != t.data.shape:
+            raise RuntimeError(
+                f"{name}: output with shape {list(t.shape)} doesn't match the broadcast shape of the operand "
+                f"{list(other_shape)}"
+            )
+
+    def direct(data, o):
+        ufunc(data, o, out=data, casting="unsafe")
+
+    return apply_inplace(t, fn_cls, other, direct=direct)
+
+
+def add_(input, other, *, alpha=1):
+    if alpha != 1:
+        other = other * alpha
+    return _binary_inplace(input, other, Add, np.add, "add_")
+
+
+def sub_(input, other, *, alpha=1):
+    if alpha != 1:
+        other = other * alpha
+    return _binary_inplace(input, other, Sub, np.subtract, "sub_")
+
+
+def mul_(input, other):
+    return _binary_inplace(input, other, Mul, np.multiply, "mul_")
+
+
+def div_(input, other):
+    if input.data.dtype.kind != "f":
+        raise RuntimeError(f"div_: result type Float can't be cast to the desired output type {input.dtype.name}")
+    return _binary_inplace(input, other, Div, np.true_divide, "div_")
+
+
+class Fill(Function):
+    """The values of ``x`` replaced by ``values`` (broadcast); the gradient to ``x`` is zero."""
+
+    _raw = True
+
+    @staticmethod
+    def forward(ctx, x, values):
+        ctx.value_shape = getattr(values, "shape", ())
+        out = np.empty_like(x)
+        out[...] = values
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        n = ctx.needs_input_grad
+        gv = unbroadcast(g, ctx.value_shape) if n[1] else None
+        return (np.zeros_like(g) if n[0] else None), gv
+
+
+def fill_(input, value):
+    """Set every element to ``value`` (a number or a 0-d tensor)."""
+    if isinstance(value, Tensor):
+        if value.data.ndim != 0:
+            raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.data.ndim} dimensions")
+        if value.data.dtype != input.data.dtype and value.data.dtype.kind == "f" and input.data.dtype.kind == "f":
+            value = value.to(input.dtype)
+    elif is_number(value):
+        value = python_scalar(value)
+    else:
+        raise TypeError(f"fill_: value must be a number or a 0-d tensor, got {type(value).__name__}")
+
+    def direct(data, v):
+        data[...] = v
+
+    return apply_inplace(input, Fill, value, direct=direct)
+
+
+def zero_(input):
+    return fill_(input, 0)
+
+
+def copy_(input, src):
+    """Copy ``src`` (broadcast, converted to this dtype) into ``input``; gradients flow to ``src``."""
+    if not isinstance(src, Tensor):
+        raise TypeError(f"copy_: src must be a Tensor, got {type(src).__name__}")
+    try:
+        if np.broadcast_shapes(src.data.shape, input.data.shape) != input.data.shape:
+            raise ValueError
+    except ValueError:
+        raise RuntimeError(
+            f"copy_: the src tensor of shape {list(src.shape)} cannot be broadcast to the destination {list(input.shape)}"
+        ) from None
+    if src.data.dtype != input.data.dtype:
+        src = src.to(input.dtype)
+    if src.device != input.device:
+        src = src.to(input.device)
+
+    def direct(data, values):
+        np.copyto(data, values, casting="unsafe")
+
+    return apply_inplace(input, Fill, src, direct=direct)
+
+
+def clamp_(input, min=None, max=None):  # noqa: A002 - PyTorch's names
+    if min is None and max is None:
+        raise RuntimeError("clamp_: at least one of 'min' or 'max' must not be None")
+    low = min.data if isinstance(min, Tensor) else min
+    high = max.data if isinstance(max, Tensor) else max
+
+    def direct(data, lo, hi):
+        np.clip(data, lo, hi, out=data)
+
+    return apply_inplace(input, Clamp, low, high, direct=direct)
+
+
+clip_ = clamp_
+
+
+def masked_fill_(input, mask, value):
+    from .indexing import MaskedFill
+
+    m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+    if m.dtype != np.bool_:
+        raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype {m.dtype}")
+    value = value if isinstance(value, Tensor) else python_scalar(value)
+
+    def direct(data, v, mask_arr):
+        np.copyto(data, np.asarray(v, dtype=data.dtype), where=np.broadcast_to(mask_arr, data.shape))
+
+    return apply_inplace(input, MaskedFill, value, m, direct=direct)
+
+
+def _random_fill(input, sample, name):
+    if input.data.dtype.kind != "f":
+        raise RuntimeError(f"{name} expects a floating point tensor, got {input.dtype}")
+    values = sample(input.data.shape).astype(input.data.dtype, copy=False)
+    if not isinstance(input.data, np.ndarray):
+        from ..backend.device import to_device
+
+        values = to_device(values, input.device)
+
+    def direct(data, v):
+        data[...] = v
+
+    return apply_inplace(input, Fill, values, direct=direct)
+
+
+def uniform_(input, a: float = 0.0, b: float = 1.0, *, generator=None):
+    """Fill with samples from U(a, b)."""
+    rng = numpy_generator(generator)
+    return _random_fill(input, lambda shape: rng.uniform(a, b, size=shape), "uniform_")
+
+
+def normal_(input, mean: float = 0.0, std: float = 1.0, *, generator=None):
+    """Fill with samples from N(mean, std^2)."""
+    if std < 0:
+        raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
+    rng = numpy_generator(generator)
+    return _random_fill(input, lambda shape: rng.normal(mean, std, size=shape), "normal_")

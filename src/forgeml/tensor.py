@@ -1,0 +1,416 @@
+"""``Tensor``: an n-dimensional array that remembers how it was computed.
+
+A tensor wraps a NumPy (or CuPy) array in ``data``. When it requires grad,
+the ops applied to it record a graph (``grad_fn``) that ``backward()`` walks
+to fill the ``.grad`` of the leaves. The methods that compute (``exp``,
+``sum``, ``reshape``, ``__add__`` ...) are the functions of ``forgeml.ops``,
+bound at the bottom of this module, so ``x.exp()`` and ``forgeml.exp(x)`` are
+one function.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+
+import numpy as np
+
+from .autograd import engine as _engine
+from .autograd.function import AccumulateGrad, RemovableHandle, bind_tensor_class
+from .autograd.grad_mode import state as _grad_state
+from .backend.device import CPU, as_device, device_of
+from .backend.dtypes import as_dtype, dtype_of_array, get_default_dtype
+
+__all__ = ["Tensor"]
+
+_next_id = itertools.count(1).__next__
+_new = object.__new__
+
+
+class _RetainGrad:
+    """The hook ``retain_grad()`` puts on a non-leaf: keeps its gradient in ``.grad``."""
+
+    __slots__ = ("tensor_ref",)
+
+    def __init__(self, tensor) -> None:
+        self.tensor_ref = weakref.ref(tensor)
+
+    def __call__(self, grad):
+        t = self.tensor_ref()
+        if t is not None:
+            if t._grad is None:
+                t._grad = Tensor._make(np.array(grad.data, copy=True), False, None)
+            else:
+                t._grad.data = t._grad.data + grad.data
+        return None
+
+
+class Tensor:
+    """A multi-dimensional array with reverse-mode automatic differentiation.
+
+    Create tensors with :func:`forgeml.tensor`, :func:`forgeml.zeros`,
+    :func:`forgeml.randn` and friends; ``Tensor(array)`` wraps an existing
+    NumPy array without copying.
+    """
+
+    __slots__ = (
+        "data",
+        "_requires_grad",
+        "_grad",
+        "grad_fn",
+        "_output_nr",
+        "_version_counter",
+        "_base",
+        "_hooks",
+        "_acc",
+        "_id",
+        "_retains_grad",
+        "__weakref__",
+    )
+
+    __array_ufunc__ = None  # NumPy defers to Tensor's reflected operators (np.float32(2) * t)
+    __array_priority__ = 1000
+
+    def __init__(self, data, requires_grad: bool = False) -> None:
+        if isinstance(data, Tensor):
+            data = data.data
+        elif not (isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__")):
+            from .ops.creation import as_array
+
+            data = as_array(data, None)
+        dtype_of_array(data)  # validates the element type
+        self.data = data
+        self._requires_grad = False
+        self._grad = None
+        self.grad_fn = None
+        self._output_nr = 0
+        self._version_counter = [0]
+        self._base = None
+        self._hooks = None
+        self._acc = None
+        self._id = _next_id()
+        self._retains_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # -- fast constructors used by ops ----------------------------------------
+    @staticmethod
+    def _make(data, requires_grad: bool, grad_fn) -> Tensor:
+        t = _new(Tensor)
+        t.data = data
+        t._requires_grad = requires_grad
+        t._grad = None
+        t.grad_fn = grad_fn
+        t._output_nr = 0
+        t._version_counter = [0]
+        t._base = None
+        t._hooks = None
+        t._acc = None
+        t._id = _next_id()
+        t._retains_grad = False
+        return t
+
+    @staticmethod
+    def _make_view(data, source: Tensor, requires_grad: bool, grad_fn) -> Tensor:
+        """A tensor whose storage is (part of) ``source``'s: it shares the version counter."""
+        t = Tensor._make(data, requires_grad, grad_fn)
+        t._version_counter = source._version_counter
+        t._base = source if source._base is None else source._base
+        return t
+
+    def _alias(self) -> Tensor:
+        """Same storage and version counter, no history (what ``save_for_backward`` keeps)."""
+        t = Tensor._make(self.data, False, None)
+        t._version_counter = self._version_counter
+        t._base = self._base
+        return t
+
+    def _accumulator(self) -> AccumulateGrad:
+        ref = self._acc
+        acc = ref() if ref is not None else None
+        if acc is None:
+            acc = AccumulateGrad(self)
+            self._acc = weakref.ref(acc)
+        return acc
+
+    # -- autograd attributes -------------------------------------------------
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        self.requires_grad_(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Set whether autograd records ops on this leaf tensor; returns ``self``."""
+        if not isinstance(requires_grad, bool):
+            raise TypeError(f"requires_grad must be a bool, got {type(requires_grad).__name__}")
+        if self.grad_fn is not None:
+            if not requires_grad:
+                raise RuntimeError(
+                    "you can only change requires_grad flags of leaf variables. If you want to use a computed "
+                    "variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach()."
+                )
+            return self
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise RuntimeError(
+                f"only Tensors of floating point dtype can require gradients; this tensor is {self.dtype}"
+            )
+        self._requires_grad = requires_grad
+        return self
+
+    @property
+    def grad(self) -> Tensor | None:
+        """The accumulated gradient (leaves, and non-leaves after ``retain_grad()``), or None."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value) -> None:
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad must be a Tensor or None, got {type(value).__name__}")
+            if value.data.shape != self.data.shape:
+                raise RuntimeError(
+                    f"assigned grad has data of a different size: {list(value.shape)} vs the tensor's {list(self.shape)}"
+                )
+            if value.data.dtype != self.data.dtype:
+                raise RuntimeError(f"assigned grad has dtype {value.dtype}, but the tensor is {self.dtype}")
+        self._grad = value
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors not produced by a recorded op (all tensors that do not require grad)."""
+        return self.grad_fn is None
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._retains_grad
+
+    def retain_grad(self) -> None:
+        """Keep this non-leaf tensor's gradient in ``.grad`` during backward (no-op on leaves)."""
+        if not self._requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self.grad_fn is None or self._retains_grad:
+            return
+        self.grad_fn.register_prehook(self._output_nr, _RetainGrad(self))
+        self._retains_grad = True
+
+    def register_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(grad)`` when this tensor's gradient is computed; it may return a replacement."""
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is None:
+            if self._hooks is None:
+                self._hooks = []
+            self._hooks.append(hook)
+            return RemovableHandle(self._hooks, hook)
+        node = self.grad_fn
+        if node._pre_hooks is None:
+            node._pre_hooks = {}
+        hooks = node._pre_hooks.setdefault(self._output_nr, [])
+        if hooks and isinstance(hooks[-1], _RetainGrad):  # retain_grad sees the final gradient
+            hooks.insert(len(hooks) - 1, hook)
+        else:
+            hooks.append(hook)
+        return RemovableHandle(hooks, hook)
+
+    def backward(self, gradient=None, retain_graph: bool | None = None, create_graph: bool = False, inputs=None):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``; ``gradient`` is needed unless self is a scalar."""
+        _engine.backward([self], [gradient], retain_graph=retain_graph, create_graph=create_graph, inputs=inputs)
+
+    def detach(self) -> Tensor:
+        """A tensor sharing this one's storage, cut from the graph."""
+        return self._alias()
+
+    def detach_(self) -> Tensor:
+        self.grad_fn = None
+        self._requires_grad = False
+        return self
+
+    @property
+    def _version(self) -> int:
+        """How many times this tensor's storage was modified in place."""
+        return self._version_counter[0]
+
+    def _bump_version(self) -> None:
+        self._version_counter[0] += 1
+
+    # -- metadata ---------------------------------------------------------------
+    @property
+    def id(self) -> int:
+        """A unique identifier, increasing in creation order."""
+        return self._id
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    def size(self, dim: int | None = None):
+        if dim is None:
+            return self.data.shape
+        from .ops._util import normalize_dim
+
+        return self.data.shape[normalize_dim(dim, self.data.ndim)]
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    nelement = numel
+
+    def element_size(self) -> int:
+        return self.data.itemsize
+
+    @property
+    def itemsize(self) -> int:
+        return self.data.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    @property
+    def dtype(self):
+        return dtype_of_array(self.data)
+
+    @property
+    def device(self):
+        return CPU if type(self.data) is np.ndarray else device_of(self.data)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def is_floating_point(self) -> bool:
+        return self.data.dtype.kind == "f"
+
+    def stride(self, dim: int | None = None):
+        strides = tuple(s // self.data.itemsize for s in self.data.strides)
+        return strides if dim is None else strides[dim]
+
+    def is_contiguous(self) -> bool:
+        return bool(self.data.flags.c_contiguous)
+
+    # -- conversion ---------------------------------------------------------------
+    def numpy(self, *, force: bool = False) -> np.ndarray:
+        """The data as a NumPy array, sharing storage (``force=True`` detaches and copies to host)."""
+        if force:
+            data = self.data
+            return data.get() if hasattr(data, "get") and not isinstance(data, np.ndarray) else data.copy()
+        if self._requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        if not isinstance(self.data, np.ndarray):
+            raise TypeError(f"can't convert {self.device} tensor to numpy; use tensor.cpu() first")
+        return self.data
+
+    def __array__(self, dtype=None, copy=None):
+        data = self.data if isinstance(self.data, np.ndarray) else self.data.get()
+        if dtype is not None and data.dtype != dtype:
+            return data.astype(dtype)
+        return data.copy() if copy else data
+
+    def item(self):
+        """The single value of a one-element tensor, as a Python number."""
+        if self.data.size != 1:
+            raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted to Scalar")
+        return self.data.item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with {self.data.size} elements is ambiguous")
+        return bool(self.data.item())
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __iter__(self):
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return iter(self.unbind(0))
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __reduce_ex__(self, protocol):
+        data = self.data if isinstance(self.data, np.ndarray) else self.data.get()
+        return (_rebuild_tensor, (data, self._requires_grad))
+
+    def __deepcopy__(self, memo):
+        if self.grad_fn is not None:
+            raise RuntimeError(
+                "Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol"
+            )
+        t = Tensor._make(self.data.copy(), self._requires_grad, None)
+        if self._grad is not None:
+            t._grad = Tensor._make(self._grad.data.copy(), False, None)
+        memo[id(self)] = t
+        return t
+
+    def __repr__(self) -> str:
+        data = self.data if isinstance(self.data, np.ndarray) else self.data.get()
+        body = np.array2string(
+            data, separator=", ", precision=4, prefix="tensor(", threshold=1000, edgeitems=3, floatmode="maxprec_equal"
+        )
+        extras = []
+        if self.device.type != "cpu":
+            extras.append(f"device='{self.device}'")
+        dt = self.dtype
+        if dt is not get_default_dtype() and dt.name not in ("int64", "bool"):
+            extras.append(f"dtype={dt}")
+        elif data.size == 0 and dt.name != get_default_dtype().name:
+            extras.append(f"dtype={dt}")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{self.grad_fn.name()}>")
+        elif self._requires_grad:
+            extras.append("requires_grad=True")
+        suffix = "".join(", " + e for e in extras)
+        return f"tensor({body}{suffix})"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        if self.data.ndim == 0 and spec:
+            return format(self.item(), spec)
+        return repr(self)
+
+
+def _rebuild_tensor(data, requires_grad):
+    t = Tensor._make(data, False, None)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _checked_dtype(dtype):
+    return as_dtype(dtype)
+
+
+bind_tensor_class(Tensor)
+
+# Methods backed by ops are attached here; importing them needs Tensor defined.
+from . import _methods  # noqa: E402,F401
+
+_unused = (as_device, _grad_state)
