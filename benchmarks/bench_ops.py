@@ -98,11 +98,10 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
-    print(f"numpy {np.__version__}, torch {torch.__version__} (threads: {torch.get_num_threads()}), forgeml {fm.__version__}")
-    print(
-        "env: OPENBLAS_CORETYPE="
-        f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')} OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}"
-    )
+    threads = torch.get_num_threads()
+    print(f"numpy {np.__version__}, torch {torch.__version__} (threads: {threads}), forgeml {fm.__version__}")
+    env = {name: os.environ.get(name, "(unset)") for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    print("env: " + " ".join(f"{k}={v}" for k, v in env.items()))
     results = measure(build_workloads(), args.repeats)
     print(f"\n{'workload':45s} {'forgeml':>12s} {'pytorch':>12s} {'ratio':>7s}")
     for name, r in results.items():

@@ -8,15 +8,26 @@
 (3, 4)
 """
 
-from . import autograd
+from . import (
+    autograd,
+    nn,
+)
+from ._methods import narrow, select
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .backend import Device, DType, Generator, cuda_is_available, default_generator, get_default_dtype, set_default_dtype
+from .backend import (
+    Device,
+    DType,
+    Generator,
+    cuda_is_available,
+    default_generator,
+    get_default_dtype,
+    set_default_dtype,
+)
 from .backend import dtypes as _dtypes
 from .backend.device import Device as device
-from .backend.dtypes import promote_types, result_type as _result_type
+from .backend.dtypes import promote_types
+from .backend.dtypes import result_type as _result_type
 from .backend.random import get_rng_state, initial_seed, manual_seed, seed, set_rng_state
-from .tensor import Tensor
-from ._methods import narrow, select
 from .ops.conversion import clone
 from .ops.creation import (
     arange,
@@ -121,20 +132,20 @@ from .ops.shape import (
     unflatten,
     unsqueeze,
 )
-from . import nn  # noqa: E402  (nn.functional builds on the ops above)
+from .tensor import Tensor
 
 multiply, subtract, divide, true_divide, negative = mul, sub, div, div, neg
 swapaxes = transpose
 
 float16 = half = _dtypes.float16
-float32 = float = _dtypes.float32  # noqa: A001 - PyTorch's names
+float32 = float = _dtypes.float32
 float64 = double = _dtypes.float64
 uint8 = _dtypes.uint8
 int8 = _dtypes.int8
 int16 = short = _dtypes.int16
-int32 = int = _dtypes.int32  # noqa: A001
+int32 = int = _dtypes.int32
 int64 = long = _dtypes.int64
-bool = _dtypes.bool_  # noqa: A001
+bool = _dtypes.bool_
 
 
 def result_type(*operands):

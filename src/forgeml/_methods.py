@@ -50,7 +50,9 @@ def select(input, dim: int, index: int):
     d = normalize_dim(dim, input.data.ndim)
     size = input.data.shape[d]
     if not -size <= index < size:
-        raise IndexError(f"select(): index {index} out of range for tensor of size {list(input.shape)} at dimension {d}")
+        raise IndexError(
+            f"select(): index {index} out of range for tensor of size {list(input.shape)} at dimension {d}"
+        )
     return indexing.getitem(input, (slice(None),) * d + (index,))
 
 

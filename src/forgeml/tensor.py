@@ -17,9 +17,8 @@ import numpy as np
 
 from .autograd import engine as _engine
 from .autograd.function import AccumulateGrad, RemovableHandle, bind_tensor_class
-from .autograd.grad_mode import state as _grad_state
-from .backend.device import CPU, as_device, device_of
-from .backend.dtypes import as_dtype, dtype_of_array, get_default_dtype
+from .backend.device import CPU, device_of
+from .backend.dtypes import dtype_of_array, get_default_dtype
 
 __all__ = ["Tensor"]
 
@@ -42,7 +41,6 @@ class _RetainGrad:
                 t._grad = Tensor._make(np.array(grad.data, copy=True), False, None)
             else:
                 t._grad.data = t._grad.data + grad.data
-        return None
 
 
 class Tensor:
@@ -172,7 +170,8 @@ class Tensor:
                 raise TypeError(f"assigned grad must be a Tensor or None, got {type(value).__name__}")
             if value.data.shape != self.data.shape:
                 raise RuntimeError(
-                    f"assigned grad has data of a different size: {list(value.shape)} vs the tensor's {list(self.shape)}"
+                    f"assigned grad has data of a different size: {list(value.shape)} "
+                    f"vs the tensor's {list(self.shape)}"
                 )
             if value.data.dtype != self.data.dtype:
                 raise RuntimeError(f"assigned grad has dtype {value.dtype}, but the tensor is {self.dtype}")
@@ -404,13 +403,7 @@ def _rebuild_tensor(data, requires_grad):
     return t
 
 
-def _checked_dtype(dtype):
-    return as_dtype(dtype)
-
-
 bind_tensor_class(Tensor)
 
 # Methods backed by ops are attached here; importing them needs Tensor defined.
 from . import _methods  # noqa: E402,F401
-
-_unused = (as_device, _grad_state)

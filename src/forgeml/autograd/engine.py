@@ -147,6 +147,9 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, inputs=None, accumul
     restricted = inputs is not None
     prev_mode = _grad_state.enabled
     _grad_state.enabled = False  # gradient arithmetic records nothing
+    # Like PyTorch, gradients through inf/nan (sqrt'(0), 1/0) propagate silently.
+    errstate = np.errstate(all="ignore")
+    errstate.__enter__()
     try:
         ready = [n for n in dict.fromkeys(root_nodes) if deps.get(n, 0) == 0]
         while ready:
@@ -182,6 +185,7 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, inputs=None, accumul
                     if left == 0:
                         ready.append(child)
     finally:
+        errstate.__exit__(None, None, None)
         _grad_state.enabled = prev_mode
     return captured if inputs is not None else None
 

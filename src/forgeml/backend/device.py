@@ -30,7 +30,7 @@ class Device:
 
     __slots__ = ("type", "index")
 
-    def __init__(self, type: str | Device, index: int | None = None) -> None:  # noqa: A002
+    def __init__(self, type: str | Device, index: int | None = None) -> None:
         if isinstance(type, Device):
             self.type, self.index = type.type, type.index
             return
@@ -91,7 +91,7 @@ def _import_cupy():
     global _cupy
     if _cupy is None:
         try:
-            import cupy  # noqa: PLC0415 - lazily, so NumPy alone is enough for the CPU
+            import cupy
         except ImportError as exc:  # pragma: no cover - depends on the machine
             raise ImportError(f"CUDA tensors need CuPy, which is not installed; {_INSTALL_GPU_HINT}") from exc
         _cupy = cupy

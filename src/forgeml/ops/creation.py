@@ -148,7 +148,10 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad: bool = Fal
 
 
 def _like(input, dtype, device):
-    return (as_dtype(dtype).numpy if dtype is not None else input.data.dtype, device if device is not None else input.device)
+    return (
+        as_dtype(dtype).numpy if dtype is not None else input.data.dtype,
+        device if device is not None else input.device,
+    )
 
 
 def zeros_like(input, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
@@ -179,7 +182,9 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad: b
     if step == 0:
         raise RuntimeError("arange: step must be nonzero")
     if (end - start) / step < 0:
-        raise RuntimeError(f"arange: upper bound and larger bound inconsistent with step sign (start={start}, end={end}, step={step})")
+        raise RuntimeError(
+            f"arange: upper bound and larger bound inconsistent with step sign (start={start}, end={end}, step={step})"
+        )
     if dtype is None:
         dtype = get_default_dtype() if any(isinstance(v, float) for v in values) else as_dtype("int64")
     target = as_dtype(dtype)
@@ -219,7 +224,9 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad: bool = F
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Samples from the standard normal distribution."""
-    return _random(lambda r, s, d: r.standard_normal(s, dtype=d), size, dtype, device, requires_grad, "randn", generator)
+    return _random(
+        lambda r, s, d: r.standard_normal(s, dtype=d), size, dtype, device, requires_grad, "randn", generator
+    )
 
 
 def randint(*args, size=None, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:

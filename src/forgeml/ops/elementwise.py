@@ -13,7 +13,6 @@ import math
 import numpy as np
 
 from ..autograd.function import Function
-from ..backend.dtypes import get_default_dtype
 from ..tensor import Tensor
 from ._util import binary_operands, float_like, is_number, python_scalar, unbroadcast
 
@@ -461,11 +460,8 @@ class Softplus(Function):
         return g * np.where(linear, 1, sigmoid_array(z)).astype(g.dtype, copy=False), None, None
 
 
-def erf_array(x):
-    """The error function, elementwise: exact (libm) for float64, a <1.2e-7 relative-error fit otherwise."""
-    if x.dtype == np.float64:
-        return _erf_exact(x)
-    z = np.abs(x).astype(np.float64)
+def _erfc_fit(z):
+    """erfc(z) for z >= 0 with fractional error below 1.2e-7 (Numerical Recipes' Chebyshev fit), in float64."""
     t = 1.0 / (1.0 + 0.5 * z)
     poly = -1.26551223 + t * (
         1.00002368
@@ -473,18 +469,31 @@ def erf_array(x):
         * (
             0.37409196
             + t
-            * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))
+            * (
+                0.09678418
+                + t
+                * (
+                    -0.18628806
+                    + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))
+                )
+            )
         )
     )
-    erfc = t * np.exp(-z * z + poly)
-    return (np.sign(x) * (1.0 - erfc)).astype(x.dtype)
+    return t * np.exp(-z * z + poly)
 
 
-_erf_exact = np.frompyfunc(math.erf, 1, 1)
+_erfc_exact = np.frompyfunc(math.erfc, 1, 1)
 
 
-def _erf_float64(x):
-    return _erf_exact(x).astype(np.float64)
+def normal_cdf(x):
+    """Phi(x), the standard normal CDF, accurate in relative terms in both tails.
+
+    float64 uses libm's erfc (exact); other dtypes a fit whose error is below
+    their precision, since NumPy has no vectorised erf.
+    """
+    z = np.abs(x).astype(np.float64) * _INV_SQRT_2
+    tail = 0.5 * (_erfc_exact(z).astype(np.float64) if x.dtype == np.float64 else _erfc_fit(z))
+    return np.where(x < 0, tail, 1.0 - tail).astype(x.dtype, copy=False)
 
 
 class Gelu(Function):
@@ -498,7 +507,7 @@ class Gelu(Function):
             t = np.tanh(inner)
             ctx.save_for_backward(x, t)
             return 0.5 * x * (1 + t)
-        cdf = 0.5 * (1 + _erf(x * _INV_SQRT_2))
+        cdf = normal_cdf(x)
         ctx.save_for_backward(x, cdf)
         return x * cdf
 
@@ -512,12 +521,6 @@ class Gelu(Function):
         else:
             local = aux + x * (_INV_SQRT_2PI * np.exp(-0.5 * x * x))
         return g * local.astype(g.dtype, copy=False), None
-
-
-def _erf(x):
-    if x.dtype == np.float64:
-        return _erf_float64(x)
-    return erf_array(x)
 
 
 class Clamp(Function):
@@ -652,7 +655,7 @@ def remainder(input, other):
     return _binary(Remainder, input, other, "remainder")
 
 
-def pow(input, exponent):  # noqa: A001 - PyTorch's name
+def pow(input, exponent):
     return _binary(Pow, input, exponent, "pow")
 
 
@@ -704,7 +707,7 @@ def neg(input):
     return Neg.apply(input)
 
 
-def abs(input):  # noqa: A001 - PyTorch's name
+def abs(input):
     return Abs.apply(input)
 
 
@@ -748,7 +751,7 @@ def gelu(input, approximate: str = "none"):
     return Gelu.apply(_float_input(input), approximate)
 
 
-def clamp(input, min=None, max=None):  # noqa: A002 - PyTorch's names
+def clamp(input, min=None, max=None):
     """Limit ``input`` to ``[min, max]``; the gradient passes where ``min <= x <= max``."""
     if min is None and max is None:
         raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
@@ -787,7 +790,7 @@ trunc = _zero_grad_op(np.trunc)
 sign = _zero_grad_op(np.sign)
 
 
-def round(input, decimals: int = 0):  # noqa: A001 - PyTorch's name
+def round(input, decimals: int = 0):
     return _zero_grad_op(lambda a: np.round(a, decimals))(input)
 
 
@@ -842,5 +845,3 @@ def equal(input, other) -> bool:
     """True when both tensors have the same shape and elements."""
     return input.data.shape == other.data.shape and bool(np.array_equal(input.data, other.data))
 
-
-DEFAULT_FLOAT = get_default_dtype

@@ -37,7 +37,9 @@ def _convert_index_item(item, position):
             f"(got {type(item).__name__} at position {position})"
         )
     if arr.dtype.kind not in "biu":
-        raise IndexError(f"tensors used as indices must be long, int or bool tensors; got dtype {arr.dtype} at position {position}")
+        raise IndexError(
+            f"tensors used as indices must be long, int or bool tensors; got dtype {arr.dtype} at position {position}"
+        )
     return arr, False
 
 
@@ -142,8 +144,9 @@ def setitem(input, index, value) -> None:
     except IndexError as exc:
         raise _index_error(exc, input.data.shape, index) from None
     except ValueError as exc:
-        raise RuntimeError(f"cannot assign a value of shape {list(np.shape(getattr(value, 'data', value)))} "
-                           f"to the selection: {exc}") from None
+        raise RuntimeError(
+            f"cannot assign a value of shape {list(np.shape(getattr(value, 'data', value)))} to the selection: {exc}"
+        ) from None
 
 
 def _gather_index(index, dim):
@@ -249,7 +252,9 @@ def index_select(input, dim: int, index):
     d = normalize_dim(dim, max(input.data.ndim, 1))
     idx = index.data if isinstance(index, Tensor) else np.asarray(index)
     if idx.ndim > 1 or idx.dtype.kind not in "iu":
-        raise RuntimeError(f"index_select(): index must be a 1-D integer tensor, got shape {list(idx.shape)} dtype {idx.dtype}")
+        raise RuntimeError(
+            f"index_select(): index must be a 1-D integer tensor, got shape {list(idx.shape)} dtype {idx.dtype}"
+        )
     size = input.data.shape[d] if input.data.ndim else 1
     if idx.size and (idx.min() < -size or idx.max() >= size):
         raise IndexError(f"index_select(): index out of range for dimension {d} with size {size}")
@@ -286,12 +291,14 @@ def masked_fill(input, mask, value):
             raise ValueError
     except ValueError:
         raise RuntimeError(
-            f"masked_fill: the mask of shape {list(m.shape)} cannot be broadcast to the input's shape {list(input.shape)}"
+            f"masked_fill: the mask of shape {list(m.shape)} cannot be broadcast to the input's shape "
+            f"{list(input.shape)}"
         ) from None
     if isinstance(value, Tensor):
         if value.data.ndim != 0:
             raise RuntimeError(
-                f"masked_fill only supports a 0-dimensional value tensor, but got tensor with {value.data.ndim} dimension(s)"
+                "masked_fill only supports a 0-dimensional value tensor, but got tensor with "
+                f"{value.data.ndim} dimension(s)"
             )
         if value.data.dtype != input.data.dtype:
             value = value.to(input.dtype)

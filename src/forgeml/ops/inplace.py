@@ -87,7 +87,9 @@ def apply_inplace(t: Tensor, fn_cls, *args, direct=None) -> Tensor:
 def _write(t: Tensor, values) -> None:
     values = np.asarray(values) if not hasattr(values, "dtype") else values
     if dtype_of_array(values).category > dtype_of_array(t.data).category:
-        raise RuntimeError(f"result type {dtype_of_array(values).name} can't be cast to the desired output type {t.dtype.name}")
+        raise RuntimeError(
+            f"result type {dtype_of_array(values).name} can't be cast to the desired output type {t.dtype.name}"
+        )
     np.copyto(t.data, values, casting="unsafe")
 
 
@@ -173,7 +175,9 @@ def fill_(input, value):
     """Set every element to ``value`` (a number or a 0-d tensor)."""
     if isinstance(value, Tensor):
         if value.data.ndim != 0:
-            raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.data.ndim} dimensions")
+            raise RuntimeError(
+                f"fill_ only supports 0-dimension value tensor but got tensor with {value.data.ndim} dimensions"
+            )
         if value.data.dtype != input.data.dtype and value.data.dtype.kind == "f" and input.data.dtype.kind == "f":
             value = value.to(input.dtype)
     elif is_number(value):
@@ -200,7 +204,8 @@ def copy_(input, src):
             raise ValueError
     except ValueError:
         raise RuntimeError(
-            f"copy_: the src tensor of shape {list(src.shape)} cannot be broadcast to the destination {list(input.shape)}"
+            f"copy_: the src tensor of shape {list(src.shape)} cannot be broadcast to the destination "
+            f"{list(input.shape)}"
         ) from None
     if src.data.dtype != input.data.dtype:
         src = src.to(input.dtype)
@@ -213,7 +218,7 @@ def copy_(input, src):
     return apply_inplace(input, Fill, src, direct=direct)
 
 
-def clamp_(input, min=None, max=None):  # noqa: A002 - PyTorch's names
+def clamp_(input, min=None, max=None):
     if min is None and max is None:
         raise RuntimeError("clamp_: at least one of 'min' or 'max' must not be None")
     low = min.data if isinstance(min, Tensor) else min

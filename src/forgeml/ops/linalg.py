@@ -60,22 +60,23 @@ def _check_matmul_shapes(sa, sb, name):
     if k_a != k_b:
         left = "x".join(map(str, sa))
         right = "x".join(map(str, sb))
-        raise RuntimeError(f"{name}: shapes cannot be multiplied ({left} and {right}): inner sizes {k_a} and {k_b} differ")
+        raise RuntimeError(
+            f"{name}: shapes cannot be multiplied ({left} and {right}): inner sizes {k_a} and {k_b} differ"
+        )
     if len(sa) > 2 or len(sb) > 2:
         try:
             np.broadcast_shapes(sa[:-2], sb[:-2])
         except ValueError:
             raise RuntimeError(
-                f"{name}: batch dims {list(sa[:-2])} and {list(sb[:-2])} cannot be broadcast (shapes {list(sa)} and {list(sb)})"
+                f"{name}: batch dims {list(sa[:-2])} and {list(sb[:-2])} cannot be broadcast "
+                f"(shapes {list(sa)} and {list(sb)})"
             ) from None
 
 
 def matmul(input, other):
     """Matrix product with NumPy/PyTorch semantics for 1-D operands and broadcast batch dims."""
     if not isinstance(input, Tensor) or not isinstance(other, Tensor):
-        raise TypeError(
-            f"matmul expects two Tensors, got {type(input).__name__} and {type(other).__name__}"
-        )
+        raise TypeError(f"matmul expects two Tensors, got {type(input).__name__} and {type(other).__name__}")
     a, b = binary_operands(input, other, "matmul")
     _check_matmul_shapes(a.data.shape, b.data.shape, "matmul")
     return Matmul.apply(a, b)

@@ -89,7 +89,9 @@ def one_hot(tensor, num_classes: int = -1):
             raise RuntimeError("one_hot: can not infer total number of classes from empty tensor")
         num_classes = int(idx.max()) + 1
     elif idx.size and idx.max() >= num_classes:
-        raise RuntimeError(f"one_hot: class values must be smaller than num_classes ({num_classes}), got {int(idx.max())}")
+        raise RuntimeError(
+            f"one_hot: class values must be smaller than num_classes ({num_classes}), got {int(idx.max())}"
+        )
     out = np.zeros(idx.shape + (num_classes,), dtype=np.int64)
     np.put_along_axis(out, idx[..., None].astype(np.int64), 1, axis=-1)
     return Tensor._make(out, False, None)

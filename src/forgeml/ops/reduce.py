@@ -7,6 +7,7 @@ tied elements; ``max(dim)`` sends the gradient to the returned index.
 
 from __future__ import annotations
 
+import builtins
 from collections import namedtuple
 
 import numpy as np
@@ -96,7 +97,7 @@ class Var(Function):
         centered = x - x.mean(axis=axes, keepdims=True)
         dof = _count(x.shape, axes) - correction
         with np.errstate(divide="ignore", invalid="ignore"):
-            out_k = (centered * centered).sum(axis=axes, keepdims=True) / max(dof, 0)
+            out_k = (centered * centered).sum(axis=axes, keepdims=True) / builtins.max(dof, 0)
         if take_sqrt:
             out_k = np.sqrt(out_k)
         ctx.save_for_backward(centered, out_k if take_sqrt else None)
@@ -112,7 +113,7 @@ class Var(Function):
         with np.errstate(divide="ignore", invalid="ignore"):
             if std_k is not None:
                 g_k = g_k / (2 * std_k)
-            grad = g_k * centered * (2.0 / dof)
+            grad = g_k * centered * (2.0 / dof if dof > 0 else np.nan)
         return grad.astype(centered.dtype, copy=False), None, None, None, None
 
 
@@ -149,7 +150,7 @@ class MaxDim(Function):
 
     @staticmethod
     def forward(ctx, x, indices, dim, keepdim):
-        idx_k = np.expand_dims(indices, dim) if not keepdim else indices
+        idx_k = np.expand_dims(indices, dim)
         out = np.take_along_axis(x, idx_k, axis=dim)
         if not keepdim:
             out = np.squeeze(out, axis=dim)
@@ -163,7 +164,7 @@ class MaxDim(Function):
         shape, dim = ctx.meta
         grad = np.zeros(shape, dtype=g.dtype)
         np.put_along_axis(grad, idx_k, g.reshape(idx_k.shape), axis=dim)
-        return None, grad, None, None
+        return grad, None, None, None
 
 
 class Prod(Function):
@@ -236,7 +237,7 @@ def _require_float(input: Tensor, name: str):
         )
 
 
-def sum(input, dim=None, keepdim: bool = False, *, dtype=None):  # noqa: A001 - PyTorch's name
+def sum(input, dim=None, keepdim: bool = False, *, dtype=None):
     """Sum over ``dim`` (all dims by default); integer and bool inputs sum to int64."""
     axes = _dims(input, dim)
     np_dtype = as_dtype(dtype).numpy if dtype is not None else None
@@ -306,12 +307,12 @@ def _max_min(input, dim, keepdim, other, largest, name):
     return MaxMin(values, Tensor._make(idx.astype(np.int64, copy=False), False, None))
 
 
-def max(input, dim=None, keepdim: bool = False, *, other=None):  # noqa: A001 - PyTorch's name
+def max(input, dim=None, keepdim: bool = False, *, other=None):
     """``max()`` the largest value; ``max(dim)`` a ``(values, indices)`` pair; ``max(other)`` elementwise."""
     return _max_min(input, dim, keepdim, other, True, "max")
 
 
-def min(input, dim=None, keepdim: bool = False, *, other=None):  # noqa: A001 - PyTorch's name
+def min(input, dim=None, keepdim: bool = False, *, other=None):
     return _max_min(input, dim, keepdim, other, False, "min")
 
 

@@ -231,7 +231,9 @@ def t_(input):
 
 def mT(input):  # noqa: N802 - PyTorch's name
     if input.data.ndim < 2:
-        raise RuntimeError(f"tensor.mT is only supported on matrices or batches of matrices. Got {input.data.ndim}-D tensor.")
+        raise RuntimeError(
+            f"tensor.mT is only supported on matrices or batches of matrices. Got {input.data.ndim}-D tensor."
+        )
     return transpose(input, -2, -1)
 
 
@@ -269,7 +271,7 @@ def expand(input, *sizes):
         cur = shape[i - lead]
         if s == -1:
             target.append(cur)
-        elif cur == 1 or cur == s:
+        elif cur in (1, s):
             target.append(s)
         else:
             raise RuntimeError(
