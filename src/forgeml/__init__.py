@@ -26,7 +26,6 @@ from .backend import (
 from .backend import dtypes as _dtypes
 from .backend.device import Device as device
 from .backend.dtypes import promote_types
-from .backend.dtypes import result_type as _result_type
 from .backend.random import get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from .ops.conversion import clone
 from .ops.creation import (

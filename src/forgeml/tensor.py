@@ -4,8 +4,8 @@ A tensor wraps a NumPy (or CuPy) array in ``data``. When it requires grad,
 the ops applied to it record a graph (``grad_fn``) that ``backward()`` walks
 to fill the ``.grad`` of the leaves. The methods that compute (``exp``,
 ``sum``, ``reshape``, ``__add__`` ...) are the functions of ``forgeml.ops``,
-bound at the bottom of this module, so ``x.exp()`` and ``forgeml.exp(x)`` are
-one function.
+bound by ``forgeml._methods`` when the package is imported, so ``x.exp()`` and
+``forgeml.exp(x)`` are one function.
 """
 
 from __future__ import annotations
@@ -404,6 +404,3 @@ def _rebuild_tensor(data, requires_grad):
 
 
 bind_tensor_class(Tensor)
-
-# Methods backed by ops are attached here; importing them needs Tensor defined.
-from . import _methods  # noqa: E402,F401
