@@ -18,6 +18,7 @@ import numpy as np
 from .autograd import engine as _engine
 from .autograd.function import AccumulateGrad, RemovableHandle, bind_tensor_class
 from .backend.device import CPU, device_of
+from ._tensor_str import format_array
 from .backend.dtypes import dtype_of_array, get_default_dtype
 
 __all__ = ["Tensor"]
@@ -291,8 +292,13 @@ class Tensor:
         return self.data.dtype.kind == "f"
 
     def stride(self, dim: int | None = None):
+        """Strides in elements, as PyTorch counts them (NumPy counts bytes)."""
         strides = tuple(s // self.data.itemsize for s in self.data.strides)
-        return strides if dim is None else strides[dim]
+        if dim is None:
+            return strides
+        from .ops._util import normalize_dim
+
+        return strides[normalize_dim(dim, self.data.ndim)]
 
     def is_contiguous(self) -> bool:
         return bool(self.data.flags.c_contiguous)
@@ -325,10 +331,14 @@ class Tensor:
         return self.data.tolist()
 
     def __float__(self) -> float:
-        return float(self.item())
+        if self.data.size != 1:
+            raise ValueError("only one element tensors can be converted to Python scalars")
+        return float(self.data.item())
 
     def __int__(self) -> int:
-        return int(self.item())
+        if self.data.size != 1:
+            raise ValueError("only one element tensors can be converted to Python scalars")
+        return int(self.data.item())
 
     def __index__(self) -> int:
         if self.data.dtype.kind not in "iub" or self.data.size != 1:
@@ -370,9 +380,7 @@ class Tensor:
 
     def __repr__(self) -> str:
         data = self.data if isinstance(self.data, np.ndarray) else self.data.get()
-        body = np.array2string(
-            data, separator=", ", precision=4, prefix="tensor(", threshold=1000, edgeitems=3, floatmode="maxprec_equal"
-        )
+        body = format_array(data)
         extras = []
         if self.device.type != "cpu":
             extras.append(f"device='{self.device}'")

@@ -63,9 +63,16 @@ def contiguous(input):
 
 
 def _is_device_spec(value) -> bool:
+    """Devices are ``Device`` objects and strings that do not name a dtype ('cpu', 'cuda:1', or a typo)."""
     if isinstance(value, Device):
         return True
-    return isinstance(value, str) and value.split(":")[0] in ("cpu", "cuda")
+    if not isinstance(value, str):
+        return False
+    try:
+        as_dtype(value)
+    except TypeError:
+        return True
+    return False
 
 
 def _parse_to_args(args, kwargs):

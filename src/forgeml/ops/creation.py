@@ -60,10 +60,11 @@ def as_array(data, dtype):
             )
         if arr.dtype.kind in "US":
             raise TypeError(f"can't build a tensor from strings ({arr.dtype})")
-        if dtype is None and arr.dtype.kind == "f" and not isinstance(data, np.generic):
-            arr = arr.astype(get_default_dtype().numpy)
-        elif dtype is None and arr.dtype.kind in "iu" and not isinstance(data, np.generic):
-            arr = arr.astype(np.int64)
+        if dtype is None and _from_python_numbers(data):
+            if arr.dtype.kind == "f":
+                arr = arr.astype(get_default_dtype().numpy)
+            elif arr.dtype.kind in "iu":
+                arr = arr.astype(np.int64)
     if dtype is not None:
         target = as_dtype(dtype).numpy
         if arr.dtype != target:
@@ -71,6 +72,19 @@ def as_array(data, dtype):
     else:
         dtype_of_array(arr)
     return arr
+
+
+def _from_python_numbers(data) -> bool:
+    """True when ``data``'s first element is a Python number (not a NumPy scalar, array or tensor).
+
+    PyTorch infers the dtype of Python numbers (float -> default float dtype,
+    int -> int64) but keeps the dtype of NumPy scalars and arrays.
+    """
+    while isinstance(data, (list, tuple)) and data:
+        data = data[0]
+    if isinstance(data, np.generic):  # np.float64 subclasses float, but keeps its dtype
+        return False
+    return isinstance(data, (bool, int, float)) or (isinstance(data, (list, tuple)) and not data)
 
 
 def _finish(arr, device, requires_grad) -> Tensor:
@@ -189,10 +203,14 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad: b
         dtype = get_default_dtype() if any(isinstance(v, float) for v in values) else as_dtype("int64")
     target = as_dtype(dtype)
     count = max(math.ceil((values[1] - values[0]) / values[2]), 0)
-    if target.is_floating_point or any(isinstance(v, float) for v in values):
+    if target.is_floating_point:
         arr = (values[0] + np.arange(count, dtype=np.float64) * values[2]).astype(target.numpy)
     else:
-        arr = np.arange(values[0], values[1], values[2], dtype=target.numpy)
+        # PyTorch computes the length from the exact bounds, then steps by start and step cast to the dtype.
+        step = int(values[2])
+        if step == 0:
+            raise RuntimeError(f"arange: step must be nonzero (step {values[2]} becomes 0 as {target.name})")
+        arr = (int(values[0]) + np.arange(count, dtype=np.int64) * step).astype(target.numpy)
     return _finish(arr, device, requires_grad)
 
 
@@ -229,17 +247,23 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad: bool = 
     )
 
 
-def randint(*args, size=None, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+def randint(*args, low=None, high=None, size=None, generator=None, dtype=None, device=None, requires_grad=False):
     """``randint(high, size)`` or ``randint(low, high, size)``: integers in ``[low, high)``."""
     args = list(args)
     if size is None and args and isinstance(args[-1], (tuple, list)):
         size = args.pop()
-    if len(args) == 1:
-        low, high = 0, args[0]
-    elif len(args) == 2:
-        low, high = args
-    else:
+    if len(args) > 2:
         raise TypeError("randint expects (high, size) or (low, high, size)")
+    if len(args) == 2:
+        low, high = args
+    elif len(args) == 1:
+        if high is None:
+            high = args[0]
+        else:
+            low = args[0]
+    low = 0 if low is None else low
+    if high is None:
+        raise TypeError("randint() missing required argument 'high'")
     if size is None:
         raise TypeError("randint() missing required argument 'size'")
     if high <= low:

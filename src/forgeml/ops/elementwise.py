@@ -597,7 +597,16 @@ def _broadcast_error(a, b, op_name):
 
 
 def _binary(fn_cls, a, b, op_name):
-    a, b = binary_operands(a, b, op_name)
+    # Fast path for the common cases that need no promotion: float tensor with a Python
+    # float, or two tensors of one dtype. Everything else goes through binary_operands.
+    if not (
+        isinstance(a, Tensor)
+        and (
+            (type(b) is float and a.data.dtype.kind == "f")
+            or (isinstance(b, Tensor) and a.data.dtype == b.data.dtype)
+        )
+    ):
+        a, b = binary_operands(a, b, op_name)
     try:
         return fn_cls.apply(a, b)
     except ValueError as exc:
@@ -614,8 +623,17 @@ def add(input, other, *, alpha=1):
     return _binary(Add, input, other, "add")
 
 
+def _is_bool(x) -> bool:
+    return isinstance(x, bool) or (isinstance(x, Tensor) and x.data.dtype == np.bool_)
+
+
 def sub(input, other, *, alpha=1):
-    """``input - alpha * other``."""
+    """``input - alpha * other`` (not defined for bool operands, as in PyTorch)."""
+    if _is_bool(input) or _is_bool(other):
+        raise RuntimeError(
+            "Subtraction, the `-` operator, with a bool tensor is not supported. "
+            "If you are trying to invert a mask, use the `~` or `logical_not()` operator instead."
+        )
     if alpha != 1:
         other = mul(other, alpha)
     return _binary(Sub, input, other, "sub")
@@ -704,6 +722,11 @@ def _unary(fn_cls):
 
 
 def neg(input):
+    if _is_bool(input):
+        raise RuntimeError(
+            "Negation, the `-` operator, on a bool tensor is not supported. "
+            "If you are trying to invert a mask, use the `~` or `logical_not()` operator instead."
+        )
     return Neg.apply(input)
 
 
