@@ -15,10 +15,10 @@ import weakref
 
 import numpy as np
 
+from ._tensor_str import format_array
 from .autograd import engine as _engine
 from .autograd.function import AccumulateGrad, RemovableHandle, bind_tensor_class
 from .backend.device import CPU, device_of
-from ._tensor_str import format_array
 from .backend.dtypes import dtype_of_array, get_default_dtype
 
 __all__ = ["Tensor"]
