@@ -64,6 +64,7 @@ class Tensor:
         "_acc",
         "_id",
         "_retains_grad",
+        "_view_version",
         "__weakref__",
     )
 
@@ -115,6 +116,7 @@ class Tensor:
         t = Tensor._make(data, requires_grad, grad_fn)
         t._version_counter = source._version_counter
         t._base = source if source._base is None else source._base
+        t._view_version = source._version_counter[0]  # see Function.apply: stale views are refused
         return t
 
     def _alias(self) -> Tensor:
@@ -122,6 +124,7 @@ class Tensor:
         t = Tensor._make(self.data, False, None)
         t._version_counter = self._version_counter
         t._base = self._base
+        t._view_version = self._version_counter[0]
         return t
 
     def _accumulator(self) -> AccumulateGrad:

@@ -95,8 +95,6 @@ def _run_hooks(hooks, g):
 
 
 def _accumulate_leaf(variable, g) -> None:
-    if variable._hooks:
-        g = _run_hooks(variable._hooks, g)
     current = variable._grad
     if current is None:
         data = variable.data
@@ -158,9 +156,12 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, inputs=None, accumul
             if grad is not None and (useful is None or node in useful):
                 if node._pre_hooks:
                     grad = _run_pre_hooks(node, grad)
+                is_leaf = type(node) is AccumulateGrad
+                if is_leaf and node.variable._hooks:
+                    grad = _run_hooks(node.variable._hooks, grad)
                 if captures is not None:
                     _capture(node, grad, captures, captured)
-                if type(node) is AccumulateGrad:
+                if is_leaf:
                     if accumulate and not restricted:
                         _accumulate_leaf(node.variable, grad)
                 else:

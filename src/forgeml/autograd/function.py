@@ -233,6 +233,8 @@ class Function:
         edges = []
         for arg, need in zip(args, needs):
             if need:
+                if arg._base is not None and arg._version_counter[0] != arg._view_version:
+                    _raise_stale_view(arg)
                 fn = arg.grad_fn
                 edges.append((fn, arg._output_nr) if fn is not None else (arg._accumulator(), 0))
             else:
@@ -280,6 +282,15 @@ def _as_array(value):
     if hasattr(value, "__cuda_array_interface__") or isinstance(value, np.ndarray):
         return value
     raise TypeError(f"an op produced {type(value).__name__}, not an array")
+
+
+def _raise_stale_view(view):
+    raise RuntimeError(
+        f"a view of shape {list(view.data.shape)} is used after its storage was modified in place "
+        f"(version {view._view_version} when the view was made, {view._version_counter[0]} now), so its "
+        "recorded history no longer describes its values; take the view again after the in-place op, "
+        "or clone() it before modifying the base"
+    )
 
 
 def _raise_device_mismatch(cls, args):
@@ -351,6 +362,7 @@ def _apply_user_function(cls, args, kwargs):
         ctx._n_outputs = len(outs)
         ctx._output_meta = meta
         ctx._input_meta = [(a.data.shape, a.data.dtype) if n else None for a, n in zip(args, needs)]
+        ctx._input_is_tensor = [isinstance(a, tensor_cls) for a in args]
     return tuple(results) if is_tuple else results[0]
 
 
@@ -377,22 +389,42 @@ def _call_user_backward(node, grad):
         )
     arrays = []
     for i, (r, need, meta) in enumerate(zip(result, node.needs_input_grad, node._input_meta)):
-        if r is None or not need:
+        if r is None:
+            arrays.append(None)
+            continue
+        if meta is None and not node._input_is_tensor[i]:
+            raise RuntimeError(
+                f"function {node.name()} returned a gradient different than None at position {i + 1}, "
+                "but the corresponding forward input was not a Tensor"
+            )
+        if not need:
             arrays.append(None)
             continue
         arr = r.data if isinstance(r, tensor_cls) else np.asarray(r)
         if arr.shape != meta[0]:
-            try:
-                arr = np.broadcast_to(arr, meta[0])
-            except ValueError:
-                raise RuntimeError(
-                    f"function {node.name()} returned an invalid gradient at index {i} - "
-                    f"got {list(arr.shape)} but expected shape compatible with {list(meta[0])}"
-                ) from None
+            arr = _sum_to_input(arr, meta[0], node.name(), i)
         if arr.dtype != meta[1]:
             arr = arr.astype(meta[1])
         arrays.append(arr)
     return tuple(arrays)
+
+
+def _sum_to_input(arr, shape, name, index):
+    """A gradient with extra broadcast dims is summed down to the input's shape, as PyTorch does."""
+    try:
+        expandable = np.broadcast_shapes(shape, arr.shape) == arr.shape
+    except ValueError:
+        expandable = False
+    if not expandable:
+        raise RuntimeError(
+            f"function {name} returned an invalid gradient at index {index} - got {list(arr.shape)} "
+            f"but expected shape compatible with {list(shape)}"
+        )
+    extra = arr.ndim - len(shape)
+    if extra:
+        arr = arr.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, size in enumerate(shape) if size == 1 and arr.shape[i] != 1)
+    return arr.sum(axis=axes, keepdims=True) if axes else arr
 
 
 def weak(tensor):

@@ -602,8 +602,7 @@ def _binary(fn_cls, a, b, op_name):
     if not (
         isinstance(a, Tensor)
         and (
-            (type(b) is float and a.data.dtype.kind == "f")
-            or (isinstance(b, Tensor) and a.data.dtype == b.data.dtype)
+            (type(b) is float and a.data.dtype.kind == "f") or (isinstance(b, Tensor) and a.data.dtype == b.data.dtype)
         )
     ):
         a, b = binary_operands(a, b, op_name)
@@ -867,4 +866,3 @@ def allclose(input, other, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bo
 def equal(input, other) -> bool:
     """True when both tensors have the same shape and elements."""
     return input.data.shape == other.data.shape and bool(np.array_equal(input.data, other.data))
-

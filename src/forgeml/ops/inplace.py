@@ -6,13 +6,16 @@ that requires grad an in-place op is an error outside ``no_grad``. When grad
 mode is on and the op involves a tensor that requires grad, the op is
 recorded: it is computed out of place, written back into the same storage,
 and the tensor's ``grad_fn`` becomes the new node (its history is rebased).
+On a view, the base's history is rebased too (the view's region replaced by
+the new values), as PyTorch does; other views of that base taken earlier are
+then refused by autograd rather than giving stale gradients.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..autograd.function import _NO_GRAPH_CTX, Function
+from ..autograd.function import _NO_GRAPH_CTX, Function, _raise_stale_view
 from ..autograd.grad_mode import state as _grad_state
 from ..backend.dtypes import dtype_of_array
 from ..backend.random import numpy_generator
@@ -67,21 +70,108 @@ def apply_inplace(t: Tensor, fn_cls, *args, direct=None) -> Tensor:
         t._bump_version()
         return t
     if t._base is not None:
-        raise RuntimeError(
-            "in-place modification of a view of another tensor while autograd records it is not supported; "
-            "apply the op out of place (for example y = x.clone(); y[...] = v) instead"
-        )
+        return _inplace_on_view(t, fn_cls, args)
     snapshot = Tensor._make(t.data.copy(), t._requires_grad, t.grad_fn)
     snapshot._output_nr = t._output_nr
     out = fn_cls.apply(snapshot, *args)
     _write(t, out.data)
     t._bump_version()
+    _rebase(t, out)
+    return t
+
+
+def _rebase(t: Tensor, out: Tensor) -> None:
+    """Give ``t`` the history of ``out`` (its new values); ``retain_grad`` moves along."""
+    if t._retains_grad and t.grad_fn is not None:
+        _drop_retain_hook(t.grad_fn, t._output_nr)
     t.grad_fn = out.grad_fn
     t._output_nr = 0
     t._requires_grad = out._requires_grad
     if t._retains_grad and t.grad_fn is not None:
         t.grad_fn.register_prehook(0, _RetainGrad(t))
+
+
+class ScatterIntoBase(Function):
+    """A base after one of its views was overwritten: ``base`` with ``values`` at flat positions ``where``."""
+
+    _raw = True
+
+    @staticmethod
+    def forward(ctx, base, values, where):
+        ctx.where = where
+        out = np.array(base, copy=True, order="C")
+        out.reshape(-1)[where] = values
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        n = ctx.needs_input_grad
+        g = np.ascontiguousarray(g)
+        g_values = g.reshape(-1)[ctx.where] if n[1] else None
+        g_base = None
+        if n[0]:
+            g_base = g.copy()
+            g_base.reshape(-1)[ctx.where] = 0
+        return g_base, g_values, None
+
+
+class TakeFromBase(Function):
+    """A view's values read from its base at flat positions ``where``: the view's history after a rebase."""
+
+    _raw = True
+
+    @staticmethod
+    def forward(ctx, base, where):
+        ctx.meta = (base.shape, base.dtype, where)
+        return np.ascontiguousarray(base).reshape(-1)[where]
+
+    @staticmethod
+    def backward(ctx, g):
+        shape, dtype, where = ctx.meta
+        grad = np.zeros(shape, dtype=dtype)
+        np.add.at(grad.reshape(-1), where, g)
+        return grad, None
+
+
+def _flat_positions(base, view):
+    """For each element of ``view``, its index in the flattened (C-contiguous) ``base``."""
+    if not base.flags.c_contiguous:
+        raise RuntimeError(
+            "in-place modification of a view is only recorded when its base tensor is contiguous; "
+            "call .contiguous() on the base first, or apply the op out of place"
+        )
+    item = base.itemsize
+    offset = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    positions = np.full(view.shape, offset // item, dtype=np.int64)
+    for d, (size, stride) in enumerate(zip(view.shape, view.strides)):
+        positions += (np.arange(size, dtype=np.int64) * (stride // item)).reshape((-1,) + (1,) * (view.ndim - d - 1))
+    return positions
+
+
+def _inplace_on_view(t: Tensor, fn_cls, args) -> Tensor:
+    """In-place op on a view of ``base`` while recording: rebase both the base's and the view's history."""
+    base = t._base
+    if base._requires_grad and base.grad_fn is None:
+        raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
+    if t._requires_grad and t._version_counter[0] != t._view_version:
+        _raise_stale_view(t)
+    where = _flat_positions(base.data, t.data)
+    snapshot = Tensor._make(t.data.copy(), t._requires_grad, t.grad_fn)
+    snapshot._output_nr = t._output_nr
+    new_values = fn_cls.apply(snapshot, *args)
+    new_base = ScatterIntoBase.apply(base, new_values, where)
+    _write(t, new_values.data)
+    t._bump_version()
+    _rebase(base, new_base)
+    _rebase(t, TakeFromBase.apply(base, where))
+    t._view_version = t._version_counter[0]
     return t
+
+
+def _drop_retain_hook(node, output_nr: int) -> None:
+    """The old version's node no longer reports to ``.grad``: retain_grad follows the tensor."""
+    hooks = (node._pre_hooks or {}).get(output_nr, [])
+    hooks[:] = [h for h in hooks if not isinstance(h, _RetainGrad)]
 
 
 def _write(t: Tensor, values) -> None:
