@@ -44,6 +44,20 @@ class _RetainGrad:
                 t._grad.data = t._grad.data + grad.data
 
 
+def _init_slots(t, data, requires_grad: bool, grad_fn) -> None:
+    t.data = data
+    t._requires_grad = requires_grad
+    t._grad = None
+    t.grad_fn = grad_fn
+    t._output_nr = 0
+    t._version_counter = [0]
+    t._base = None
+    t._hooks = None
+    t._acc = None
+    t._id = _next_id()
+    t._retains_grad = False
+
+
 class Tensor:
     """A multi-dimensional array with reverse-mode automatic differentiation.
 
@@ -79,17 +93,7 @@ class Tensor:
 
             data = as_array(data, None)
         dtype_of_array(data)  # validates the element type
-        self.data = data
-        self._requires_grad = False
-        self._grad = None
-        self.grad_fn = None
-        self._output_nr = 0
-        self._version_counter = [0]
-        self._base = None
-        self._hooks = None
-        self._acc = None
-        self._id = _next_id()
-        self._retains_grad = False
+        _init_slots(self, data, False, None)
         if requires_grad:
             self.requires_grad_(True)
 
@@ -97,17 +101,7 @@ class Tensor:
     @staticmethod
     def _make(data, requires_grad: bool, grad_fn) -> Tensor:
         t = _new(Tensor)
-        t.data = data
-        t._requires_grad = requires_grad
-        t._grad = None
-        t.grad_fn = grad_fn
-        t._output_nr = 0
-        t._version_counter = [0]
-        t._base = None
-        t._hooks = None
-        t._acc = None
-        t._id = _next_id()
-        t._retains_grad = False
+        _init_slots(t, data, requires_grad, grad_fn)
         return t
 
     @staticmethod

@@ -6,44 +6,9 @@ import pytest
 
 import forgeml as fm
 from forgeml.autograd import GradcheckError, gradcheck
+from tests.oracle import LIBS, arr, assert_same, both
 
 torch = pytest.importorskip("torch")
-
-LIBS = pytest.mark.parametrize("lib", [fm, torch], ids=["forgeml", "torch"])
-
-
-def arr(t):
-    if t is None:
-        return None
-    return np.array(t.detach().numpy(), copy=True)
-
-
-def both(script):
-    def convert(value):
-        if isinstance(value, (tuple, list)):
-            return [convert(v) for v in value]
-        if isinstance(value, (fm.Tensor, torch.Tensor)):
-            return arr(value)
-        return value
-
-    return convert(script(fm)), convert(script(torch))
-
-
-def assert_same(ours, theirs, rtol=1e-10, atol=1e-12):
-    if isinstance(theirs, list):
-        assert isinstance(ours, list) and len(ours) == len(theirs), (ours, theirs)
-        for o, t in zip(ours, theirs):
-            assert_same(o, t, rtol, atol)
-        return
-    if theirs is None:
-        assert ours is None
-        return
-    assert ours is not None
-    if isinstance(theirs, (bool, str, tuple)):
-        assert ours == theirs
-        return
-    assert np.shape(ours) == np.shape(theirs)
-    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=atol)
 
 
 # -- function factories: the same definition for ForgeML and torch ----------------------------------------------

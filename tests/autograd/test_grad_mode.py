@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 
 import forgeml as fm
+from tests.oracle import LIBS, arr
 
 torch = pytest.importorskip("torch")
-
-LIBS = pytest.mark.parametrize("lib", [fm, torch], ids=["forgeml", "torch"])
-
-
-def arr(t):
-    if t is None:
-        return None
-    return np.array(t.detach().numpy(), copy=True)
 
 
 @pytest.fixture(autouse=True)

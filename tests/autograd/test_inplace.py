@@ -5,46 +5,12 @@ import numpy as np
 import pytest
 
 import forgeml as fm
+from tests.oracle import arr, assert_same, both
 
 torch = pytest.importorskip("torch")
 
-LIBS = pytest.mark.parametrize("lib", [fm, torch], ids=["forgeml", "torch"])
 
 INPLACE_MESSAGE = "modified by an inplace operation"
-
-
-def arr(t):
-    if t is None:
-        return None
-    return np.array(t.detach().numpy(), copy=True)
-
-
-def both(script):
-    def convert(value):
-        if isinstance(value, (tuple, list)):
-            return [convert(v) for v in value]
-        if isinstance(value, (fm.Tensor, torch.Tensor)):
-            return arr(value)
-        return value
-
-    return convert(script(fm)), convert(script(torch))
-
-
-def assert_same(ours, theirs, rtol=1e-10, atol=1e-12):
-    if isinstance(theirs, list):
-        assert isinstance(ours, list) and len(ours) == len(theirs), (ours, theirs)
-        for o, t in zip(ours, theirs):
-            assert_same(o, t, rtol, atol)
-        return
-    if theirs is None:
-        assert ours is None
-        return
-    assert ours is not None
-    if isinstance(theirs, (bool, str)):
-        assert ours == theirs
-        return
-    assert np.shape(ours) == np.shape(theirs)
-    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=atol)
 
 
 def outcome(fn):

@@ -32,6 +32,16 @@ def unbroadcast(grad, shape):
     return grad
 
 
+def broadcasts_to(shape, target) -> bool:
+    """True when an array of ``shape`` broadcasts to exactly ``target`` (what in-place ops and masks need)."""
+    if tuple(shape) == tuple(target):
+        return True
+    try:
+        return np.broadcast_shapes(shape, target) == tuple(target)
+    except ValueError:
+        return False
+
+
 def normalize_dim(dim, ndim: int, *, allow_end: bool = False) -> int:
     """A dim in ``[-ndim, ndim)`` (``[-ndim-1, ndim]`` with ``allow_end``) as a non-negative int."""
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):

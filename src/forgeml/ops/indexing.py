@@ -11,7 +11,7 @@ import numpy as np
 
 from ..autograd.function import Function
 from ..tensor import Tensor
-from ._util import normalize_dim, python_scalar, unbroadcast
+from ._util import broadcasts_to, normalize_dim, python_scalar, unbroadcast
 
 __all__ = ["gather", "getitem", "index_select", "masked_fill", "nonzero", "scatter_add", "setitem"]
 
@@ -54,6 +54,13 @@ def _normalize_index(index):
     return tuple(converted), basic
 
 
+def scatter_add_into_zeros(shape, dtype, index, g):
+    """``zeros(shape)`` with ``g`` added at ``index``; repeated indices accumulate."""
+    grad = np.zeros(shape, dtype=dtype)
+    np.add.at(grad, index, g)
+    return grad
+
+
 def _index_error(exc, shape, index):
     return IndexError(f"{exc} (indexing a tensor of shape {list(shape)})")
 
@@ -86,11 +93,10 @@ class AdvancedIndex(Function):
     @staticmethod
     def backward(ctx, g):
         shape, dtype, index = ctx.meta
+        if any(isinstance(i, np.ndarray) and i.dtype != np.bool_ for i in index):
+            return scatter_add_into_zeros(shape, dtype, index, g), None
         grad = np.zeros(shape, dtype=dtype)
-        if all(not isinstance(i, np.ndarray) or i.dtype == np.bool_ for i in index):
-            grad[index] = g  # boolean masks select each element at most once
-        else:
-            np.add.at(grad, index, g)
+        grad[index] = g  # boolean masks select each element at most once
         return grad, None
 
 
@@ -185,9 +191,7 @@ class Gather(Function):
     @staticmethod
     def backward(ctx, g):
         shape, dtype, idx = ctx.meta
-        grad = np.zeros(shape, dtype=dtype)
-        np.add.at(grad, idx, g)
-        return grad, None
+        return scatter_add_into_zeros(shape, dtype, idx, g), None
 
 
 def gather(input, dim: int, index):
@@ -243,9 +247,7 @@ class IndexSelect(Function):
     @staticmethod
     def backward(ctx, g):
         shape, dtype, dim, index = ctx.meta
-        grad = np.zeros(shape, dtype=dtype)
-        np.add.at(grad, (slice(None),) * dim + (index,), g)
-        return grad, None, None
+        return scatter_add_into_zeros(shape, dtype, (slice(None),) * dim + (index,), g), None, None
 
 
 def index_select(input, dim: int, index):
@@ -285,15 +287,11 @@ def masked_fill(input, mask, value):
     m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
     if m.dtype != np.bool_:
         raise RuntimeError(f"masked_fill only supports boolean masks, but got mask with dtype {m.dtype}")
-    try:
-        np.broadcast_shapes(m.shape, input.data.shape)
-        if np.broadcast_shapes(m.shape, input.data.shape) != input.data.shape:
-            raise ValueError
-    except ValueError:
+    if not broadcasts_to(m.shape, input.data.shape):
         raise RuntimeError(
             f"masked_fill: the mask of shape {list(m.shape)} cannot be broadcast to the input's shape "
             f"{list(input.shape)}"
-        ) from None
+        )
     if isinstance(value, Tensor):
         if value.data.ndim != 0:
             raise RuntimeError(

@@ -20,8 +20,9 @@ from ..autograd.grad_mode import state as _grad_state
 from ..backend.dtypes import dtype_of_array
 from ..backend.random import numpy_generator
 from ..tensor import Tensor, _RetainGrad
-from ._util import is_number, operand_result_type, python_scalar, unbroadcast
+from ._util import broadcasts_to, is_number, operand_result_type, python_scalar, unbroadcast
 from .elementwise import Add, Clamp, Div, Mul, Sub
+from .indexing import MaskedFill, scatter_add_into_zeros
 
 __all__ = [
     "add_",
@@ -128,9 +129,7 @@ class TakeFromBase(Function):
     @staticmethod
     def backward(ctx, g):
         shape, dtype, where = ctx.meta
-        grad = np.zeros(shape, dtype=dtype)
-        np.add.at(grad.reshape(-1), where, g)
-        return grad, None
+        return scatter_add_into_zeros((int(np.prod(shape)),), dtype, where, g).reshape(shape), None
 
 
 def _flat_positions(base, view):
@@ -203,16 +202,11 @@ def _binary_inplace(t, other, fn_cls, ufunc, name):
     if isinstance(other, Tensor) and other.data.dtype != t.data.dtype:
         other = other.to(t.dtype) if other.data.dtype.kind == "f" and t.data.dtype.kind == "f" else other
     other_shape = other.data.shape if isinstance(other, Tensor) else ()
-    if other_shape != t.data.shape:
-        try:
-            broadcast = np.broadcast_shapes(other_shape, t.data.shape)
-        except ValueError:
-            broadcast = None
-        if broadcast != t.data.shape:
-            raise RuntimeError(
-                f"{name}: output with shape {list(t.shape)} doesn't match the broadcast shape of the operand "
-                f"{list(other_shape)}"
-            )
+    if not broadcasts_to(other_shape, t.data.shape):
+        raise RuntimeError(
+            f"{name}: output with shape {list(t.shape)} doesn't match the broadcast shape of the operand "
+            f"{list(other_shape)}"
+        )
 
     def direct(data, o):
         ufunc(data, o, out=data, casting="unsafe")
@@ -289,14 +283,11 @@ def copy_(input, src):
     """Copy ``src`` (broadcast, converted to this dtype) into ``input``; gradients flow to ``src``."""
     if not isinstance(src, Tensor):
         raise TypeError(f"copy_: src must be a Tensor, got {type(src).__name__}")
-    try:
-        if np.broadcast_shapes(src.data.shape, input.data.shape) != input.data.shape:
-            raise ValueError
-    except ValueError:
+    if not broadcasts_to(src.data.shape, input.data.shape):
         raise RuntimeError(
             f"copy_: the src tensor of shape {list(src.shape)} cannot be broadcast to the destination "
             f"{list(input.shape)}"
-        ) from None
+        )
     if src.data.dtype != input.data.dtype:
         src = src.to(input.dtype)
     if src.device != input.device:
@@ -324,8 +315,6 @@ clip_ = clamp_
 
 
 def masked_fill_(input, mask, value):
-    from .indexing import MaskedFill
-
     m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
     if m.dtype != np.bool_:
         raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype {m.dtype}")

@@ -49,6 +49,16 @@ def _expand_grad(g, shape, axes, keepdim):
     return np.broadcast_to(g, shape)
 
 
+def _kept(g, axes, keepdim):
+    """A reduction's output (or its gradient) with the reduced dims present, as size 1."""
+    return g if keepdim or not axes else np.expand_dims(g, axes)
+
+
+def _dropped(out_k, axes, keepdim):
+    """A reduction computed with ``keepdims=True``, shaped as the caller asked."""
+    return out_k if keepdim else np.squeeze(out_k, axis=axes)
+
+
 def _count(shape, axes) -> int:
     n = 1
     for a in axes:
@@ -103,13 +113,13 @@ class Var(Function):
         ctx.save_for_backward(centered, out_k if take_sqrt else None)
         ctx.meta = (axes, keepdim, dof)
         out_k = out_k.astype(x.dtype, copy=False)
-        return out_k if keepdim else np.squeeze(out_k, axis=axes)
+        return _dropped(out_k, axes, keepdim)
 
     @staticmethod
     def backward(ctx, g):
         centered, std_k = ctx.saved_tensors
         axes, keepdim, dof = ctx.meta
-        g_k = g if keepdim else np.expand_dims(g, axes)
+        g_k = _kept(g, axes, keepdim)
         with np.errstate(divide="ignore", invalid="ignore"):
             if std_k is not None:
                 g_k = g_k / (2 * std_k)
@@ -119,11 +129,9 @@ class Var(Function):
 
 def _tie_mask_grad(x, out, g, axes, keepdim):
     """Gradient of amax/amin: shared evenly among the elements equal to the extreme."""
-    out_k = out if keepdim or not axes else np.expand_dims(out, axes)
-    mask = x == out_k
+    mask = x == _kept(out, axes, keepdim)
     count = mask.sum(axis=axes, keepdims=True)
-    g_k = g if keepdim or not axes else np.expand_dims(g, axes)
-    return mask * (g_k / count)
+    return mask * (_kept(g, axes, keepdim) / count)
 
 
 class AMax(Function):
@@ -186,8 +194,7 @@ class Prod(Function):
         prod_nz = x_nz.prod(axis=axes, keepdims=True)
         zeros = is_zero.sum(axis=axes, keepdims=True)
         others = np.where(zeros == 0, prod_nz / x_nz, np.where((zeros == 1) & is_zero, prod_nz, 0))
-        g_k = g if keepdim or not axes else np.expand_dims(g, axes)
-        return (g_k * others).astype(g.dtype, copy=False), None, None, None
+        return (_kept(g, axes, keepdim) * others).astype(g.dtype, copy=False), None, None, None
 
 
 class LogSumExp(Function):
@@ -200,14 +207,13 @@ class LogSumExp(Function):
         out_k = np.log(np.exp(x - m).sum(axis=axes, keepdims=True)) + m
         ctx.save_for_backward(x, out_k)
         ctx.meta = (axes, keepdim)
-        return out_k if keepdim else np.squeeze(out_k, axis=axes)
+        return _dropped(out_k, axes, keepdim)
 
     @staticmethod
     def backward(ctx, g):
         x, out_k = ctx.saved_tensors
         axes, keepdim = ctx.meta
-        g_k = g if keepdim else np.expand_dims(g, axes)
-        return g_k * np.exp(x - out_k), None, None
+        return _kept(g, axes, keepdim) * np.exp(x - out_k), None, None
 
 
 class Norm2(Function):
@@ -218,13 +224,13 @@ class Norm2(Function):
         out_k = np.sqrt((x * x).sum(axis=axes, keepdims=True))
         ctx.save_for_backward(x, out_k)
         ctx.meta = (axes, keepdim)
-        return out_k if keepdim else np.squeeze(out_k, axis=axes)
+        return _dropped(out_k, axes, keepdim)
 
     @staticmethod
     def backward(ctx, g):
         x, out_k = ctx.saved_tensors
         axes, keepdim = ctx.meta
-        g_k = g if keepdim else np.expand_dims(g, axes)
+        g_k = _kept(g, axes, keepdim)
         safe = np.where(out_k == 0, 1, out_k)
         return np.where(out_k == 0, 0, g_k * x / safe).astype(x.dtype, copy=False), None, None
 
