@@ -765,3 +765,11 @@ def test_is_tensor():
     assert fm.is_tensor(fm.zeros(1))
     assert not fm.is_tensor(np.zeros(1))
     assert not fm.is_tensor([1.0])
+
+
+def test_tensor_constructor_of_python_numbers_gives_default_float_like_torch():
+    assert fm.Tensor([1, 2]).dtype == fm.float32
+    assert str(torch.Tensor([1, 2]).dtype) == "torch.float32"
+    arr = np.arange(3)
+    wrapped = fm.Tensor(arr)
+    assert wrapped.dtype == fm.int64 and wrapped.data is arr

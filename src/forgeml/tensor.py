@@ -62,8 +62,9 @@ class Tensor:
     """A multi-dimensional array with reverse-mode automatic differentiation.
 
     Create tensors with :func:`forgeml.tensor`, :func:`forgeml.zeros`,
-    :func:`forgeml.randn` and friends; ``Tensor(array)`` wraps an existing
-    NumPy array without copying.
+    :func:`forgeml.randn` and friends. ``Tensor(array)`` wraps an existing
+    NumPy array without copying; ``Tensor(data)`` of Python numbers gives the
+    default float dtype, as ``torch.Tensor`` does.
     """
 
     __slots__ = (
@@ -91,7 +92,7 @@ class Tensor:
         elif not (isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__")):
             from .ops.creation import as_array
 
-            data = as_array(data, None)
+            data = as_array(data, get_default_dtype())
         dtype_of_array(data)  # validates the element type
         _init_slots(self, data, False, None)
         if requires_grad:
