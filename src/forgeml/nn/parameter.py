@@ -1,0 +1,46 @@
+"""``Parameter``: a tensor that a ``Module`` registers as one of its learnable weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend.dtypes import get_default_dtype
+from ..tensor import Tensor, _init_slots
+
+__all__ = ["Parameter"]
+
+
+class Parameter(Tensor):
+    """A leaf tensor that requires grad (by default) and is found by ``Module.parameters()``.
+
+    ``Parameter(t)`` shares ``t``'s storage, as in PyTorch.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, data=None, requires_grad: bool = True) -> None:
+        if data is None:
+            array = np.empty((0,), dtype=get_default_dtype().numpy)
+        elif isinstance(data, Tensor):
+            array = data.data
+        elif isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__"):
+            array = data
+        else:
+            raise TypeError(f"Parameter expects a Tensor or an array, got {type(data).__name__}")
+        _init_slots(self, array, False, None)
+        if requires_grad:
+            self.requires_grad_(True)
+
+    def __repr__(self) -> str:
+        return "Parameter containing:\n" + super().__repr__()
+
+    def __reduce_ex__(self, protocol):
+        data = self.data if isinstance(self.data, np.ndarray) else self.data.get()
+        return (Parameter, (data, self._requires_grad))
+
+    def __deepcopy__(self, memo):
+        result = Parameter(self.data.copy(), self._requires_grad)
+        if self._grad is not None:
+            result._grad = Tensor._make(self._grad.data.copy(), False, None)
+        memo[id(self)] = result
+        return result
