@@ -50,7 +50,8 @@ def calculate_gain(nonlinearity: str, param=None) -> float:
 def _fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
     if tensor.ndim < 2:
         raise ValueError(
-            f"Fan in and fan out can not be computed for a tensor with fewer than 2 dimensions (shape {list(tensor.shape)})"
+            "Fan in and fan out can not be computed for a tensor with fewer than 2 dimensions "
+            f"(shape {list(tensor.shape)})"
         )
     receptive = int(np.prod(tensor.shape[2:])) if tensor.ndim > 2 else 1
     return tensor.shape[1] * receptive, tensor.shape[0] * receptive

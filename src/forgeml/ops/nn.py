@@ -127,12 +127,14 @@ def linear(input, weight, bias=None):
     """``input @ weight.T + bias`` (``weight`` is ``[out_features, in_features]``, as in PyTorch)."""
     if input.data.ndim == 0 or weight.data.ndim != 2:
         raise RuntimeError(
-            f"linear: expected input of at least 1 dim and a 2-D weight, got {list(input.shape)} and {list(weight.shape)}"
+            "linear: expected input of at least 1 dim and a 2-D weight, "
+            f"got {list(input.shape)} and {list(weight.shape)}"
         )
     if input.data.shape[-1] != weight.data.shape[1]:
         rows = "x".join(map(str, input.data.shape))
         raise RuntimeError(
-            f"linear: mat1 and mat2 shapes cannot be multiplied ({rows} and {weight.data.shape[1]}x{weight.data.shape[0]}): "
+            "linear: mat1 and mat2 shapes cannot be multiplied "
+            f"({rows} and {weight.data.shape[1]}x{weight.data.shape[0]}): "
             f"input has {input.data.shape[-1]} features, the weight expects {weight.data.shape[1]}"
         )
     if bias is not None and bias.data.shape != (weight.data.shape[0],):
@@ -300,7 +302,8 @@ def _class_targets(input, target, weight, ignore_index, label_smoothing, name):
         )
     if t.shape != batch_shape:
         raise RuntimeError(
-            f"{name}: expected target of shape {list(batch_shape)} for input of shape {list(x.shape)}, got {list(t.shape)}"
+            f"{name}: expected target of shape {list(batch_shape)} for input of shape {list(x.shape)}, "
+            f"got {list(t.shape)}"
         )
     idx = t.reshape(-1).astype(np.int64, copy=False)
     ignored = idx == ignore_index
