@@ -162,4 +162,6 @@ def numel(input: Tensor) -> "builtins.int":  # noqa: F821
     return input.numel()
 
 
+from .io import load, save  # noqa: E402  (io builds on nn)
+
 __version__ = "0.1.0"
