@@ -109,15 +109,15 @@ def _write_valid(tmp_path):
 
 @pytest.mark.parametrize("cut", [0, 5, 8, 20, -1, -17])
 def test_truncated_files_raise_a_clear_error(tmp_path, cut):
-    path, raw = _write_valid(tmp_path)
+    _, raw = _write_valid(tmp_path)
     broken = tmp_path / "broken.safetensors"
-    broken.write_bytes(raw[:cut] if cut >= 0 else raw[:cut])
+    broken.write_bytes(raw[:cut])
     with pytest.raises(CheckpointError, match=r"broken\.safetensors.*(truncated|not a safetensors|corrupt)"):
         fm.load(broken)
 
 
 def test_corrupt_header_and_offsets_raise(tmp_path):
-    path, raw = _write_valid(tmp_path)
+    _, raw = _write_valid(tmp_path)
     (size,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + size])
     garbage = tmp_path / "garbage.safetensors"
