@@ -8,6 +8,8 @@ runs, and a graph of any depth needs only a Python list for its stack.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from . import function as _function
@@ -94,11 +96,25 @@ def _run_hooks(hooks, g):
     return g
 
 
+# References to a gradient array that only the engine holds when _accumulate_leaf looks at it:
+# the caller's local, the parameter, and getrefcount's own argument.
+_ENGINE_ONLY_REFS = 3
+
+
 def _accumulate_leaf(variable, g) -> None:
     current = variable._grad
     if current is None:
         data = variable.data
-        if isinstance(g, np.ndarray) or np.isscalar(g):
+        if (
+            type(g) is np.ndarray
+            and g.base is None
+            and sys.getrefcount(g) <= _ENGINE_ONLY_REFS
+            and g.dtype == data.dtype
+            and g.shape == data.shape
+            and g.flags.writeable
+        ):
+            owned = g  # a fresh array nobody else can see: keep it instead of copying (as PyTorch steals)
+        elif isinstance(g, np.ndarray) or np.isscalar(g):
             owned = np.array(g, dtype=data.dtype, copy=True)
         else:
             owned = g.astype(data.dtype, copy=True)
@@ -178,6 +194,7 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, inputs=None, accumul
                                 buffers[child] = g if prev is None else prev + g
                             else:
                                 _add_to_buffer(buffers, child, edge[1], g)
+                    grads = g = None  # the buffers hold the gradients now; see _accumulate_leaf
             for edge in node.next_edges:
                 if edge is not None:
                     child = edge[0]
