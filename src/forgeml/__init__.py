@@ -10,7 +10,9 @@
 
 from . import (
     autograd,
+    data,
     nn,
+    optim,
 )
 from ._methods import narrow, select
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..ops.conv import adaptive_avg_pool2d, avg_pool2d, batch_norm, conv2d, max_pool2d
 from ..ops.elementwise import abs as _abs
 from ..ops.elementwise import clamp, elu, gelu, leaky_relu, log, relu, sigmoid, silu, softplus, tanh, where
 from ..ops.elementwise import maximum as _maximum
@@ -9,8 +10,12 @@ from ..ops.nn import check_reduction, cross_entropy, dropout, linear, log_softma
 from ..tensor import Tensor
 
 __all__ = [
+    "adaptive_avg_pool2d",
+    "avg_pool2d",
+    "batch_norm",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "conv2d",
     "cross_entropy",
     "dropout",
     "elu",
@@ -19,6 +24,7 @@ __all__ = [
     "leaky_relu",
     "linear",
     "log_softmax",
+    "max_pool2d",
     "mse_loss",
     "nll_loss",
     "one_hot",

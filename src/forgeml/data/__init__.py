@@ -1,0 +1,46 @@
+"""Loading data: datasets, samplers and the ``DataLoader``, shaped like ``torch.utils.data``.
+
+>>> import forgeml as fm
+>>> from forgeml.data import DataLoader, TensorDataset
+>>> ds = TensorDataset(fm.randn(10, 3), fm.arange(10))
+>>> [tuple(x.shape) for x, y in DataLoader(ds, batch_size=4)]
+[(4, 3), (4, 3), (2, 3)]
+
+Batches of :class:`TensorDataset`, :class:`Subset` of it, and the bundled
+:mod:`~forgeml.data.datasets` are gathered with one NumPy fancy index per tensor
+(see :class:`DataLoader`). This layer imports the tensor layer, never the reverse.
+"""
+
+from . import datasets
+from .collate import default_collate, default_convert
+from .dataloader import DataLoader
+from .dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
+from .datasets import MNIST, CSVDataset
+from .sampler import (
+    BatchSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
+
+__all__ = [
+    "BatchSampler",
+    "CSVDataset",
+    "ConcatDataset",
+    "DataLoader",
+    "Dataset",
+    "MNIST",
+    "RandomSampler",
+    "Sampler",
+    "SequentialSampler",
+    "Subset",
+    "SubsetRandomSampler",
+    "TensorDataset",
+    "WeightedRandomSampler",
+    "datasets",
+    "default_collate",
+    "default_convert",
+    "random_split",
+]

@@ -1,0 +1,97 @@
+"""Adagrad (``torch.optim.Adagrad``), with learning-rate decay and weight decay."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .optimizer import Optimizer, _check_hyper
+
+__all__ = ["Adagrad"]
+
+_add, _sub, _mul, _div, _sqrt = np.add, np.subtract, np.multiply, np.divide, np.sqrt
+
+
+def _adagrad_kernel(p, g, acc, s, s2, wd, neg, clr, eps):
+    """One Adagrad update in place: ``Σ ← Σ + g²``, ``θ ← θ - clr·g/(sqrt(Σ) + eps)``."""
+    if wd:
+        _mul(p, wd, out=s2)
+        (_sub if neg else _add)(s2, g, out=s2)
+        g, neg = s2, False
+    _mul(g, g, out=s)
+    _add(acc, s, out=acc)
+    _sqrt(acc, out=s)
+    _add(s, eps, out=s)
+    _div(g, s, out=s)
+    _mul(s, clr if neg else -clr, out=s)
+    _add(p, s, out=p)
+
+
+class Adagrad(Optimizer):
+    """Adagrad, step for step as ``torch.optim.Adagrad`` (its for-loop implementation).
+
+    The accumulator starts at ``initial_accumulator_value`` (state is created
+    for every parameter at construction, as in PyTorch); the learning rate at
+    step t is ``lr / (1 + (t - 1)·lr_decay)``.
+    """
+
+    _param_state_keys = ("sum",)
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        _check_hyper(lr >= 0.0, "learning rate", lr)
+        _check_hyper(lr_decay >= 0.0, "lr_decay value", lr_decay)
+        _check_hyper(weight_decay >= 0.0, "weight_decay value", weight_decay)
+        _check_hyper(initial_accumulator_value >= 0.0, "initial_accumulator_value value", initial_accumulator_value)
+        _check_hyper(eps >= 0.0, "epsilon value", eps)
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "maximize": maximize,
+        }
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._init_state(p)
+
+    def _init_state(self, p) -> dict:
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = self._new_step()
+            state["sum"] = self._zeros_like(p, float(self.defaults["initial_accumulator_value"]))
+        return state
+
+    def step(self, closure=None):
+        """Perform one optimization step; ``closure`` (optional) re-evaluates the model and returns the loss."""
+        loss = self._call_closure(closure)
+        with np.errstate(all="ignore"):
+            for group in self.param_groups:
+                lr = float(group["lr"])
+                lr_decay = float(group["lr_decay"])
+                eps = float(group["eps"])
+                wd = float(group["weight_decay"])
+                neg = bool(group["maximize"])
+                n_scratch = 2 if wd else 1
+                for p in group["params"]:
+                    grad = p.grad
+                    if grad is None:
+                        continue
+                    state = self._init_state(p)
+                    step_t = state["step"].data
+                    step_t += 1
+                    step = float(step_t)
+                    clr = lr / (1 + (step - 1) * lr_decay)
+                    self._apply(_adagrad_kernel, p, grad, (state["sum"].data,), n_scratch, (wd, neg, clr, eps))
+        return loss
