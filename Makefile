@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed-dev
 .PHONY: help install run test lint format bench clean
 
 help:
-	@echo "make run    - train a small demo model and print its loss falling"
+	@echo "make run    - train the seed's MNIST classifier (Scenario 1) and print its test accuracy"
 	@echo "make test   - run the test suite (installs dev dependencies, PyTorch included, into .venv)"
 	@echo "make lint   - ruff lint and format check"
-	@echo "make bench  - benchmarks/bench_ops.py: ForgeML against PyTorch"
+	@echo "make bench  - benchmarks/bench_ops.py and bench_mlp.py: ForgeML against PyTorch"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,21 +23,22 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) examples/demo_regression.py
+	$(PY) examples/mnist_mlp.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples tools
+	$(VENV)/bin/ruff format --check src tests benchmarks examples tools
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests benchmarks examples
-	$(VENV)/bin/ruff check --fix src tests benchmarks examples
+	$(VENV)/bin/ruff format src tests benchmarks examples tools
+	$(VENV)/bin/ruff check --fix src tests benchmarks examples tools
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_ops.py
+	$(PY) benchmarks/bench_mlp.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

@@ -89,11 +89,12 @@ class _Progress:
 
     def update(self, loss: float, samples_per_second: float) -> None:
         if self.bar is not None:
-            self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_second:,.0f}", refresh=False)
+            self.bar.update(1)
 
     def close(self) -> None:
         if self.bar is not None:
+            self.bar.refresh()  # show the epoch's final loss and throughput before the bar goes
             self.bar.close()
 
 
@@ -274,6 +275,7 @@ class Trainer:
                 loss.backward()
                 if self.max_grad_norm is not None:
                     grad_norm = float(clip_grad_norm_(self.model.parameters(), self.max_grad_norm).item())
+                lr = self.learning_rate  # the rate this step uses; the epoch reports its last one
                 self.optimizer.step()
                 self.global_step += 1
                 if self.scheduler is not None and self.scheduler_interval == "step":
@@ -292,7 +294,6 @@ class Trainer:
         if total == 0:
             raise ValueError("fit: the training loader produced no batches")
         train_time = time.perf_counter() - start
-        lr = self.learning_rate
         val = self.evaluate(val_loader) if val_loader is not None else None
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             if isinstance(self.scheduler, ReduceLROnPlateau):
