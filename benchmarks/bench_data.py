@@ -15,8 +15,6 @@ is ForgeML / PyTorch (below 1 means ForgeML is faster). Usage: ``python benchmar
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
@@ -27,6 +25,7 @@ import torch.utils.data as tud
 import forgeml as fm
 from forgeml.data import DataLoader, TensorDataset, default_collate
 from forgeml.data.datasets import MNIST
+from harness import print_environment
 
 
 def per_item_collate(samples):
@@ -68,10 +67,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
-    print(
-        f"numpy {np.__version__}, torch {torch.__version__} (threads: {torch.get_num_threads()}), forgeml {fm.__version__}"
-    )
+    print_environment(torch)
     workloads = build_workloads(args.batch_size)
     times = {name: {"forgeml": [], "torch": []} for name in workloads}
     for ours, theirs in workloads.values():  # warm-up

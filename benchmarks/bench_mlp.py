@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -135,9 +133,9 @@ def main() -> None:
         worker(args.worker, args.batch, args.steps)
         return
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
-    env = {name: os.environ.get(name, "(unset)") for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    print("env: " + " ".join(f"{k}={v}" for k, v in env.items()))
+    from harness import print_environment
+
+    print_environment()
     print(f"{args.steps} timed steps after {WARMUP_STEPS} warm-up steps; medians of {args.repeats} runs\n")
     print(
         f"{'batch':>5s} {'forgeml samples/s':>18s} {'pytorch samples/s':>18s} {'ratio':>6s} {'forgeml RSS':>12s} {'pytorch RSS':>12s} {'ratio':>6s}"

@@ -19,31 +19,12 @@ implementation (the for-loop one). Usage: ``python benchmarks/bench_optim.py [--
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
-import time
 
 import numpy as np
 import torch
 
 import forgeml as fm
-
-
-def time_per_call(fn, number: int) -> float:
-    start = time.perf_counter()
-    for _ in range(number):
-        fn()
-    return (time.perf_counter() - start) / number
-
-
-def measure(workloads, repeats: int):
-    results = {name: {"forgeml": [], "torch": []} for name in workloads}
-    for _ in range(repeats):
-        for name, (fm_fn, torch_fn, number) in workloads.items():
-            results[name]["forgeml"].append(time_per_call(fm_fn, number))
-            results[name]["torch"].append(time_per_call(torch_fn, number))
-    return {name: {k: statistics.median(v) for k, v in r.items()} for name, r in results.items()}
+from harness import measure, print_environment, print_table
 
 
 def mlp(lib):
@@ -149,16 +130,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="repeats per workload; the median is reported")
     args = parser.parse_args()
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
-    threads = torch.get_num_threads()
-    print(f"numpy {np.__version__}, torch {torch.__version__} (threads: {threads}), forgeml {fm.__version__}")
+    print_environment(torch)
     results = measure(build_workloads(), args.repeats)
-    print(f"\n{'workload':45s} {'forgeml':>12s} {'pytorch':>12s} {'ratio':>7s}")
-    for name, r in results.items():
-        f, t = r["forgeml"], r["torch"]
-        unit, scale = ("us", 1e6) if f < 1e-3 else ("ms", 1e3)
-        print(f"{name:45s} {f * scale:9.1f} {unit} {t * scale:9.1f} {unit} {f / t:7.2f}")
-    print(f"\nmedians of {args.repeats} repeats; ratio = forgeml / pytorch (lower is better for forgeml)")
+    print_table(results, args.repeats, 45)
 
 
 if __name__ == "__main__":

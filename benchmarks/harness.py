@@ -1,0 +1,57 @@
+"""Shared pieces of the benchmarks: timing, alternating repeats with medians, the report.
+
+Every benchmark runs ForgeML and PyTorch on the same work in one process (or,
+for bench_mlp.py, in paired subprocesses) and reports both figures and their
+ratio; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS")
+
+
+def time_per_call(fn, number: int) -> float:
+    """Seconds per call of ``fn`` over ``number`` calls."""
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def measure(workloads, repeats: int) -> dict:
+    """Median seconds per call for each workload ``name: (forgeml_fn, torch_fn, calls)``, alternating the two."""
+    results = {name: {"forgeml": [], "torch": []} for name in workloads}
+    for _ in range(repeats):
+        for name, (fm_fn, torch_fn, number) in workloads.items():
+            results[name]["forgeml"].append(time_per_call(fm_fn, number))
+            results[name]["torch"].append(time_per_call(torch_fn, number))
+    return {name: {k: statistics.median(v) for k, v in r.items()} for name, r in results.items()}
+
+
+def print_environment(torch_module=None) -> None:
+    """The machine, library versions and the BLAS environment variables, as the README quotes them."""
+    import forgeml as fm
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
+    versions = f"numpy {np.__version__}, forgeml {fm.__version__}"
+    if torch_module is not None:
+        versions += f", torch {torch_module.__version__} (threads: {torch_module.get_num_threads()})"
+    print(versions)
+    print("env: " + " ".join(f"{name}={os.environ.get(name, '(unset)')}" for name in ENV_VARS))
+
+
+def print_table(results: dict, repeats: int, width: int = 50) -> None:
+    """One row per workload: both times (µs or ms) and the ForgeML / PyTorch ratio."""
+    print(f"\n{'workload':{width}s} {'forgeml':>12s} {'pytorch':>12s} {'ratio':>7s}")
+    for name, r in results.items():
+        f, t = r["forgeml"], r["torch"]
+        unit, scale = ("us", 1e6) if f < 1e-3 else ("ms", 1e3)
+        print(f"{name:{width}s} {f * scale:9.2f} {unit} {t * scale:9.2f} {unit} {f / t:7.2f}")
+    print(f"\nmedians of {repeats} repeats; ratio = forgeml / pytorch (lower is better for forgeml)")
