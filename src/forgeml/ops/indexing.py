@@ -180,25 +180,11 @@ def _check_gather_shapes(input, dim, index, name):
         raise IndexError(f"{name}(): index out of range for dimension {dim} with size {size}")
 
 
-class Gather(Function):
-    _raw = True
-
-    @staticmethod
-    def forward(ctx, x, idx):
-        ctx.meta = (x.shape, x.dtype, idx)
-        return x[idx]
-
-    @staticmethod
-    def backward(ctx, g):
-        shape, dtype, idx = ctx.meta
-        return scatter_add_into_zeros(shape, dtype, idx, g), None
-
-
 def gather(input, dim: int, index):
     """``out[i][j] = input[index[i][j]][j]`` for ``dim=0`` (and likewise for other dims)."""
     d = normalize_dim(dim, input.data.ndim)
     _check_gather_shapes(input, d, index, "gather")
-    return Gather.apply(input, _gather_index(index.data, d))
+    return AdvancedIndex.apply(input, _gather_index(index.data, d))  # one advanced index: x[i0, ..., index, ...]
 
 
 class ScatterAdd(Function):
