@@ -1,0 +1,677 @@
+"""A rule engine that reads a run's per-epoch curves and says what is wrong, with evidence and typed actions.
+
+The rules run in order and the first that fires gives the diagnosis:
+
+1. ``diverging``: a non-finite loss (NaN or inf) at any epoch.
+2. ``unknown``: fewer than ``MIN_EPOCHS`` epochs with a finite loss.
+3. ``diverging``: the training loss explodes relative to its minimum (at least
+   doubles), or rises three epochs in a row by 25% or more.
+4. ``noisy``: epoch-to-epoch swings large against the trend: the curve keeps
+   changing direction, its swings add up to several times its net change, and its
+   scatter about a smooth fit is a few percent of its level. (Checked before the
+   trends below, which noise this large would make unreliable.)
+5. ``overfitting``: validation loss rising from its best while the training loss
+   keeps falling, or a train/validation gap (loss or accuracy) that widens while
+   validation stops improving.
+6. ``underfitting``: training loss still high (little below where it started,
+   near chance level, or low accuracy), no train/validation gap, and progress slow
+   or flat.
+7. ``plateau``: the monitored loss (validation if recorded) improved by less than
+   1% over the last few epochs.
+8. ``healthy`` otherwise.
+
+Numbers in the recommendations come from the metrics (learning-rate history,
+gradient norms) and from hyper-parameters the model description mentions
+("lr=0.001", "dropout=0.2", "batch_size=64"); common defaults otherwise.
+A loss curve that is missing is replaced by the error rate (1 - accuracy) when
+accuracy was recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...specs import (
+    EarlyStop,
+    EnableGradClipping,
+    Recommendation,
+    RestoreBestCheckpoint,
+    ScaleLearningRate,
+    SetBatchSize,
+    SetDropout,
+    SetLabelSmoothing,
+    SetWeightDecay,
+    SwitchScheduler,
+    TrainingMetrics,
+)
+from ._hparams import HyperParams, parse_hparams
+
+__all__ = ["MIN_EPOCHS", "AnalysisResult", "analyze_metrics"]
+
+MIN_EPOCHS = 3  # fewer finite epochs than this: "unknown"
+PLATEAU_THRESHOLD = 0.01  # relative improvement over the recent window below which progress has stalled
+NOISE_CV = 0.03  # scatter about the trend, as a fraction of the curve's level, that counts as noisy
+_EPS = 1e-12
+
+
+@dataclass
+class AnalysisResult:
+    """A diagnosis (one of ``forgeml.specs.DIAGNOSES``), the evidence for it, and typed recommendations."""
+
+    diagnosis: str
+    evidence: list[str] = field(default_factory=list)
+    recommendations: list[Recommendation] = field(default_factory=list)
+
+
+@dataclass
+class _Curve:
+    name: str
+    epochs: np.ndarray  # 0-based epochs with a finite value
+    y: np.ndarray  # those values
+    bad: list[tuple[int, float]]  # (epoch, value) of non-finite entries
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class _Ctx:
+    hp: HyperParams
+    train: _Curve
+    val: _Curve
+    train_acc: _Curve
+    val_acc: _Curve
+    lr: _Curve
+    grad: _Curve
+    classifier: bool
+    evidence: list[str] = field(default_factory=list)
+
+
+def _g(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v + 0.0:.1f}%"
+
+
+def _round_sig(v: float, digits: int = 2) -> float:
+    if v == 0 or not math.isfinite(v):
+        return v
+    return round(v, digits - 1 - math.floor(math.log10(abs(v))))
+
+
+def _curve(name: str, values) -> _Curve:
+    epochs, ys, bad = [], [], []
+    for i, v in enumerate(values or []):
+        if v is None:
+            continue
+        v = float(v)
+        if math.isfinite(v):
+            epochs.append(i)
+            ys.append(v)
+        else:
+            bad.append((i, v))
+    return _Curve(name, np.asarray(epochs, dtype=np.int64), np.asarray(ys, dtype=np.float64), bad)
+
+
+def _accuracy(name: str, values) -> _Curve:
+    c = _curve(name, values)
+    if c.n and np.max(np.abs(c.y)) > 1.0:  # recorded in percent
+        c.y = c.y / 100.0
+    return c
+
+
+def _rel(a: float, b: float) -> float:
+    """(a - b) relative to |b|."""
+    return (a - b) / max(abs(b), _EPS)
+
+
+def _rec(action, rationale: str, confidence: float) -> Recommendation:
+    return Recommendation(action=action, rationale=rationale, confidence=round(float(np.clip(confidence, 0.0, 1.0)), 3))
+
+
+def _current_lr(ctx: _Ctx) -> float | None:
+    return float(ctx.lr.y[-1]) if ctx.lr.n else ctx.hp.lr
+
+
+def _lr_text(ctx: _Ctx, factor: float) -> str:
+    lr = _current_lr(ctx)
+    return f" (lr {_g(lr)} -> {_g(lr * factor)})" if lr is not None else ""
+
+
+def _clip_norm(ctx: _Ctx, upto_epoch: int | None = None) -> tuple[float, str]:
+    """A max_norm for gradient clipping, and why that number."""
+    if ctx.hp.max_norm:
+        value = _round_sig(ctx.hp.max_norm / 2)
+        return value, f"the description already clips at {_g(ctx.hp.max_norm)}; halving it to {_g(value)}"
+    g = ctx.grad.y if upto_epoch is None else ctx.grad.y[ctx.grad.epochs < upto_epoch]
+    if len(g) >= 2:
+        value = float(np.clip(_round_sig(1.5 * float(np.median(g))), 0.1, 10.0))
+        return value, f"1.5 x the median gradient norm of the healthy epochs ({_g(float(np.median(g)))})"
+    return 1.0, "the common default of 1.0"
+
+
+def _sorted(recs: list[Recommendation]) -> list[Recommendation]:
+    return sorted(recs, key=lambda r: -r.confidence)
+
+
+def _aligned(a: _Curve, b: _Curve) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    common, ia, ib = np.intersect1d(a.epochs, b.epochs, return_indices=True)
+    return common, a.y[ia], b.y[ib]
+
+
+# ----------------------------------------------------------------------------- rules
+def _nonfinite(ctx: _Ctx) -> AnalysisResult | None:
+    hits = [c for c in (ctx.train, ctx.val) if c.bad]
+    if not hits:
+        return None
+    evidence = []
+    first_bad = min(c.bad[0][0] for c in hits)
+    for c in hits:
+        epoch, value = c.bad[0]
+        text = f"{c.name} is {value} at epoch {epoch + 1}"
+        before = c.epochs < epoch
+        if before.any():
+            yb, eb = c.y[before], c.epochs[before]
+            i = int(np.argmin(yb))
+            text += f" (last finite value {_g(yb[-1])} at epoch {eb[-1] + 1}; best {_g(yb[i])} at epoch {eb[i] + 1})"
+        text += f"; non-finite in {len(c.bad)} of {len(c.bad) + c.n} recorded epochs"
+        evidence.append(text)
+    if ctx.grad.n:
+        g = ctx.grad.y[ctx.grad.epochs < first_bad]
+        if len(g) >= 2 and g[-1] > 3 * np.median(g):
+            evidence.append(f"grad_norm grew to {_g(g[-1])} before the failure (median {_g(float(np.median(g)))})")
+    conf = 0.95
+    norm, why = _clip_norm(ctx, first_bad)
+    recs = [
+        _rec(
+            ScaleLearningRate(factor=0.1),
+            f"A non-finite loss means the updates overshoot: cut the learning rate tenfold{_lr_text(ctx, 0.1)}.",
+            conf * 0.95,
+        ),
+        _rec(
+            RestoreBestCheckpoint(),
+            f"Weights after epoch {first_bad} produced a non-finite loss and cannot be trusted; resume from the best checkpoint.",
+            conf * 0.95,
+        ),
+        _rec(
+            EnableGradClipping(max_norm=norm),
+            f"Clip the gradient norm at {_g(norm)} ({why}) so one bad batch cannot blow the weights up again.",
+            conf * 0.85,
+        ),
+    ]
+    return AnalysisResult("diverging", evidence, _sorted(recs))
+
+
+def _too_short(ctx: _Ctx) -> AnalysisResult | None:
+    longest = max(ctx.train.n, ctx.val.n)
+    if longest >= MIN_EPOCHS:
+        return None
+    if longest == 0:
+        return AnalysisResult("unknown", ["no finite loss or accuracy values were recorded"], [])
+    return AnalysisResult(
+        "unknown",
+        [f"only {longest} epoch(s) with a finite loss recorded; at least {MIN_EPOCHS} are needed to read a trend"],
+        [],
+    )
+
+
+def _exploding(ctx: _Ctx) -> AnalysisResult | None:
+    strict = ctx.train.n < MIN_EPOCHS  # only validation loss: demand a bigger rise (it may be overfitting)
+    c = ctx.val if strict else ctx.train
+    y = c.y
+    i_min = int(np.argmin(y))
+    if i_min == len(y) - 1:
+        return None
+    y_min, last = float(y[i_min]), float(y[-1])
+    scale = max(abs(y_min), 1e-3 * float(np.max(np.abs(y))), _EPS)
+    rise = (last - y_min) / scale
+    tail = y[-4:]
+    rising = len(tail) == 4 and bool(np.all(np.diff(tail) > 0))
+    if not (rise >= (2.0 if strict else 1.0) or (not strict and rising and rise >= 0.25)):
+        return None
+    # A rise no bigger than the curve's usual epoch-to-epoch step is noise, not divergence.
+    step = float(np.median(np.abs(np.diff(y))))
+    if last - y_min < 2.5 * step:
+        return None
+    evidence = [
+        f"{c.name} rose from its minimum {_g(y_min)} at epoch {c.epochs[i_min] + 1} to {_g(last)} at epoch "
+        f"{c.epochs[-1] + 1} (+{_pct(rise)})"
+    ]
+    if rising:
+        evidence.append(f"{c.name} rose in each of the last 3 epochs: {', '.join(_g(v) for v in tail)}")
+    conf = 0.55 + 0.35 * min(1.0, math.log2(1.0 + rise) / 3.0)
+    if ctx.grad.n >= 3:
+        g = ctx.grad.y
+        if np.median(g[:-1]) > 0 and g[-1] >= 5 * np.median(g[:-1]):
+            evidence.append(f"grad_norm is {_g(g[-1])}, {_g(g[-1] / np.median(g[:-1]))}x its earlier median")
+            conf += 0.05
+    conf = min(conf, 0.95)
+    factor = 0.1 if rise >= 1.0 else 0.3
+    best_curve = ctx.val if ctx.val.n else c
+    best_epoch = int(best_curve.epochs[int(np.argmin(best_curve.y))]) + 1
+    norm, why = _clip_norm(ctx, int(c.epochs[i_min]) + 1)
+    recs = [
+        _rec(
+            ScaleLearningRate(factor=factor),
+            f"The loss climbs away from its minimum, the signature of steps that are too large: scale the learning "
+            f"rate by {factor}{_lr_text(ctx, factor)}.",
+            conf * 0.95,
+        ),
+        _rec(
+            EnableGradClipping(max_norm=norm),
+            f"Clip the gradient norm at {_g(norm)} ({why}) to stop single large steps from undoing progress.",
+            conf * 0.85,
+        ),
+        _rec(
+            RestoreBestCheckpoint(),
+            f"Go back to the best weights (epoch {best_epoch}) instead of continuing from the diverged ones.",
+            conf * 0.9,
+        ),
+    ]
+    return AnalysisResult("diverging", evidence, _sorted(recs))
+
+
+def _overfitting(ctx: _Ctx) -> AnalysisResult | None:
+    evidence: list[str] = []
+    strength = 0.0
+    since = 0
+    best_epoch = None
+    common, t, v = _aligned(ctx.train, ctx.val)
+    if len(common) >= 4:
+        b = int(np.argmin(v))
+        since = len(v) - 1 - b
+        v_rise = _rel(v[-1], v[b])
+        t_drop = -_rel(t[-1], t[b])
+        after = v[b:]
+        sustained = (
+            since >= 2
+            and np.median(v[b + 1 :]) >= v[b] + 0.015 * abs(v[b])
+            and np.polyfit(np.arange(len(after)), after, 1)[0] > 0
+        )
+        if sustained and v_rise >= 0.03 and t_drop > 0:
+            best_epoch = int(common[b]) + 1
+            evidence.append(
+                f"val_loss rose from its best {_g(v[b])} at epoch {best_epoch} to {_g(v[-1])} at epoch {common[-1] + 1} "
+                f"(+{_pct(v_rise)}) while train_loss fell from {_g(t[b])} to {_g(t[-1])} (-{_pct(t_drop)})"
+            )
+            strength = 0.4 * min(1.0, v_rise / 0.2) + 0.3 * min(1.0, since / 5) + 0.3 * min(1.0, t_drop / 0.2)
+        else:
+            gap = v - t
+            third = max(1, len(gap) // 3)
+            g_early, g_last = float(np.mean(gap[:third])), float(gap[-1])
+            w = min(3, len(v) - 1)
+            v_recent = -_rel(float(np.min(v[-w:])), float(np.min(v[:-w])))
+            t_recent = -_rel(float(np.min(t[-w:])), float(np.min(t[:-w])))
+            rel_gap = g_last / max(abs(v[-1]), _EPS)
+            if (
+                g_last > 0
+                and rel_gap >= 0.15
+                and g_last >= 1.5 * max(g_early, 0.0)
+                and g_last - g_early >= 0.1 * abs(v[-1])
+                and v_recent < PLATEAU_THRESHOLD
+                and t_recent > v_recent + 0.01
+            ):
+                evidence.append(
+                    f"the train/val loss gap widened from {_g(g_early)} (first epochs) to {_g(g_last)} "
+                    f"({_pct(rel_gap)} of val_loss) while val_loss improved only {_pct(max(v_recent, 0))} over the "
+                    f"last {w} epochs and train_loss {_pct(t_recent)}"
+                )
+                strength = 0.3 + 0.4 * min(1.0, rel_gap / 0.5)
+                best_epoch = int(common[int(np.argmin(v))]) + 1
+    common, ta, va = _aligned(ctx.train_acc, ctx.val_acc)
+    if len(common) >= 4:
+        b = int(np.argmax(va))
+        acc_since = len(va) - 1 - b
+        drop = float(va[b] - va[-1])
+        gap = ta - va
+        third = max(1, len(gap) // 3)
+        if acc_since >= 2 and drop >= 0.02 and ta[-1] > ta[b]:
+            evidence.append(
+                f"val_accuracy fell from its best {_pct(va[b])} at epoch {common[b] + 1} to {_pct(va[-1])} while "
+                f"train_accuracy rose to {_pct(ta[-1])}"
+            )
+            strength = max(strength, 0.3) + 0.15
+            since = max(since, acc_since)
+            best_epoch = best_epoch or int(common[b]) + 1
+        elif gap[-1] >= 0.1 and gap[-1] - float(np.mean(gap[:third])) >= 0.05 and va[-1] - np.max(va[:-2]) < 0.005:
+            evidence.append(
+                f"train_accuracy {_pct(ta[-1])} vs val_accuracy {_pct(va[-1])}: a {_pct(gap[-1])} gap, up from "
+                f"{_pct(float(np.mean(gap[:third])))} in the first epochs, with val_accuracy no longer improving"
+            )
+            strength = max(strength, 0.3) + 0.1
+            best_epoch = best_epoch or int(common[b]) + 1
+    if not evidence:
+        return None
+    conf = min(0.95, 0.5 + 0.45 * min(1.0, strength))
+    hp = ctx.hp
+    recs = []
+    if hp.weight_decay:
+        wd = float(np.clip(_round_sig(hp.weight_decay * 5), 1e-4, 0.1))
+        wd_why = f"raise weight decay from {_g(hp.weight_decay)} to {_g(wd)}"
+    else:
+        wd = 0.05 if hp.optimizer == "adamw" else 5e-4
+        wd_why = f"add weight decay {_g(wd)}" + (" (up from AdamW's default 0.01)" if hp.optimizer == "adamw" else "")
+    if not hp.weight_decay or wd > hp.weight_decay:
+        recs.append(
+            _rec(
+                SetWeightDecay(value=wd),
+                f"The model fits the training set better than it generalises: {wd_why}.",
+                conf * 0.85,
+            )
+        )
+    if hp.dropout is None or hp.dropout < 0.6:
+        p = 0.3 if hp.dropout is None else round(min(hp.dropout + 0.2, 0.6), 2)
+        before = f"from {_g(hp.dropout)} " if hp.dropout is not None else ""
+        recs.append(
+            _rec(SetDropout(p=p), f"Stronger dropout ({before}to {p}) regularises the hidden units.", conf * 0.8)
+        )
+    if since >= 3:
+        recs.append(
+            _rec(
+                EarlyStop(),
+                f"Validation has not improved for {since} epochs since its best at epoch {best_epoch}; stop here.",
+                conf * min(0.9, 0.6 + 0.1 * since),
+            )
+        )
+    if best_epoch is not None and since >= 1:
+        recs.append(
+            _rec(
+                RestoreBestCheckpoint(),
+                f"The best validation result was at epoch {best_epoch}; keep those weights, not the overfitted ones.",
+                conf * 0.85,
+            )
+        )
+    if ctx.classifier and (hp.label_smoothing is None or hp.label_smoothing < 0.1):
+        recs.append(
+            _rec(
+                SetLabelSmoothing(x=0.1),
+                "Label smoothing 0.1 stops the classifier from driving its logits to over-confident extremes.",
+                conf * 0.6,
+            )
+        )
+    return AnalysisResult("overfitting", evidence, _sorted(recs))
+
+
+def _roughness(y: np.ndarray) -> tuple[float, float, float, int] | None:
+    w = y[-12:]
+    if len(w) < 5:
+        return None
+    level = float(np.mean(np.abs(w)))
+    if level <= _EPS:
+        return None
+    x = np.arange(len(w), dtype=np.float64)
+    trend = np.polyval(np.polyfit(x, w, 2 if len(w) >= 6 else 1), x)
+    cv = float(np.std(w - trend)) / level
+    d = np.diff(w)
+    tv_ratio = float(np.sum(np.abs(d))) / max(abs(float(w[-1] - w[0])), 1e-3 * level)
+    s = np.sign(d[d != 0])
+    flips = float(np.mean(s[1:] != s[:-1])) if len(s) >= 2 else 0.0
+    return cv, tv_ratio, flips, len(w)
+
+
+def _noisy(ctx: _Ctx) -> AnalysisResult | None:
+    found = []
+    for c in (ctx.train, ctx.val):
+        r = _roughness(c.y) if c.n else None
+        if r and r[0] >= NOISE_CV and r[1] >= 3.0 and r[2] >= 0.4:
+            found.append((c, *r))
+    if not found:
+        return None
+    evidence = []
+    cv_max = 0.0
+    for c, cv, tv, flips, w in found:
+        cv_max = max(cv_max, cv)
+        evidence.append(
+            f"over the last {w} epochs {c.name} changed direction in {_pct(flips)} of its steps; its epoch-to-epoch "
+            f"swings add up to {tv:.1f}x its net change, and its scatter about the trend is {_pct(cv)} of its level"
+        )
+    conf = min(0.9, 0.5 + 0.4 * min(1.0, (cv_max - NOISE_CV) / 0.1) + 0.05 * (len(found) - 1))
+    recs = []
+    bs = ctx.hp.batch_size
+    if bs:
+        recs.append(
+            _rec(
+                SetBatchSize(n=min(2 * bs, 1_000_000)),
+                f"Doubling the batch ({bs} -> {2 * bs}) halves the variance of each gradient estimate.",
+                conf * 0.85,
+            )
+        )
+    else:
+        recs.append(
+            _rec(
+                SetBatchSize(n=64),
+                "A larger batch averages out gradient noise; the batch size is not stated, so 64 assumes the common 32.",
+                conf * 0.55,
+            )
+        )
+    recs.append(
+        _rec(
+            ScaleLearningRate(factor=0.5),
+            f"Smaller steps damp the oscillation{_lr_text(ctx, 0.5)}.",
+            conf * 0.75,
+        )
+    )
+    if ctx.grad.n >= 4 and np.max(ctx.grad.y) >= 5 * np.median(ctx.grad.y):
+        norm, why = _clip_norm(ctx)
+        evidence.append(f"grad_norm spikes to {_g(np.max(ctx.grad.y))} (median {_g(np.median(ctx.grad.y))})")
+        recs.append(_rec(EnableGradClipping(max_norm=norm), f"Clip gradient spikes at {_g(norm)} ({why}).", conf * 0.7))
+    return AnalysisResult("noisy", evidence, _sorted(recs))
+
+
+def _underfitting(ctx: _Ctx) -> AnalysisResult | None:
+    c = ctx.train if ctx.train.n >= MIN_EPOCHS else ctx.val
+    y = c.y
+    if len(y) < 4:
+        return None
+    first, best, last = float(y[0]), float(np.min(y)), float(y[-1])
+    w = min(3, len(y) - 1)
+    recent = -_rel(float(np.min(y[-w:])), float(np.min(y[:-w]))) / w  # relative improvement per epoch
+    high = []
+    if first > 0 and len(y) >= 5 and (first - best) / first < 0.4:
+        high.append(
+            f"{c.name} is still {_pct(best / first)} of its first-epoch value {_g(first)} after {len(y)} epochs"
+        )
+    if ctx.hp.num_classes and first > 0 and last >= 0.5 * math.log(ctx.hp.num_classes):
+        high.append(
+            f"{c.name} {_g(last)} is above half the chance-level cross-entropy ln({ctx.hp.num_classes}) = "
+            f"{_g(math.log(ctx.hp.num_classes))}"
+        )
+    acc = ctx.train_acc if ctx.train_acc.n else ctx.val_acc
+    if acc.n and acc.y[-1] < 0.6:
+        high.append(f"{acc.name} is only {_pct(acc.y[-1])}")
+    if not high or recent >= 0.03:
+        return None
+    common, t, v = _aligned(ctx.train, ctx.val)
+    if len(common) and _rel(v[-1], t[-1]) >= 0.15:
+        return None  # a gap: not a capacity problem
+    common, ta, va = _aligned(ctx.train_acc, ctx.val_acc)
+    if len(common) and ta[-1] - va[-1] >= 0.05:
+        return None
+    evidence = high + [
+        f"{c.name} improved only {_pct(max(recent, 0.0))} per epoch over the last {w} epochs"
+        + (", and validation tracks training (no generalisation gap)" if ctx.val.n and ctx.train.n else ""),
+        "the model likely lacks capacity: consider a wider or deeper architecture (see architecture suggestions)",
+    ]
+    conf = min(0.85, 0.5 + 0.1 * len(high) + 0.15 * (1.0 - max(recent, 0.0) / 0.03))
+    hp = ctx.hp
+    recs = []
+    lr = _current_lr(ctx)
+    lr_high = lr is not None and ((hp.optimizer in ("adam", "adamw") and lr >= 3e-3) or lr >= 0.3)
+    recs.append(
+        _rec(
+            ScaleLearningRate(factor=2.0),
+            f"Progress is slow at a high loss: larger steps may get further{_lr_text(ctx, 2.0)}"
+            + (" (the learning rate is already high, so try this last)" if lr_high else "")
+            + ".",
+            conf * (0.35 if lr_high else 0.6),
+        )
+    )
+    if hp.dropout:
+        p = round(hp.dropout / 2, 2) if hp.dropout > 0.1 else 0.0
+        recs.append(
+            _rec(
+                SetDropout(p=p), f"Less dropout ({_g(hp.dropout)} -> {p}) frees capacity the model needs.", conf * 0.75
+            )
+        )
+    if hp.weight_decay:
+        wd = _round_sig(hp.weight_decay / 10)
+        recs.append(
+            _rec(
+                SetWeightDecay(value=wd),
+                f"Weaker weight decay ({_g(hp.weight_decay)} -> {_g(wd)}) stops regularisation from holding the fit back.",
+                conf * 0.7,
+            )
+        )
+    if hp.label_smoothing:
+        recs.append(
+            _rec(SetLabelSmoothing(x=0.0), "Drop label smoothing while the model cannot yet fit the data.", conf * 0.5)
+        )
+    return AnalysisResult("underfitting", evidence, _sorted(recs))
+
+
+def _plateau(ctx: _Ctx) -> AnalysisResult | None:
+    c = ctx.val if ctx.val.n >= 5 else ctx.train
+    y = c.y
+    if len(y) < 5:
+        return None
+    w = max(3, min(5, len(y) // 2))
+    if len(y) < w + 2:
+        w = len(y) - 2
+    before, recent = float(np.min(y[:-w])), float(np.min(y[-w:]))
+    improvement = -_rel(recent, before)
+    if improvement >= PLATEAU_THRESHOLD:
+        return None
+    best, last_gain = float(y[0]), 0
+    for i, value in enumerate(y[1:], start=1):
+        if value < best - PLATEAU_THRESHOLD * abs(best):
+            last_gain = i
+        best = min(best, float(value))
+    flat = len(y) - 1 - last_gain
+    evidence = [
+        f"{c.name} improved {_pct(max(improvement, 0.0))} over the last {w} epochs (best {_g(recent)} vs {_g(before)} "
+        f"before), below the {_pct(PLATEAU_THRESHOLD)} threshold",
+        f"no gain of 1% or more for {flat} epochs (last at epoch {c.epochs[last_gain] + 1})",
+    ]
+    conf = float(np.clip(0.45 + 0.07 * flat, 0.5, 0.9))
+    recs = []
+    lr = ctx.lr.y
+    decayed = len(lr) >= 2 and lr[-1] < 0.1 * lr[0]
+    if decayed:
+        evidence.append(f"the learning rate has already decayed from {_g(lr[0])} to {_g(lr[-1])}")
+        recs.append(
+            _rec(
+                SwitchScheduler(
+                    name="CosineAnnealingLR", params={"T_max": max(10, len(y)), "eta_min": _round_sig(float(lr[-1]))}
+                ),
+                f"The schedule has decayed the learning rate to {_g(lr[-1])}: a fresh cosine cycle from a larger rate "
+                "(a warm restart) can leave the current basin.",
+                conf * 0.6,
+            )
+        )
+        recs.append(
+            _rec(
+                EarlyStop(),
+                f"With the learning rate already small and no gain for {flat} epochs, more epochs are unlikely to help.",
+                conf * (0.75 if flat >= 2 * w else 0.5),
+            )
+        )
+    else:
+        if len(lr) >= 2:
+            evidence.append(f"the learning rate has stayed at about {_g(lr[-1])}")
+        recs.append(
+            _rec(
+                ScaleLearningRate(factor=0.5),
+                f"At a constant learning rate the loss stalls when steps bounce around a minimum; halve it{_lr_text(ctx, 0.5)}.",
+                conf * 0.8,
+            )
+        )
+        recs.append(
+            _rec(
+                SwitchScheduler(name="ReduceLROnPlateau", params={"mode": "min", "factor": 0.5, "patience": 2}),
+                "Let the learning rate halve automatically whenever validation stalls for 2 epochs.",
+                conf * 0.7,
+            )
+        )
+        if flat >= 2 * w:
+            recs.append(_rec(EarlyStop(), f"No gain for {flat} epochs: stop unless the lower rate helps.", conf * 0.45))
+    return AnalysisResult("plateau", evidence, _sorted(recs))
+
+
+def _healthy(ctx: _Ctx) -> AnalysisResult:
+    c = ctx.train if ctx.train.n >= MIN_EPOCHS else ctx.val
+    y = c.y
+    w = min(3, len(y) - 1)
+    recent = -_rel(float(np.min(y[-w:])), float(np.min(y[:-w]))) / w
+    if recent <= 0 and len(y) < 5:
+        return AnalysisResult(
+            "unknown",
+            [
+                f"{c.name} has not improved over its last {w} of {len(y)} epochs; too few epochs to tell a plateau from noise"
+            ],
+            [],
+        )
+    evidence = [
+        f"{c.name} fell from {_g(y[0])} to {_g(y[-1])} ({_pct(-_rel(y[-1], y[0]))} lower) over {len(y)} epochs and is "
+        f"still improving ({_pct(max(recent, 0.0))} per epoch over the last {w})"
+    ]
+    common, t, v = _aligned(ctx.train, ctx.val)
+    if len(common) and c is ctx.train:
+        evidence.append(f"val_loss {_g(v[-1])} tracks train_loss {_g(t[-1])} (gap {_pct(_rel(v[-1], t[-1]))})")
+    acc = ctx.val_acc if ctx.val_acc.n else ctx.train_acc
+    if acc.n:
+        evidence.append(f"{acc.name} reached {_pct(acc.y[-1])}")
+    return AnalysisResult("healthy", evidence, [])
+
+
+_RULES = (_nonfinite, _too_short, _exploding, _noisy, _overfitting, _underfitting, _plateau)
+
+
+def analyze_metrics(model_description: str | None, metrics: TrainingMetrics | dict) -> AnalysisResult:
+    """Diagnose a run from its metric history; see the module docstring for the rules."""
+    if not isinstance(metrics, TrainingMetrics):
+        metrics = TrainingMetrics.model_validate(metrics)
+    hp = parse_hparams(model_description)
+    train = _curve("train_loss", metrics.train_loss)
+    val = _curve("val_loss", metrics.val_loss)
+    train_acc = _accuracy("train_accuracy", metrics.train_accuracy)
+    val_acc = _accuracy("val_accuracy", metrics.val_accuracy)
+    notes = []
+    # Without a loss curve, read the error rate (1 - accuracy) instead.
+    if train.n < MIN_EPOCHS and not train.bad and train_acc.n >= MIN_EPOCHS:
+        train = _Curve("train_error (1 - train_accuracy)", train_acc.epochs, 1.0 - train_acc.y, [])
+        notes.append("no train_loss recorded: reading the error rate 1 - train_accuracy instead")
+    if val.n < MIN_EPOCHS and not val.bad and val_acc.n >= MIN_EPOCHS:
+        val = _Curve("val_error (1 - val_accuracy)", val_acc.epochs, 1.0 - val_acc.y, [])
+        notes.append("no val_loss recorded: reading the error rate 1 - val_accuracy instead")
+    description = (model_description or "").lower()
+    classifier = bool(
+        train_acc.n
+        or val_acc.n
+        or hp.num_classes
+        or hp.label_smoothing is not None
+        or any(word in description for word in ("classif", "cross-entropy", "cross_entropy", "crossentropy", "softmax"))
+    )
+    ctx = _Ctx(
+        hp=hp,
+        train=train,
+        val=val,
+        train_acc=train_acc,
+        val_acc=val_acc,
+        lr=_curve("learning_rate", metrics.learning_rate),
+        grad=_curve("grad_norm", metrics.grad_norm),
+        classifier=classifier,
+    )
+    for rule in _RULES:
+        result = rule(ctx)
+        if result is not None:
+            break
+    else:
+        result = _healthy(ctx)
+    result.evidence = result.evidence + notes
+    return result

@@ -1,0 +1,753 @@
+"""``AIServiceOrchestrator``: the five AI services as teachers, with fallbacks, retries, budgets and a cache.
+
+Every task walks its provider chain (settings ``routes``): a provider without a
+key, with an open circuit breaker, or past the budget is skipped; a failed call
+falls through to the next; the offline advisor (``local``) ends every chain, so
+a task always answers, and the answer says which provider gave it and why the
+earlier ones did not (``attempts``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+from pydantic import ValidationError
+
+from ..specs import (
+    ArchitectureCandidate,
+    ArchitectureSuggestionsResponse,
+    Citation,
+    DroppedCandidate,
+    ModelAnalysisResponse,
+    ModelSpec,
+    ProviderAttempt,
+    Recommendation,
+    ResearchInsightsResponse,
+    SyntheticDataResponse,
+    TrainingMetrics,
+)
+from . import prompts
+from .cache import ResponseCache, request_key
+from .cost import CostLedger
+from .data import CLASSIFIER_TYPES, check_synthetic, parse_sample, summarise_for_prompt
+from .errors import BadOutput, BudgetExceeded, CircuitOpen, ProviderError, ProviderTimeout
+from .local import LocalAdvisor
+from .providers.base import Message, RemoteProvider
+from .resilience import CircuitBreaker, backoff_delay
+from .schemas import AnalysisDraft, ArchitectureDraft, ResearchDraft, SyntheticDraft
+from .settings import AISettings
+
+__all__ = ["AIServiceOrchestrator", "AuditRecord"]
+
+OFFLINE_MODEL = "offline-advisor"
+_SEVERITY = ("diverging", "overfitting", "plateau", "underfitting", "noisy", "healthy", "unknown")
+
+
+@dataclass
+class AuditRecord:
+    """One provider call (or cache hit): what was asked, what came back, what it cost. Never a key."""
+
+    time: float
+    task: str
+    provider: str
+    model: str
+    latency_ms: float
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    outcome: str
+    cache_hit: bool = False
+    prompt: str = ""
+    output: str = ""
+
+
+@dataclass
+class _Stats:
+    calls: int = 0
+    errors: int = 0
+    latencies: deque = None
+
+    def __post_init__(self):
+        self.latencies = deque(maxlen=20)
+
+
+class AIServiceOrchestrator:
+    """Route AI tasks to providers. ``AIServiceOrchestrator()`` reads its settings from the environment;
+    pass ``settings=`` or keyword overrides (any :class:`AISettings` field) to change them.
+
+    ``providers=`` injects ready-made provider objects (by name), e.g. for tests.
+    """
+
+    def __init__(
+        self, settings: AISettings | None = None, *, providers=None, local: LocalAdvisor | None = None, **overrides
+    ):
+        self.settings = settings if settings is not None else AISettings.from_env(**overrides)
+        if settings is not None and overrides:
+            self.settings = settings.model_copy(update=overrides)
+        if providers is None:
+            from .models import build_provider
+
+            providers = {name: build_provider(name, cfg) for name, cfg in self.settings.providers.items()}
+        self._providers: dict[str, RemoteProvider] = dict(providers)
+        self.local = local if local is not None else LocalAdvisor()
+        self.ledger = CostLedger(dict(self.settings.prices), self.settings.budget_usd)
+        s = self.settings
+        self._breakers = {name: CircuitBreaker(s.breaker_threshold, s.breaker_cooldown) for name in self._providers}
+        self._stats = {name: _Stats() for name in [*self._providers, "local"]}
+        self._audit: deque[AuditRecord] = deque(maxlen=1000)
+        self.cache = None
+        if s.cache_enabled:
+            path = Path(s.cache_dir) / "ai_cache.sqlite" if s.cache_dir is not None else None
+            self.cache = ResponseCache(path)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict:
+        """Each provider's configuration and health (never a key), the routes, and the spend so far."""
+        providers = {}
+        for name, provider in self._providers.items():
+            cfg = provider.config
+            stats = self._stats[name]
+            spend = self.ledger.by_provider.get(name)
+            providers[name] = {
+                "configured": cfg.api_key is not None and bool(cfg.api_key.get_secret_value()),
+                "enabled": cfg.enabled,
+                "model": cfg.model,
+                "base_url_host": urlparse(cfg.base_url).hostname if cfg.base_url else None,
+                "calls": stats.calls,
+                "errors": stats.errors,
+                "recent_latency_ms": round(sum(stats.latencies) / len(stats.latencies), 1) if stats.latencies else None,
+                "breaker": self._breakers[name].state,
+                "cost_usd": round(spend.cost_usd, 6) if spend else 0.0,
+                "input_tokens": spend.input_tokens if spend else 0,
+                "output_tokens": spend.output_tokens if spend else 0,
+            }
+        local = self._stats["local"]
+        providers["local"] = {
+            "configured": True,
+            "enabled": True,
+            "model": OFFLINE_MODEL,
+            "base_url_host": None,
+            "calls": local.calls,
+            "errors": local.errors,
+            "recent_latency_ms": round(sum(local.latencies) / len(local.latencies), 1) if local.latencies else None,
+            "breaker": "closed",
+            "cost_usd": 0.0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+        }
+        return {
+            "providers": providers,
+            "routes": {task: self.settings.route(task) for task in self.settings.routes},
+            "budget_usd": self.settings.budget_usd,
+            "spent_usd": round(self.ledger.total_usd, 6),
+            "consensus": self.settings.consensus,
+            "cache": "disk" if self.cache is not None and self.cache.path else ("memory" if self.cache else "off"),
+        }
+
+    def audit(self, limit: int = 100) -> list[dict]:
+        """The latest call records, newest first."""
+        return [asdict(r) for r in list(self._audit)[::-1][:limit]]
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()
+        if self.cache is not None:
+            self.cache.close()
+
+    # -------------------------------------------------------------------- tasks
+    async def generate_synthetic_data(
+        self, model_type: str, existing_data_sample, target_count: int, *, labels=None, use_cache: bool = True
+    ) -> SyntheticDataResponse:
+        """New training samples like ``existing_data_sample`` (rows of numbers; for a classifier the last
+        column is the label, or pass ``labels=``, or a list of ``{"features", "label"}`` objects)."""
+        if target_count < 0:
+            raise ValueError(f"target_count must be >= 0, got {target_count}")
+        sample = parse_sample(model_type, existing_data_sample, labels)
+        classifier = model_type.lower() in CLASSIFIER_TYPES
+        notes = list(sample.notes)
+        count = target_count
+        if count > self.settings.max_synthetic:
+            notes.append(f"requested {target_count} samples; capped at {self.settings.max_synthetic} (max_synthetic)")
+            count = self.settings.max_synthetic
+        payload = {
+            "model_type": model_type,
+            "sample": hashlib.sha256(
+                np.ascontiguousarray(sample.features).tobytes() + repr(sample.label_set).encode()
+            ).hexdigest(),
+            "labels": None
+            if sample.labels is None
+            else hashlib.sha256(repr(sample.labels.tolist()).encode()).hexdigest(),
+            "count": count,
+        }
+
+        async def remote(provider, deadline):
+            return await self._remote_synthetic(
+                provider, model_type, sample, classifier, target_count, count, notes, deadline
+            )
+
+        def local():
+            result = self.local.synthetic_data(model_type, sample.features, sample.labels, count)
+            kept, rejected = check_synthetic(result.samples, sample, classifier)
+            return SyntheticDataResponse(
+                provider="local",
+                model=OFFLINE_MODEL,
+                offline=True,
+                samples=kept,
+                requested=target_count,
+                accepted=len(kept),
+                rejected=len(rejected),
+                rejections=rejected,
+                notes=notes + list(result.notes),
+            )
+
+        return await self._run("synthetic_data", payload, remote, local, use_cache, SyntheticDataResponse)
+
+    async def _remote_synthetic(self, provider, model_type, sample, classifier, requested, count, notes, deadline):
+        s = self.settings
+        notes = list(notes)
+        asked = min(count, s.remote_chunk * s.max_remote_calls)
+        if asked < count:
+            notes.append(
+                f"asked {provider.name} for {asked} samples ({s.max_remote_calls} calls of at most {s.remote_chunk}); "
+                f"{count - asked} fewer than requested"
+            )
+        data, cut = summarise_for_prompt(sample, s.max_sample_rows, s.max_sample_bytes)
+        notes.extend(n for n in cut if n not in notes)
+        chunks = [min(s.remote_chunk, asked - i) for i in range(0, asked, s.remote_chunk)] or [0]
+
+        async def one(n):
+            system, user = prompts.synthetic_prompt(model_type, data, n, sample.label_set)
+            return await self._structured_call(
+                provider, "synthetic_data", system, user, SyntheticDraft, lambda d, r: d, deadline
+            )
+
+        drafts = await asyncio.gather(*(one(n) for n in chunks if n > 0))
+        candidates = [c for d in drafts for c in d.samples]
+        kept, rejected = check_synthetic(candidates, sample, classifier)
+        if len(kept) > count:
+            kept = kept[:count]
+        return SyntheticDataResponse(
+            provider=provider.name,
+            model=provider.model,
+            samples=kept,
+            requested=requested,
+            accepted=len(kept),
+            rejected=len(rejected),
+            rejections=rejected,
+            notes=notes,
+        )
+
+    async def analyze_model_reasoning(
+        self, model_description: str, performance_metrics, *, use_cache: bool = True
+    ) -> ModelAnalysisResponse:
+        """Diagnose a training run from its metrics and recommend typed changes."""
+        metrics = (
+            performance_metrics
+            if isinstance(performance_metrics, TrainingMetrics)
+            else TrainingMetrics.model_validate(performance_metrics)
+        )
+        payload = {"description": model_description, "metrics": metrics.model_dump_json()}
+
+        def local():
+            result = self.local.analyze(model_description, metrics)
+            return ModelAnalysisResponse(
+                provider="local",
+                model=OFFLINE_MODEL,
+                offline=True,
+                diagnosis=result.diagnosis,
+                evidence=result.evidence,
+                recommendations=result.recommendations,
+            )
+
+        async def remote(provider, deadline):
+            system, user = prompts.analysis_prompt(model_description, metrics)
+            draft = await self._structured_call(
+                provider, "analysis", system, user, AnalysisDraft, lambda d, r: d, deadline
+            )
+            return ModelAnalysisResponse(
+                provider=provider.name,
+                model=provider.model,
+                diagnosis=draft.diagnosis,
+                evidence=draft.evidence,
+                recommendations=draft.recommendations,
+            )
+
+        if self.settings.consensus:
+            return await self._consensus_analysis(payload, remote, local, use_cache)
+        return await self._run("analysis", payload, remote, local, use_cache, ModelAnalysisResponse)
+
+    async def get_latest_research_insights(
+        self,
+        domain: str,
+        recency: str = "month",
+        question: str | None = None,
+        diagnosis: str | None = None,
+        *,
+        use_cache: bool = True,
+    ) -> ResearchInsightsResponse:
+        """Techniques from research for ``domain`` (and the run's ``diagnosis``), with citations."""
+        payload = {"domain": domain, "recency": recency, "question": question, "diagnosis": diagnosis}
+
+        def local():
+            insights = self.local.research(domain, question=question, diagnosis=diagnosis)
+            citations = _unique_citations(c for i in insights for c in i.citations)
+            return ResearchInsightsResponse(
+                provider="local",
+                model=OFFLINE_MODEL,
+                offline=True,
+                domain=domain,
+                insights=insights,
+                citations=citations,
+            )
+
+        async def remote(provider, deadline):
+            system, user = prompts.research_prompt(domain, recency, question, diagnosis)
+            draft, reply = await self._structured_call(
+                provider, "research", system, user, ResearchDraft, lambda d, r: (d, r), deadline
+            )
+            citations = _provider_citations(reply.extras) or _unique_citations(
+                c for i in draft.insights for c in i.citations
+            )
+            return ResearchInsightsResponse(
+                provider=provider.name,
+                model=provider.model,
+                domain=domain,
+                insights=draft.insights,
+                citations=citations,
+                search_results=list(reply.extras.get("search_results") or []),
+            )
+
+        return await self._run("research", payload, remote, local, use_cache, ResearchInsightsResponse)
+
+    async def suggest_architectures(
+        self,
+        model_description: str,
+        current: ModelSpec | None = None,
+        input_size: int | list[int] = 784,
+        num_classes: int = 10,
+        k: int = 3,
+        *,
+        use_cache: bool = True,
+    ) -> ArchitectureSuggestionsResponse:
+        """``k`` candidate ``ModelSpec``s for the task; any that does not fit it is dropped with the reason."""
+        if num_classes < 1 or k < 1:
+            raise ValueError(f"num_classes and k must be positive, got {num_classes} and {k}")
+        payload = {
+            "description": model_description,
+            "current": current.model_dump_json() if current is not None else None,
+            "input_size": input_size,
+            "num_classes": num_classes,
+            "k": k,
+        }
+
+        def local():
+            candidates = self.local.architectures(model_description, current, input_size, num_classes, k=k)
+            kept, dropped = _check_candidates(
+                ((c.spec.model_dump(), c.rationale) for c in candidates), input_size, num_classes
+            )
+            return ArchitectureSuggestionsResponse(
+                provider="local", model=OFFLINE_MODEL, offline=True, candidates=kept, dropped=dropped
+            )
+
+        def validate(draft, reply):
+            kept, dropped = _check_candidates(
+                ((c.spec, c.rationale) for c in draft.candidates), input_size, num_classes
+            )
+            if not kept:
+                reasons = "; ".join(d.reason for d in dropped) or "no candidates"
+                raise ValueError(f"none of the candidates fits the task: {reasons}")
+            return kept[:k], dropped
+
+        async def remote(provider, deadline):
+            system, user = prompts.architecture_prompt(model_description, current, input_size, num_classes, k)
+            kept, dropped = await self._structured_call(
+                provider, "architecture", system, user, ArchitectureDraft, validate, deadline
+            )
+            return ArchitectureSuggestionsResponse(
+                provider=provider.name, model=provider.model, candidates=kept, dropped=dropped
+            )
+
+        return await self._run("architecture", payload, remote, local, use_cache, ArchitectureSuggestionsResponse)
+
+    async def comprehensive_enhancement(
+        self,
+        model_description: str,
+        training_data_sample,
+        performance_metrics,
+        *,
+        model_type: str = "classifier",
+        target_count: int | None = None,
+        domain: str = "general",
+    ):
+        """Synthetic data, analysis and research at once; returns the three responses in that order."""
+        metrics = (
+            performance_metrics
+            if isinstance(performance_metrics, TrainingMetrics)
+            else TrainingMetrics.model_validate(performance_metrics or {})
+        )
+        count = target_count if target_count is not None else len(training_data_sample or [])
+        return await asyncio.gather(
+            self.generate_synthetic_data(model_type, training_data_sample, count),
+            self.analyze_model_reasoning(model_description, metrics),
+            self.get_latest_research_insights(domain),
+        )
+
+    # ------------------------------------------------------------- the routing
+    def _cache_key(self, task: str, payload: dict) -> str:
+        usable = [
+            p
+            for p in self.settings.route(task)
+            if p == "local" or (p in self._providers and self._providers[p].configured)
+        ]
+        routed = [f"{p}:{self._providers[p].model}" if p in self._providers else p for p in usable]
+        return request_key(task, {**payload, "route": routed})
+
+    def _from_cache(self, task, key, response_cls):
+        if self.cache is None:
+            return None
+        raw = self.cache.get(key)
+        if raw is None:
+            return None
+        response = response_cls.model_validate_json(raw)
+        response.cached = True
+        self._record(
+            AuditRecord(time.time(), task, response.provider, response.model, 0.0, 0, 0, 0.0, "cache hit", True)
+        )
+        return response
+
+    def _to_cache(self, task, key, response) -> None:
+        if self.cache is not None:
+            self.cache.put(key, task, response.model_dump_json(), self.settings.cache_ttl.get(task, 3600))
+
+    async def _run(self, task, payload, remote, local, use_cache, response_cls):
+        key = self._cache_key(task, payload)
+        if use_cache:
+            hit = self._from_cache(task, key, response_cls)
+            if hit is not None:
+                return hit
+        deadline = time.monotonic() + self.settings.task_deadline
+        attempts: list[ProviderAttempt] = []
+        for name in self.settings.route(task):
+            if name == "local":
+                response = await self._run_local(task, local)
+                attempts.append(ProviderAttempt(provider="local", outcome="answered", detail="the offline advisor"))
+                break
+            skip = self._skip_reason(name)
+            if skip is not None:
+                attempts.append(skip)
+                continue
+            try:
+                response = await remote(self._providers[name], deadline)
+            except BudgetExceeded as exc:
+                attempts.append(ProviderAttempt(provider=name, outcome="budget_exceeded", detail=str(exc)))
+                continue
+            except ProviderError as exc:
+                attempts.append(
+                    ProviderAttempt(provider=name, outcome="failed", detail=f"{type(exc).__name__}: {exc.detail}")
+                )
+                continue
+            attempts.append(ProviderAttempt(provider=name, outcome="answered"))
+            break
+        response.attempts = attempts
+        self._to_cache(task, key, response)
+        return response
+
+    def _skip_reason(self, name: str) -> ProviderAttempt | None:
+        provider = self._providers.get(name)
+        if provider is None:
+            return ProviderAttempt(provider=name, outcome="unknown", detail="no such provider")
+        if not provider.config.enabled:
+            return ProviderAttempt(provider=name, outcome="not_configured", detail="disabled")
+        if not provider.configured:
+            return ProviderAttempt(
+                provider=name, outcome="not_configured", detail=f"no API key ({type(provider).key_env})"
+            )
+        if self._breakers[name].state == "open":
+            return ProviderAttempt(provider=name, outcome="circuit_open", detail="too many recent failures")
+        return None
+
+    async def _run_local(self, task, local):
+        start = time.perf_counter()
+        stats = self._stats["local"]
+        stats.calls += 1
+        response = await asyncio.to_thread(local)  # CPU work stays off the event loop
+        latency = (time.perf_counter() - start) * 1000
+        stats.latencies.append(latency)
+        self._record(AuditRecord(time.time(), task, "local", OFFLINE_MODEL, latency, 0, 0, 0.0, "ok"))
+        return response
+
+    async def _consensus_analysis(self, payload, remote, local, use_cache):
+        key = self._cache_key("analysis", {**payload, "consensus": True})
+        if use_cache:
+            hit = self._from_cache("analysis", key, ModelAnalysisResponse)
+            if hit is not None:
+                return hit
+        deadline = time.monotonic() + self.settings.task_deadline
+        attempts, calls, names = [], [], []
+        for name in self.settings.route("analysis"):
+            if name == "local":
+                continue
+            skip = self._skip_reason(name)
+            if skip is not None:
+                attempts.append(skip)
+                continue
+            names.append(name)
+            calls.append(remote(self._providers[name], deadline))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        answers = []
+        for name, result in zip(names, results):
+            if isinstance(result, BaseException):
+                if not isinstance(result, (ProviderError, BudgetExceeded)):
+                    raise result
+                attempts.append(ProviderAttempt(provider=name, outcome="failed", detail=str(result)))
+            else:
+                answers.append(result)
+                attempts.append(ProviderAttempt(provider=name, outcome="answered"))
+        answers.append(await self._run_local("analysis", local))
+        attempts.append(ProviderAttempt(provider="local", outcome="answered", detail="the offline advisor"))
+        merged = merge_analyses(answers)
+        merged.attempts = attempts
+        self._to_cache("analysis", key, merged)
+        return merged
+
+    # ----------------------------------------------------------- one provider
+    async def _structured_call(self, provider, task, system, user, draft_cls, validate, deadline):
+        """Ask ``provider`` for a ``draft_cls`` JSON object, with retries, one repair round and the budget check."""
+        s = self.settings
+        name = provider.name
+        breaker = self._breakers[name]
+        stats = self._stats[name]
+        messages = [Message("user", user)]
+        repaired = False
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProviderTimeout(name, f"the {task} deadline of {s.task_deadline:.0f}s passed")
+            if not breaker.allow():
+                raise CircuitOpen(name, "circuit breaker open")
+            prompt_chars = len(system) + sum(len(m.content) for m in messages)
+            if not self.ledger.can_afford(provider.model, prompt_chars, s.max_output_tokens):
+                raise BudgetExceeded(
+                    f"budget of ${s.budget_usd:.4f} would be exceeded (spent ${self.ledger.total_usd:.4f}); "
+                    f"not calling {name}"
+                )
+            timeout = min(s.call_timeout, remaining)
+            start = time.perf_counter()
+            stats.calls += 1
+            error = reply = None
+            try:
+                reply = await asyncio.wait_for(
+                    provider.complete(
+                        system=system,
+                        messages=list(messages),
+                        schema=draft_cls,
+                        schema_name=task,
+                        timeout=timeout,
+                        max_output_tokens=s.max_output_tokens,
+                    ),
+                    timeout=timeout + 1.0,
+                )
+            except TimeoutError:
+                error = ProviderTimeout(name, f"no answer within {timeout:.1f}s")
+            except ProviderError as exc:
+                error = exc
+            latency = (time.perf_counter() - start) * 1000
+            stats.latencies.append(latency)
+            if error is not None:
+                stats.errors += 1
+                spent = getattr(error, "usage", None)  # a reply that came back unusable still cost tokens
+                if spent is not None:
+                    self.ledger.record(
+                        name, provider.model, spent.input_tokens, spent.output_tokens, spent.reported_cost_usd
+                    )
+                self._record(
+                    AuditRecord(
+                        time.time(),
+                        task,
+                        name,
+                        provider.model,
+                        latency,
+                        0,
+                        0,
+                        0.0,
+                        f"error: {type(error).__name__}: {error.detail}",
+                        prompt=user[:4000],
+                        output=getattr(error, "raw", "")[:4000],
+                    )
+                )
+                if isinstance(error, BadOutput) and not repaired:
+                    messages += [
+                        Message("assistant", error.raw or "(no usable output)"),
+                        Message("user", prompts.repair_prompt(error.detail)),
+                    ]
+                    repaired = True
+                    continue
+                if not isinstance(error, BadOutput):
+                    breaker.record_failure()
+                if error.retryable and attempt < s.max_retries:
+                    delay = backoff_delay(attempt, s.backoff_base, s.backoff_max, error.retry_after)
+                    if time.monotonic() + delay < deadline:
+                        attempt += 1
+                        await asyncio.sleep(delay)
+                        continue
+                raise error
+            usage = reply.usage
+            cost = self.ledger.record(
+                name, reply.model or provider.model, usage.input_tokens, usage.output_tokens, usage.reported_cost_usd
+            )
+            try:
+                result = validate(draft_cls.model_validate(reply.data), reply)
+            except (ValidationError, ValueError) as exc:
+                stats.errors += 1
+                self._record(
+                    AuditRecord(
+                        time.time(),
+                        task,
+                        name,
+                        reply.model,
+                        latency,
+                        usage.input_tokens,
+                        usage.output_tokens,
+                        cost,
+                        f"invalid output: {_short(exc)}",
+                        prompt=user[:4000],
+                        output=reply.raw_text[:4000],
+                    )
+                )
+                if not repaired:
+                    messages += [
+                        Message("assistant", reply.raw_text),
+                        Message("user", prompts.repair_prompt(_short(exc, 1500))),
+                    ]
+                    repaired = True
+                    continue
+                raise BadOutput(
+                    name, f"the output failed validation after a repair request: {_short(exc)}", raw=reply.raw_text
+                ) from None
+            breaker.record_success()
+            self._record(
+                AuditRecord(
+                    time.time(),
+                    task,
+                    name,
+                    reply.model,
+                    latency,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    cost,
+                    "ok",
+                    prompt=user[:4000],
+                    output=reply.raw_text[:4000],
+                )
+            )
+            return result
+
+    def _record(self, record: AuditRecord) -> None:
+        self._audit.append(record)
+        if self.cache is not None and self.cache.path is not None:
+            self.cache.add_audit(asdict(record))
+
+
+# ------------------------------------------------------------------ helpers
+def _short(exc, limit: int = 300) -> str:
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unique_citations(citations) -> list[Citation]:
+    seen, out = set(), []
+    for c in citations:
+        key = (c.title, c.url, c.arxiv_id)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+def _provider_citations(extras: dict) -> list[Citation]:
+    """Perplexity's own sources: ``search_results`` (title, url, date) and/or ``citations`` (URLs), all kept."""
+    out = []
+    for result in extras.get("search_results") or []:
+        date = str(result.get("date") or "")
+        year = int(date[:4]) if date[:4].isdigit() else None
+        out.append(
+            Citation(title=result.get("title") or result.get("url") or "source", url=result.get("url"), year=year)
+        )
+    known = {c.url for c in out}
+    for url in extras.get("citations") or []:
+        if url not in known:
+            out.append(Citation(title=url, url=url))
+    return out
+
+
+def _check_candidates(items, input_size, num_classes):
+    kept, dropped = [], []
+    for raw, rationale in items:
+        try:
+            spec = ModelSpec.model_validate(raw)
+            spec.check_task(input_size, num_classes)
+        except (ValidationError, ValueError) as exc:
+            dropped.append(DroppedCandidate(reason=_short(exc), raw=raw))
+            continue
+        kept.append(ArchitectureCandidate(spec=spec, rationale=rationale))
+    return kept, dropped
+
+
+def _action_value(action):
+    for field in ("factor", "value", "p", "n", "max_norm", "x"):
+        if hasattr(action, field):
+            return field, getattr(action, field)
+    return None, None
+
+
+def merge_analyses(answers: list[ModelAnalysisResponse]) -> ModelAnalysisResponse:
+    """One analysis from several: the majority diagnosis (ties go to the more severe), recommendations
+    grouped by action with confidence raised by agreement, and conflicting values resolved conservatively
+    (the smallest change: the learning-rate factor nearest 1, the median of other values)."""
+    votes: dict[str, int] = {}
+    for a in answers:
+        votes[a.diagnosis] = votes.get(a.diagnosis, 0) + 1
+    top = max(votes.values())
+    diagnosis = min((d for d, v in votes.items() if v == top), key=_SEVERITY.index)
+    groups: dict[str, list[tuple[Recommendation, str]]] = {}
+    for a in answers:
+        for rec in a.recommendations:
+            groups.setdefault(rec.action.action, []).append((rec, a.provider))
+    merged = []
+    for name, items in groups.items():
+        providers = sorted({p for _, p in items})
+        field, _ = _action_value(items[0][0].action)
+        chosen = items[0][0]
+        if field is not None:
+            values = [getattr(r.action, field) for r, _ in items]
+            if name == "scale_learning_rate":
+                target = min(values, key=lambda f: abs(math.log(f)))
+            else:
+                target = sorted(values)[(len(values) - 1) // 2]
+            chosen = next(r for r, _ in items if getattr(r.action, field) == target)
+        mean_conf = sum(r.confidence for r, _ in items) / len(items)
+        confidence = min(1.0, mean_conf + 0.1 * (len(providers) - 1))
+        rationale = chosen.rationale + (
+            f" (agreed by {', '.join(providers)})" if len(providers) > 1 else f" ({providers[0]})"
+        )
+        merged.append(Recommendation(action=chosen.action, rationale=rationale, confidence=round(confidence, 3)))
+    merged.sort(key=lambda r: -r.confidence)
+    evidence = [e for a in answers for e in a.evidence]
+    names = "+".join(a.provider for a in answers)
+    return ModelAnalysisResponse(
+        provider=names,
+        model="consensus",
+        offline=all(a.offline for a in answers),
+        diagnosis=diagnosis,
+        evidence=list(dict.fromkeys(evidence)),
+        recommendations=merged,
+    )

@@ -1,0 +1,104 @@
+"""The ``forgeml`` command.
+
+forgeml ai status                       each AI provider's configuration and health (never a key)
+forgeml ai research "<question>"        research insights with citations
+forgeml ai analyze metrics.json         diagnose a training run from its per-epoch metrics
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _orchestrator():
+    from .ai import AIServiceOrchestrator
+
+    return AIServiceOrchestrator()
+
+
+def _print(obj) -> None:
+    if hasattr(obj, "model_dump_json"):
+        print(obj.model_dump_json(indent=2))
+    else:
+        print(json.dumps(obj, indent=2, default=str))
+
+
+async def _with(fn):
+    orchestrator = _orchestrator()
+    try:
+        return await fn(orchestrator)
+    finally:
+        await orchestrator.aclose()
+
+
+def _ai_status(args) -> int:
+    orchestrator = _orchestrator()
+    try:
+        _print(orchestrator.status())
+    finally:
+        asyncio.run(orchestrator.aclose())
+    return 0
+
+
+def _ai_research(args) -> int:
+    response = asyncio.run(
+        _with(
+            lambda o: o.get_latest_research_insights(
+                args.domain, args.recency, question=args.question, diagnosis=args.diagnosis
+            )
+        )
+    )
+    _print(response)
+    return 0
+
+
+def _ai_analyze(args) -> int:
+    path = Path(args.metrics)
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"forgeml: no such file: {path}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"forgeml: {path} is not valid JSON ({exc})", file=sys.stderr)
+        return 2
+    if isinstance(metrics, list):  # a list of per-epoch records
+        from .specs import TrainingMetrics
+
+        metrics = TrainingMetrics.from_history(metrics)
+    response = asyncio.run(_with(lambda o: o.analyze_model_reasoning(args.description, metrics)))
+    _print(response)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forgeml", description="ForgeML: train models with AI services as teachers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    ai = commands.add_parser("ai", help="the AI services").add_subparsers(dest="ai_command", required=True)
+    ai.add_parser("status", help="each provider's configuration and health").set_defaults(run=_ai_status)
+    research = ai.add_parser("research", help="research insights with citations")
+    research.add_argument("question", nargs="?", default=None)
+    research.add_argument("--domain", default="general", help="computer_vision, nlp, tabular, general ...")
+    research.add_argument("--recency", default="month", help="day, week, month or year")
+    research.add_argument("--diagnosis", default=None, help="e.g. overfitting, plateau")
+    research.set_defaults(run=_ai_research)
+    analyze = ai.add_parser("analyze", help="diagnose a run from a metrics JSON file")
+    analyze.add_argument("metrics", help="JSON: per-epoch lists (train_loss, val_loss, ...) or a list of epoch records")
+    analyze.add_argument("--description", default="a neural network", help="the model, in words")
+    analyze.set_defaults(run=_ai_analyze)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
