@@ -173,7 +173,9 @@ def test_comprehensive_enhancement_runs_the_three_tasks_concurrently():
     del slow
     orch = make([openai, anthropic, perplexity])
     start = time.perf_counter()
-    synthetic, analysis, research = run(orch.comprehensive_enhancement("mlp", SAMPLE, METRICS, target_count=1))
+    results = run(orch.comprehensive_enhancement("mlp", SAMPLE, METRICS, target_count=1))
+    assert isinstance(results, tuple) and len(results) == 3
+    synthetic, analysis, research = results
     elapsed = time.perf_counter() - start
     assert elapsed < 0.9, f"took {elapsed:.2f}s: the three calls did not overlap"
     assert synthetic.provider == "openai" and analysis.provider == "anthropic" and research.provider == "perplexity"

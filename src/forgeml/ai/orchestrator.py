@@ -394,10 +394,12 @@ class AIServiceOrchestrator:
             else TrainingMetrics.model_validate(performance_metrics or {})
         )
         count = target_count if target_count is not None else len(training_data_sample or [])
-        return await asyncio.gather(
-            self.generate_synthetic_data(model_type, training_data_sample, count),
-            self.analyze_model_reasoning(model_description, metrics),
-            self.get_latest_research_insights(domain),
+        return tuple(
+            await asyncio.gather(
+                self.generate_synthetic_data(model_type, training_data_sample, count),
+                self.analyze_model_reasoning(model_description, metrics),
+                self.get_latest_research_insights(domain),
+            )
         )
 
     # ------------------------------------------------------------- the routing
