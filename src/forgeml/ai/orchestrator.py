@@ -571,20 +571,14 @@ class AIServiceOrchestrator:
                     self.ledger.record(
                         name, provider.model, spent.input_tokens, spent.output_tokens, spent.reported_cost_usd
                     )
-                self._record(
-                    AuditRecord(
-                        time.time(),
-                        task,
-                        name,
-                        provider.model,
-                        latency,
-                        0,
-                        0,
-                        0.0,
-                        f"error: {type(error).__name__}: {error.detail}",
-                        prompt=user[:4000],
-                        output=getattr(error, "raw", "")[:4000],
-                    )
+                self._log_call(
+                    task,
+                    name,
+                    provider.model,
+                    latency,
+                    f"error: {type(error).__name__}: {error.detail}",
+                    prompt=user,
+                    output=getattr(error, "raw", ""),
                 )
                 if isinstance(error, BadOutput) and not repaired:
                     messages += [
@@ -610,20 +604,16 @@ class AIServiceOrchestrator:
                 result = validate(draft_cls.model_validate(reply.data), reply)
             except (ValidationError, ValueError) as exc:
                 stats.errors += 1
-                self._record(
-                    AuditRecord(
-                        time.time(),
-                        task,
-                        name,
-                        reply.model,
-                        latency,
-                        usage.input_tokens,
-                        usage.output_tokens,
-                        cost,
-                        f"invalid output: {_short(exc)}",
-                        prompt=user[:4000],
-                        output=reply.raw_text[:4000],
-                    )
+                self._log_call(
+                    task,
+                    name,
+                    reply.model,
+                    latency,
+                    f"invalid output: {_short(exc)}",
+                    usage=usage,
+                    cost=cost,
+                    prompt=user,
+                    output=reply.raw_text,
                 )
                 if not repaired:
                     messages += [
@@ -636,22 +626,29 @@ class AIServiceOrchestrator:
                     name, f"the output failed validation after a repair request: {_short(exc)}", raw=reply.raw_text
                 ) from None
             breaker.record_success()
-            self._record(
-                AuditRecord(
-                    time.time(),
-                    task,
-                    name,
-                    reply.model,
-                    latency,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    cost,
-                    "ok",
-                    prompt=user[:4000],
-                    output=reply.raw_text[:4000],
-                )
+            self._log_call(
+                task, name, reply.model, latency, "ok", usage=usage, cost=cost, prompt=user, output=reply.raw_text
             )
             return result
+
+    def _log_call(self, task, provider, model, latency, outcome, *, usage=None, cost=0.0, prompt="", output=""):
+        """Audit one provider call; prompts and outputs are kept (truncated), keys never reach here."""
+        tokens_in = usage.input_tokens if usage is not None else 0
+        tokens_out = usage.output_tokens if usage is not None else 0
+        record = AuditRecord(
+            time.time(),
+            task,
+            provider,
+            model,
+            latency,
+            tokens_in,
+            tokens_out,
+            cost,
+            outcome,
+            prompt=prompt[:4000],
+            output=(output or "")[:4000],
+        )
+        self._record(record)
 
     def _record(self, record: AuditRecord) -> None:
         self._audit.append(record)
