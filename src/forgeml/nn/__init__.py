@@ -2,6 +2,7 @@
 
 from . import functional, init, utils
 from .activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
+from .attention import MultiHeadAttention, MultiheadAttention
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .container import ModuleDict, ModuleList, Sequential
 from .conv import Conv2d
@@ -9,11 +10,30 @@ from .dropout import Dropout
 from .flatten import Flatten, Unflatten
 from .linear import Identity, Linear
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
+from .masked import MaskedBatch
 from .module import Module
+from .normalization import LayerNorm, RMSNorm
 from .parameter import Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .positional import LearnedPositionalEmbedding, PositionalEncoding
+from .sequence import SequencePool
+from .sparse import Embedding, EmbeddingLayer
+from .transformer import FeedForward, TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
+    "Embedding",
+    "EmbeddingLayer",
+    "FeedForward",
+    "LayerNorm",
+    "LearnedPositionalEmbedding",
+    "MaskedBatch",
+    "MultiHeadAttention",
+    "MultiheadAttention",
+    "PositionalEncoding",
+    "RMSNorm",
+    "SequencePool",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
     "AdaptiveAvgPool2d",
     "AvgPool2d",
     "BCELoss",

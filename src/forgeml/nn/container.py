@@ -21,8 +21,11 @@ class Sequential(Module):
     """Modules called in order, each on the previous one's output.
 
     ``Sequential(a, b, c)``, ``Sequential(OrderedDict(name=module, ...))``, or the
-    builder form ``Sequential().add(Linear(784, 512)).add(ReLU())``.
+    builder form ``Sequential().add(Linear(784, 512)).add(ReLU())``. A
+    :class:`MaskedBatch` passes through with its padding mask.
     """
+
+    accepts_masked = True
 
     def __init__(self, *args) -> None:
         super().__init__()

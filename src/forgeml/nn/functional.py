@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from ..ops.attention import scaled_dot_product_attention
 from ..ops.conv import adaptive_avg_pool2d, avg_pool2d, batch_norm, conv2d, max_pool2d
 from ..ops.elementwise import abs as _abs
 from ..ops.elementwise import clamp, elu, gelu, leaky_relu, log, relu, sigmoid, silu, softplus, tanh, where
 from ..ops.elementwise import maximum as _maximum
 from ..ops.nn import check_reduction, cross_entropy, dropout, linear, log_softmax, nll_loss, one_hot, softmax
+from ..ops.normalization import layer_norm, rms_norm
+from ..ops.sparse import embedding
 from ..tensor import Tensor
 
 __all__ = [
+    "embedding",
+    "layer_norm",
+    "rms_norm",
+    "scaled_dot_product_attention",
     "adaptive_avg_pool2d",
     "avg_pool2d",
     "batch_norm",

@@ -18,6 +18,7 @@ from ..autograd.grad_mode import no_grad
 from ..backend.device import as_device, to_device
 from ..backend.dtypes import as_dtype
 from ..tensor import Tensor
+from .masked import MaskedBatch
 from .parameter import Parameter
 
 __all__ = ["IncompatibleKeys", "Module"]
@@ -30,6 +31,7 @@ class Module:
     ``__init__``, compute in ``forward``, call the module to run it."""
 
     training: bool
+    accepts_masked = False  # True for layers that read a MaskedBatch's padding mask themselves
 
     def __init__(self) -> None:
         object.__setattr__(self, "training", True)
@@ -44,9 +46,19 @@ class Module:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
+        if args and type(args[0]) is MaskedBatch and not self.accepts_masked:
+            return self._call_on_masked(args, kwargs)
         if self._forward_pre_hooks or self._forward_hooks:
             return self._call_with_hooks(args, kwargs)
         return self.forward(*args, **kwargs)
+
+    def _call_on_masked(self, args, kwargs):
+        """A position-wise layer given a MaskedBatch: run it on the data, carry the mask along."""
+        batch = args[0]
+        out = self(batch.data, *args[1:], **kwargs)
+        if isinstance(out, Tensor) and out.ndim >= 2 and out.shape[:2] == batch.data.shape[:2]:
+            return batch.replace(out)
+        return out
 
     def _call_with_hooks(self, args, kwargs):
         for hook in list(self._forward_pre_hooks):

@@ -107,17 +107,24 @@ class Linear(Function):
     def forward(ctx, x, weight, bias):
         n = ctx.needs_input_grad
         ctx.save_for_backward(x if n[1] else None, weight if n[0] else None)
-        out = x @ weight.T
+        # Batch dims are folded into one GEMM: NumPy runs a 3-D @ 2-D product as one small GEMM per row of
+        # the leading dim, about half as fast on [batch, time, features] inputs.
+        x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+        out = x2 @ weight.T
         if bias is not None:
             out += bias
-        return out
+        return out.reshape(x.shape[:-1] + (weight.shape[0],)) if x.ndim != 2 else out
 
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
         n = ctx.needs_input_grad
-        gx = g @ weight if n[0] else None
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
+        gx = None
+        if n[0]:
+            gx = g2 @ weight
+            if g.ndim != 2:
+                gx = gx.reshape(g.shape[:-1] + (weight.shape[1],))
         gw = g2.T @ x.reshape(-1, x.shape[-1]) if n[1] else None
         gb = g2.sum(axis=0) if n[2] else None
         return gx, gw, gb

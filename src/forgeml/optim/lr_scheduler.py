@@ -349,7 +349,7 @@ class CosineAnnealingLR(LRScheduler):
     Past ``T_max`` the lr climbs back up, as in PyTorch (it is a cosine, not a restart).
     """
 
-    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1) -> None:  # noqa: N803
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1) -> None:
         if not T_max or T_max <= 0:
             raise ValueError(f"T_max should be a positive number of epochs, got {T_max!r}")
         self.T_max = T_max

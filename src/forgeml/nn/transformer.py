@@ -1,0 +1,143 @@
+"""The transformer encoder stack: ``FeedForward``, ``TransformerEncoderLayer``, ``TransformerEncoder``.
+
+Submodule names match PyTorch's (``self_attn``, ``linear1``, ``linear2``,
+``norm1``, ``norm2``, ``dropout1``, ``dropout2``; ``layers.N`` and ``norm``
+in the encoder), so state_dicts move between the two unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ..ops import elementwise as ew
+from .activation import GELU, ReLU
+from .attention import MultiHeadAttention
+from .container import ModuleList
+from .dropout import Dropout
+from .linear import Linear
+from .masked import MaskedBatch
+from .module import Module
+from .normalization import LayerNorm
+
+__all__ = ["FeedForward", "TransformerEncoder", "TransformerEncoderLayer"]
+
+_ACTIVATIONS = {"relu": ew.relu, "gelu": ew.gelu}
+
+
+def _activation(activation):
+    if isinstance(activation, str):
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation should be 'relu' or 'gelu' (or a callable), not {activation!r}")
+        return _ACTIVATIONS[activation]
+    if not callable(activation):
+        raise TypeError(f"activation must be a string or a callable, got {type(activation).__name__}")
+    return activation
+
+
+class FeedForward(Module):
+    """The position-wise block ``Linear(E, H) -> activation -> Dropout -> Linear(H, E)`` (no residual)."""
+
+    def __init__(self, embed_dim: int, hidden_dim: int, activation="gelu", dropout: float = 0.0) -> None:
+        super().__init__()
+        self.linear1 = Linear(embed_dim, hidden_dim)
+        self.activation = (
+            {"gelu": GELU(), "relu": ReLU()}.get(activation, activation) if isinstance(activation, str) else activation
+        )
+        if isinstance(self.activation, str):
+            raise ValueError(f"activation should be 'relu' or 'gelu' (or a module), not {activation!r}")
+        self.dropout = Dropout(dropout)
+        self.linear2 = Linear(hidden_dim, embed_dim)
+
+    def forward(self, input):
+        return self.linear2(self.dropout(self.activation(self.linear1(input))))
+
+
+class TransformerEncoderLayer(Module):
+    """Self-attention and a feed-forward block, each with a residual connection and LayerNorm
+    (after each block by default, before it with ``norm_first=True``), as ``torch.nn.TransformerEncoderLayer``.
+    ``batch_first`` defaults to True here. Accepts a :class:`MaskedBatch`."""
+
+    accepts_masked = True
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation="relu",
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = True,
+        norm_first: bool = False,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.self_attn = MultiHeadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, **kw)
+        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **kw)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **kw)
+        self.norm_first = norm_first
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
+        self.activation = _activation(activation)
+
+    def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal: bool = False):
+        masked = isinstance(src, MaskedBatch)
+        if masked:
+            src_key_padding_mask = src.padding_mask if src_key_padding_mask is None else src_key_padding_mask
+            batch, src = src, src.data
+        x = src
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+            x = x + self._ff_block(self.norm2(x))
+        else:
+            x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
+            x = self.norm2(x + self._ff_block(x))
+        return batch.replace(x) if masked else x
+
+    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
+        out, _ = self.self_attn(
+            x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False, is_causal=is_causal
+        )
+        return self.dropout1(out)
+
+    def _ff_block(self, x):
+        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+
+class TransformerEncoder(Module):
+    """``num_layers`` copies of ``encoder_layer`` in sequence, then an optional final ``norm``."""
+
+    accepts_masked = True
+
+    def __init__(
+        self,
+        encoder_layer: TransformerEncoderLayer,
+        num_layers: int,
+        norm: Module | None = None,
+        enable_nested_tensor: bool = True,
+        mask_check: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.layers = ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
+        self.num_layers = num_layers
+        self.norm = norm
+
+    def forward(self, src, mask=None, src_key_padding_mask=None, is_causal: bool | None = None):
+        masked = isinstance(src, MaskedBatch)
+        if masked:
+            src_key_padding_mask = src.padding_mask if src_key_padding_mask is None else src_key_padding_mask
+            batch, src = src, src.data
+        x = src
+        for layer in self.layers:
+            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal))
+        if self.norm is not None:
+            x = self.norm(x)
+        return batch.replace(x) if masked else x
