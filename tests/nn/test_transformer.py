@@ -161,6 +161,8 @@ def test_multihead_attention_matches_torch(options):
     if options.get("kpm"):
         kpm = np.zeros((B, S), dtype=bool)
         kpm[1, -2:] = True
+        if options.get("attn_float"):  # torch wants both masks of one kind: the additive form of the padding
+            kpm = np.where(kpm, -np.inf, 0.0).astype(np.float32)
         kwargs_f["key_padding_mask"], kwargs_t["key_padding_mask"] = fm.tensor(kpm), torch.tensor(kpm)
     if options.get("attn_bool"):
         am = rng.random((L, S)) > 0.7  # True = not allowed

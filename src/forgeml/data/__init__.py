@@ -11,11 +11,11 @@ Batches of :class:`TensorDataset`, :class:`Subset` of it, and the bundled
 (see :class:`DataLoader`). This layer imports the tensor layer, never the reverse.
 """
 
-from . import datasets
+from . import datasets, text
 from .collate import default_collate, default_convert
 from .dataloader import DataLoader
 from .dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
-from .datasets import MNIST, CSVDataset
+from .datasets import MNIST, CSVDataset, SpamAssassin
 from .sampler import (
     BatchSampler,
     RandomSampler,
@@ -24,23 +24,32 @@ from .sampler import (
     SubsetRandomSampler,
     WeightedRandomSampler,
 )
+from .text import CharVocabulary, HFTokenizerAdapter, PadCollate, TextClassificationDataset, Vocabulary, tokenize
 
 __all__ = [
     "BatchSampler",
     "CSVDataset",
+    "CharVocabulary",
     "ConcatDataset",
     "DataLoader",
     "Dataset",
+    "HFTokenizerAdapter",
     "MNIST",
+    "PadCollate",
     "RandomSampler",
     "Sampler",
     "SequentialSampler",
+    "SpamAssassin",
     "Subset",
     "SubsetRandomSampler",
     "TensorDataset",
+    "TextClassificationDataset",
+    "Vocabulary",
     "WeightedRandomSampler",
     "datasets",
     "default_collate",
     "default_convert",
     "random_split",
+    "text",
+    "tokenize",
 ]

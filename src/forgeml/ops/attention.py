@@ -22,38 +22,35 @@ from ._util import unbroadcast
 __all__ = ["scaled_dot_product_attention"]
 
 
-def _swap(x):
-    return np.swapaxes(x, -1, -2)
+def _t(x):
+    """The last two dims swapped, as a contiguous array: NumPy's stacked matmul falls off its BLAS
+    path for transposed views, so the (small) operand is copied rather than the (large) scores."""
+    return np.ascontiguousarray(np.swapaxes(x, -1, -2))
 
 
 class ScaledDotProductAttention(Function):
     _raw = True
 
     @staticmethod
-    def forward(ctx, q, k, v, bool_mask, add_mask, causal, scale, dropout_p, rng):
+    def forward(ctx, q, k, v, mask, scale, dropout_p, rng):
         qs = q * q.dtype.type(scale)  # scaling Q ([.., L, E]) is cheaper than scaling the [.., L, S] scores
-        scores = np.matmul(qs, _swap(k))
-        if add_mask is not None:
-            scores += add_mask
-        allowed = bool_mask
-        if causal:
-            L, S = scores.shape[-2:]
-            tri = np.tril(np.ones((L, S), dtype=bool))
-            allowed = tri if allowed is None else (allowed & tri)
-        if allowed is not None:
-            scores = np.where(allowed, scores, -np.inf)
+        scores = np.matmul(qs, _t(k))
+        if mask is not None:
+            scores += mask  # additive, in its own (often small, broadcast) shape
         row_max = scores.max(axis=-1, keepdims=True)
         row_max[~np.isfinite(row_max)] = 0.0  # fully masked rows: exp(-inf) = 0 everywhere, no NaN
         scores -= row_max
         p = np.exp(scores, out=scores)
         total = p.sum(axis=-1, keepdims=True)
-        np.divide(p, total, out=p, where=total > 0)
+        total[total == 0] = 1.0  # a fully masked row stays all zeros (and a ufunc `where=` would be slow)
+        p /= total
         keep = None
-        weights = p
         if dropout_p > 0.0:
             keep = rng.random(p.shape, dtype=np.float32) >= dropout_p
-            weights = p * (keep * p.dtype.type(1.0 / (1.0 - dropout_p)))
-        out = np.matmul(weights, v)
+            out = np.matmul(p * keep, v)
+            out *= out.dtype.type(1.0 / (1.0 - dropout_p))
+        else:
+            out = np.matmul(p, v)
         ctx.save_for_backward(qs, k, v, p, keep)
         ctx.meta = (scale, dropout_p, q.shape)
         return out
@@ -63,26 +60,30 @@ class ScaledDotProductAttention(Function):
         qs, k, v, p, keep = ctx.saved_tensors
         scale, dropout_p, q_shape = ctx.meta
         n = ctx.needs_input_grad
-        inv_keep = None
-        if keep is not None:
-            inv_keep = keep * p.dtype.type(1.0 / (1.0 - dropout_p))
+        c = g.dtype.type(1.0 / (1.0 - dropout_p)) if keep is not None else None
         gq = gk = gv = None
         if n[2]:
-            weights = p * inv_keep if inv_keep is not None else p
-            gv = unbroadcast(np.matmul(_swap(weights), g), v.shape)
+            weights = p * keep if keep is not None else p
+            gv = np.swapaxes(np.matmul(_t(g), weights), -1, -2)  # (gᵀ W)ᵀ = Wᵀ g, without a transposed view of W
+            if c is not None:
+                gv = gv * c
+            gv = unbroadcast(gv, v.shape)
         if n[0] or n[1]:
-            ds = np.matmul(g, _swap(v))  # dP, then turned into dS in place
-            if inv_keep is not None:
-                ds *= inv_keep
+            ds = np.matmul(g, _t(v))  # dP (times the dropout mask), then dS in place
+            if keep is not None:
+                ds *= keep
             ds -= np.einsum("...ij,...ij->...i", ds, p)[..., None]
             ds *= p
             if n[0]:
                 gq = np.matmul(ds, k)
-                gq *= gq.dtype.type(scale)
+                gq *= g.dtype.type(scale * (c if c is not None else 1.0))
                 gq = unbroadcast(gq, q_shape)
             if n[1]:
-                gk = unbroadcast(np.matmul(_swap(ds), qs), k.shape)
-        return gq, gk, gv, None, None, None, None, None, None
+                gk = np.swapaxes(np.matmul(_t(qs), ds), -1, -2)  # (Qᵀ dS)ᵀ = dSᵀ Q
+                if c is not None:
+                    gk = gk * c
+                gk = unbroadcast(gk, k.shape)
+        return gq, gk, gv, None, None, None, None
 
 
 def scaled_dot_product_attention(
@@ -111,13 +112,18 @@ def scaled_dot_product_attention(
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     if is_causal and attn_mask is not None:
         raise RuntimeError("scaled_dot_product_attention: pass either attn_mask or is_causal=True, not both")
-    bool_mask = add_mask = None
+    mask = None
     if attn_mask is not None:
         m = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
-        if m.dtype == np.bool_:
-            bool_mask = m
-        else:
-            add_mask = m.astype(query.data.dtype, copy=False)
+        # a boolean mask becomes an additive one of its own shape: 0 where allowed, -inf elsewhere
+        mask = (
+            np.where(m, 0.0, -np.inf).astype(query.data.dtype)
+            if m.dtype == np.bool_
+            else m.astype(query.data.dtype, copy=False)
+        )
+    if is_causal:
+        L, S = query.data.shape[-2], key.data.shape[-2]
+        mask = np.where(np.tril(np.ones((L, S), dtype=bool)), 0.0, -np.inf).astype(query.data.dtype)
     scale = 1.0 / math.sqrt(E) if scale is None else float(scale)
     rng = numpy_generator(generator) if dropout_p > 0 else None
-    return ScaledDotProductAttention.apply(query, key, value, bool_mask, add_mask, is_causal, scale, dropout_p, rng)
+    return ScaledDotProductAttention.apply(query, key, value, mask, scale, dropout_p, rng)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from ..autograd.grad_mode import no_grad
 from ..io.checkpoint import load, save
 from ..nn.loss import CrossEntropyLoss
+from ..nn.masked import MaskedBatch
 from ..nn.utils import clip_grad_norm_
 from ..optim.lr_scheduler import ReduceLROnPlateau
 from ..tensor import Tensor
@@ -51,6 +52,9 @@ class EpochMetrics:
 def _split_batch(batch):
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch
+    if isinstance(batch, (tuple, list)) and len(batch) == 3:  # (ids, padding_mask, labels) from a text loader
+        ids, mask, targets = batch
+        return MaskedBatch(ids, mask), targets
     if isinstance(batch, dict) and {"input", "target"} <= set(batch):
         return batch["input"], batch["target"]
     raise TypeError(
@@ -59,6 +63,8 @@ def _split_batch(batch):
 
 
 def _batch_size(x) -> int:
+    if isinstance(x, MaskedBatch):
+        x = x.data
     if isinstance(x, Tensor):
         return x.shape[0] if x.ndim else 1
     if isinstance(x, (tuple, list)) and x:
