@@ -54,3 +54,14 @@ def test_short_text_transformer_training_on_a_slice_of_the_corpus():
     trainer.fit(DataLoader(train, batch_size=32, shuffle=True), epochs=4)
     scores = example.spam_scores(trainer, DataLoader(test, batch_size=100))
     assert scores["accuracy"] > 0.85 and scores["f1"] > 0.7
+
+
+def test_mnist_ai_enhanced_example_runs_with_the_offline_advisor(monkeypatch):
+    import asyncio
+
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PERPLEXITY_API_KEY", "GEMINI_API_KEY", "XAI_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("FORGEML_AI_CACHE", "0")
+    metrics = asyncio.run(_load("mnist_ai_enhanced").main(epochs=2, synthetic_ratio=0.05, progress=False))
+    assert len(metrics.history) == 2 and metrics.final_test["accuracy"] > 0.85
+    assert metrics.synthetic is not None and metrics.synthetic.provider == "local"

@@ -689,3 +689,31 @@ def test_architecture_input_errors():
         LocalAdvisor().architectures("", None, 10, 0)
     with pytest.raises(ValueError, match="input_size"):
         LocalAdvisor().architectures("", None, [0, 3], 2)
+
+
+def test_a_classifier_stuck_at_chance_is_told_to_lower_the_learning_rate():
+    from forgeml.ai.local import LocalAdvisor
+    from forgeml.specs import TrainingMetrics
+
+    stuck = TrainingMetrics(train_loss=[6.4, 2.3, 2.45], val_loss=[2.6, 2.3, 2.5], val_accuracy=[0.12, 0.16, 0.10])
+    result = LocalAdvisor(seed=0).analyze("MLP, optimizer=Adam, lr=0.05, num_classes=10", stuck)
+    assert result.diagnosis == "diverging" and "guessing among 10 classes" in result.evidence[0]
+    lr = [r for r in result.recommendations if r.action.action == "scale_learning_rate"]
+    assert lr and lr[0].action.factor == 0.1
+    learning = TrainingMetrics(train_loss=[0.5, 0.3, 0.2], val_loss=[0.5, 0.3, 0.2], val_accuracy=[0.90, 0.95, 0.97])
+    binary = LocalAdvisor(seed=0).analyze("classifier, num_classes=2, optimizer=Adam, lr=0.001", learning)
+    assert binary.diagnosis != "diverging"  # 97% is far above the 50% of chance
+
+
+def test_adam_with_a_learning_rate_above_its_usual_range_is_told_to_lower_it():
+    from forgeml.ai.local import LocalAdvisor
+    from forgeml.specs import TrainingMetrics
+
+    metrics = TrainingMetrics(
+        train_loss=[0.9, 0.7, 0.6, 0.55], val_loss=[0.9, 0.7, 0.6, 0.55], val_accuracy=[0.7, 0.8, 0.85, 0.87]
+    )
+    result = LocalAdvisor(seed=0).analyze("MLP, optimizer=Adam, lr=0.005, num_classes=10", metrics)
+    lr = [r for r in result.recommendations if r.action.action == "scale_learning_rate"]
+    assert lr and lr[0].action.factor == pytest.approx(0.2)
+    calm = LocalAdvisor(seed=0).analyze("MLP, optimizer=Adam, lr=0.001, num_classes=10", metrics)
+    assert not any(r.action.action == "scale_learning_rate" for r in calm.recommendations)

@@ -18,6 +18,7 @@ from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .positional import LearnedPositionalEmbedding, PositionalEncoding
 from .sequence import SequencePool
 from .sparse import Embedding, EmbeddingLayer
+from .spec import build, to_spec
 from .transformer import FeedForward, TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
@@ -67,7 +68,9 @@ __all__ = [
     "Softplus",
     "Tanh",
     "Unflatten",
+    "build",
     "functional",
     "init",
+    "to_spec",
     "utils",
 ]

@@ -399,6 +399,13 @@ class Module:
     def cuda(self, device=None) -> Module:
         return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
 
+    # -- specs ----------------------------------------------------------------------
+    def to_spec(self, input_shape=None, name: str | None = None):
+        """This model as a ``forgeml.specs.ModelSpec`` (see ``forgeml.nn.to_spec``; needs pydantic)."""
+        from .spec import to_spec
+
+        return to_spec(self, input_shape=input_shape, name=name)
+
     # -- printing ---------------------------------------------------------------
     def extra_repr(self) -> str:
         """The hyper-parameters shown between the parentheses of this module's repr."""

@@ -629,7 +629,70 @@ def _healthy(ctx: _Ctx) -> AnalysisResult:
     return AnalysisResult("healthy", evidence, [])
 
 
-_RULES = (_nonfinite, _too_short, _exploding, _noisy, _overfitting, _underfitting, _plateau)
+def _stuck_at_chance(ctx: _Ctx) -> AnalysisResult | None:
+    """A classifier whose accuracy stays near chance (1 / num_classes) is not learning: with a loss that
+    does not fall below log(num_classes), the usual cause is a learning rate far too large."""
+    classes = ctx.hp.num_classes
+    acc = ctx.val_acc if ctx.val_acc.n else ctx.train_acc
+    if not ctx.classifier or not classes or classes < 2 or acc.n < 2:
+        return None
+    chance = 1.0 / classes
+    recent = acc.y[-3:]  # the latest epochs: a run that recovered after an earlier fix is not stuck
+    best = float(np.max(recent))
+    if best > chance + 0.2 * (1.0 - chance):  # 28% for 10 classes, 60% for 2
+        return None
+    evidence = [
+        f"{acc.name} stayed at or below {_pct(best)} over the last {len(recent)} epochs, near the {_pct(chance)} "
+        f"of guessing among {classes} classes"
+    ]
+    if ctx.train.n and float(ctx.train.y[-1]) >= 0.9 * math.log(classes):
+        evidence.append(
+            f"{ctx.train.name} is {_g(float(ctx.train.y[-1]))}, no better than the {_g(math.log(classes))} of a uniform guess"
+        )
+    norm, why = _clip_norm(ctx)
+    recs = [
+        _rec(
+            ScaleLearningRate(factor=0.1),
+            "A network that stays at chance accuracy is taking steps too large to settle anywhere: scale the learning "
+            f"rate by 0.1{_lr_text(ctx, 0.1)}.",
+            0.85,
+        ),
+        _rec(
+            EnableGradClipping(max_norm=norm), f"Clip the gradient norm at {_g(norm)} ({why}) while it recovers.", 0.6
+        ),
+    ]
+    return AnalysisResult("diverging", evidence, _sorted(recs))
+
+
+_ADAM_LR_CEILING = 3e-3  # above this, Adam-family optimisers rarely train a network well
+
+
+def _adam_lr_sanity(ctx: _Ctx, result: AnalysisResult) -> AnalysisResult:
+    """Adam's useful learning rates lie around 1e-4..3e-3; a run with a larger one gets a recommendation to
+    bring it back to about 1e-3 (with less confidence when the run looks healthy), unless the rule that
+    fired already scales it down."""
+    lr = _current_lr(ctx)
+    if (
+        result.diagnosis not in ("underfitting", "plateau", "noisy", "diverging", "healthy")
+        or (ctx.hp.optimizer or "") not in ("adam", "adamw")
+        or lr is None
+        or lr <= _ADAM_LR_CEILING
+        or any(isinstance(r.action, ScaleLearningRate) and r.action.factor < 1 for r in result.recommendations)
+    ):
+        return result
+    factor = max(0.1, _round_sig(1e-3 / lr))
+    rec = _rec(
+        ScaleLearningRate(factor=factor),
+        f"{ctx.hp.optimizer} usually trains best with a learning rate between 1e-4 and 3e-3; {_g(lr)} is above that, "
+        f"so scale it by {factor}{_lr_text(ctx, factor)}.",
+        0.5 if result.diagnosis == "healthy" else 0.75,
+    )
+    result.recommendations = _sorted([rec, *result.recommendations])
+    result.evidence = [*result.evidence, f"the learning rate {_g(lr)} is above the usual range for {ctx.hp.optimizer}"]
+    return result
+
+
+_RULES = (_nonfinite, _stuck_at_chance, _too_short, _exploding, _noisy, _overfitting, _underfitting, _plateau)
 
 
 def analyze_metrics(model_description: str | None, metrics: TrainingMetrics | dict) -> AnalysisResult:
@@ -673,5 +736,6 @@ def analyze_metrics(model_description: str | None, metrics: TrainingMetrics | di
             break
     else:
         result = _healthy(ctx)
+    result = _adam_lr_sanity(ctx, result)
     result.evidence = result.evidence + notes
     return result

@@ -32,10 +32,11 @@ def clip_grad_norm_(
     if math.isinf(norm_type):
         per = [np.abs(g.data).max() if g.data.size else 0.0 for g in grads]
         total = float(max(per))
+    elif norm_type == 2.0:  # the common case: one BLAS dot product per gradient, no temporaries
+        total = math.sqrt(sum(float(np.vdot(g.data.ravel(), g.data.ravel())) for g in grads))
     else:
-        total = float(
-            sum(float((np.abs(g.data.astype(np.float64)) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type)
-        )
+        powered = sum(float((np.abs(g.data.astype(np.float64)) ** norm_type).sum()) for g in grads)
+        total = float(powered ** (1.0 / norm_type))
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(
             f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot be "

@@ -1,0 +1,281 @@
+"""AIEnhancedTrainer against scripted providers and the offline advisor: the closed loop and its guardrails."""
+
+import asyncio
+import json
+import math
+
+import numpy as np
+import pytest
+
+import forgeml as fm
+from forgeml import nn
+from forgeml.ai import AIServiceOrchestrator, AISettings, LocalAdvisor
+from forgeml.ai.errors import ProviderUnavailable
+from forgeml.data import DataLoader, TensorDataset
+from forgeml.optim import SGD, Adam
+from forgeml.training import AIEnhancedConfig, AIEnhancedTrainer, EnhancedTrainingMetrics
+from tests.ai.stubs import ScriptedProvider
+
+
+def _data(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 10)).astype(np.float32)
+    y = (x[:, :2].sum(1) > 0).astype(np.int64)
+    cut = int(n * 0.8)
+    return TensorDataset(fm.tensor(x[:cut]), fm.tensor(y[:cut])), TensorDataset(fm.tensor(x[cut:]), fm.tensor(y[cut:]))
+
+
+def _model(p=0.2):
+    fm.manual_seed(0)
+    return nn.Sequential().add(nn.Linear(10, 16)).add(nn.ReLU()).add(nn.Dropout(p)).add(nn.Linear(16, 2))
+
+
+def _orchestrator(*providers, **settings):
+    base = dict(cache_enabled=False, backoff_base=0.001, backoff_max=0.01, call_timeout=1.0, task_deadline=2.0)
+    base.update(settings)
+    return AIServiceOrchestrator(AISettings.from_env(env={}, **base), providers={p.name: p for p in providers})
+
+
+def _analysis(*actions, diagnosis="plateau"):
+    return {
+        "diagnosis": diagnosis,
+        "evidence": ["scripted"],
+        "recommendations": [{"action": a, "rationale": "scripted", "confidence": 0.8} for a in actions],
+    }
+
+
+def _trainer(orchestrator, model=None, lr=0.05, **config):
+    model = model or _model()
+    settings = {"optimization_guidance_frequency": 1, "research_update_interval": 100, "wait_for_ai": True, **config}
+    cfg = AIEnhancedConfig(**settings)
+    return AIEnhancedTrainer(
+        model, SGD(model.parameters(), lr=lr, weight_decay=0.001), cfg, orchestrator=orchestrator, batch_size=32
+    )
+
+
+def test_recommendations_are_applied_within_bounds_and_refused_outside():
+    script = _analysis(
+        {"action": "scale_learning_rate", "factor": 0.5},
+        {"action": "scale_learning_rate", "factor": 0.7},  # the same setting twice in one round
+        {"action": "set_weight_decay", "value": 0.5},  # outside [0, 0.1]
+        {"action": "set_dropout", "p": 0.3},
+        {"action": "enable_grad_clipping", "max_norm": 1.0},
+        {"action": "set_label_smoothing", "x": 0.1},
+        {"action": "switch_scheduler", "name": "StepLR", "params": {"step_size": 2, "gamma": 0.5}},
+        {"action": "switch_scheduler", "name": "CosineAnnealingLR", "params": {"bogus": 1}},
+    )
+    anthropic = ScriptedProvider("anthropic", [script])
+    trainer = _trainer(_orchestrator(anthropic))
+    train, val = _data()
+    metrics = trainer.fit(train, val, epochs=2)
+    recs = [e for e in metrics.events if e.kind == "recommendation" and e.requested_epoch == 1]
+    by_action = {}
+    for e in recs:
+        by_action.setdefault(e.action["action"], []).append(e)
+    lr = by_action["scale_learning_rate"]
+    assert lr[0].applied and lr[0].before == pytest.approx(0.05) and lr[0].after == pytest.approx(0.025)
+    assert not lr[1].applied and "already changed" in lr[1].reason
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
+    wd = by_action["set_weight_decay"][0]
+    assert not wd.applied and "outside" in wd.reason and trainer.optimizer.param_groups[0]["weight_decay"] == 0.001
+    assert by_action["set_dropout"][0].applied and trainer.model[2].p == 0.3
+    assert trainer.max_grad_norm == 1.0 and trainer.loss_fn.label_smoothing == 0.1
+    sched = by_action["switch_scheduler"]
+    assert sched[0].applied and type(trainer.scheduler).__name__ == "StepLR"
+    assert not sched[1].applied
+    assert all(e.provider == "anthropic" and e.rationale == "scripted" for e in recs)
+
+
+def test_answers_arriving_after_the_last_epoch_are_recorded_only():
+    anthropic = ScriptedProvider("anthropic", [_analysis({"action": "set_label_smoothing", "x": 0.1})])
+    trainer = _trainer(_orchestrator(anthropic))
+    metrics = trainer.fit(*_data(), epochs=1, test_data=_data()[1])
+    rec = next(e for e in metrics.events if e.kind == "recommendation")
+    assert not rec.applied and "after the last epoch" in rec.reason and trainer.loss_fn.label_smoothing == 0.0
+
+
+def test_auto_apply_off_records_without_changing_anything():
+    anthropic = ScriptedProvider("anthropic", [_analysis({"action": "scale_learning_rate", "factor": 0.5})])
+    trainer = _trainer(_orchestrator(anthropic), auto_apply=False)
+    metrics = trainer.fit(*_data(), epochs=1)
+    rec = next(e for e in metrics.events if e.kind == "recommendation")
+    assert not rec.applied and "recorded only" in rec.reason
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.05
+
+
+def test_answers_apply_at_the_next_epoch_boundary():
+    anthropic = ScriptedProvider("anthropic", [_analysis({"action": "scale_learning_rate", "factor": 0.5})])
+    trainer = _trainer(_orchestrator(anthropic))
+    metrics = trainer.fit(*_data(), epochs=3)
+    lrs = [h["learning_rate"] for h in metrics.history]
+    assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.025) and lrs[2] == pytest.approx(0.0125)
+
+
+def test_training_continues_through_provider_errors_and_timeouts():
+    failing = ScriptedProvider("anthropic", [ProviderUnavailable("anthropic", "503")])
+    slow = ScriptedProvider("gemini", [("sleep", 5.0, _analysis())])
+    trainer = _trainer(_orchestrator(failing, slow, max_retries=1))
+    metrics = trainer.fit(*_data(), epochs=2)
+    assert len(metrics.history) == 2
+    diagnoses = [e for e in metrics.events if e.kind == "diagnosis"]
+    assert diagnoses and all(e.provider == "local" for e in diagnoses)  # fell back to the offline advisor
+
+
+def test_a_crash_in_the_ai_layer_is_recorded_and_training_continues():
+    class Broken:
+        def __init__(self):
+            self.calls = 0
+
+        async def analyze_model_reasoning(self, *args, **kwargs):
+            self.calls += 1
+            raise RuntimeError("advisor exploded")
+
+        def status(self):
+            return {"providers": {}, "spent_usd": 0.0}
+
+    broken = Broken()
+    trainer = _trainer(broken)
+    metrics = trainer.fit(*_data(), epochs=2)
+    assert len(metrics.history) == 2 and broken.calls == 2
+    errors = [e for e in metrics.events if e.kind == "provider_error"]
+    assert errors and "advisor exploded" in errors[0].reason
+
+
+def test_synthetic_data_is_validated_and_mixed_into_training_only():
+    good = [{"features": list(np.full(10, 0.1)), "label": 1}, {"features": list(np.full(10, -0.1)), "label": 0}]
+    bad = [
+        {"features": [0.1] * 9, "label": 1},
+        {"features": [math.nan] * 10, "label": 0},
+        {"features": [0.0] * 10, "label": 5},
+    ]
+    openai = ScriptedProvider("openai", [{"samples": good + bad}])
+    trainer = _trainer(_orchestrator(openai), synthetic_data_ratio=0.1, optimization_guidance_frequency=100)
+    train, val = _data()
+    metrics = trainer.fit(train, val, epochs=2)
+    s = metrics.synthetic
+    assert s.provider == "openai" and s.accepted == 2 and s.rejected == 3 and s.requested == 32
+    assert len(trainer._train_dataset) == len(train) + 2 and trainer.synthetic_range == (320, 322)
+    assert len(val) == 80  # validation untouched
+    assert any("label 5" in r for r in s.rejection_reasons)
+    assert metrics.history[0]["samples_per_second"] > 0
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow is the point: the loss must blow up
+def test_divergence_restores_the_last_good_epoch_and_lowers_the_learning_rate():
+    trainer = _trainer(_orchestrator(), lr=0.05, optimization_guidance_frequency=100)
+    train, val = _data()
+    trainer.fit(train, val, epochs=1)  # one good epoch
+    good = {k: v.numpy().copy() for k, v in trainer.model.state_dict().items()}
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 1e30  # guaranteed to blow up
+    metrics = trainer.fit(train, val, epochs=1)
+    div = [e for e in metrics.events if e.kind == "divergence"]
+    assert div and div[0].applied and div[0].before == 1e30 and div[0].after == pytest.approx(3e29)
+    assert metrics.divergence_recoveries >= 1
+    if metrics.stopped_early:  # every retry diverged too: the model is back at the good epoch
+        for k, v in trainer.model.state_dict().items():
+            np.testing.assert_array_equal(v.numpy(), good[k])
+
+
+def test_research_insights_are_recorded_with_citations_and_applied_only_for_a_problem():
+    insight = {
+        "technique": "AdamW",
+        "summary": "decouple weight decay",
+        "applies_when": "overfitting",
+        "action": {"action": "set_weight_decay", "value": 0.05},
+        "citations": [{"title": "Decoupled Weight Decay Regularization", "arxiv_id": "1711.05101", "year": 2019}],
+    }
+    perplexity = ScriptedProvider("perplexity", [{"insights": [insight]}])
+    anthropic = ScriptedProvider("anthropic", [_analysis(diagnosis="healthy"), _analysis(diagnosis="overfitting")])
+    trainer = _trainer(_orchestrator(perplexity, anthropic), research_update_interval=1)
+    metrics = trainer.fit(*_data(), epochs=3)
+    research = [e for e in metrics.events if e.task == "research"]
+    assert (
+        research[0].kind == "insight" and not research[0].applied and research[0].citations[0].arxiv_id == "1711.05101"
+    )
+    assert any(e.applied and e.action["action"] == "set_weight_decay" for e in research[1:])
+
+
+def test_offline_advisor_runs_are_deterministic_under_manual_seed():
+    def run():
+        fm.manual_seed(3)
+        model = _model()
+        cfg = AIEnhancedConfig(
+            synthetic_data_ratio=0.2, optimization_guidance_frequency=2, research_update_interval=3, wait_for_ai=True
+        )
+        orchestrator = AIServiceOrchestrator(
+            AISettings.from_env(env={}, cache_enabled=False), local=LocalAdvisor(seed=7)
+        )
+        trainer = AIEnhancedTrainer(
+            model, Adam(model.parameters(), lr=0.01), cfg, orchestrator=orchestrator, batch_size=32
+        )
+        metrics = trainer.fit(*_data(), epochs=4)
+        return [h["train_loss"] for h in metrics.history], [(e.kind, e.action, e.applied) for e in metrics.events]
+
+    first, second = run(), run()
+    assert first == second
+    assert any(kind == "synthetic_data" for kind, _, _ in first[1])
+
+
+def test_enhanced_metrics_are_json_and_the_sync_and_async_forms_agree():
+    def make():
+        return _trainer(_orchestrator(), lr=0.2, optimization_guidance_frequency=2)
+
+    train, val = _data()
+    sync = make().fit(train, val, epochs=3, test_data=val)
+
+    async def run_async():
+        return await make().train_with_ai_guidance(
+            DataLoader(train, batch_size=32, shuffle=True), val, epochs=2, test_data=val
+        )
+
+    fm.manual_seed(0)
+    asyncio_result = asyncio.run(run_async())
+    assert sync.best_epoch is not None and sync.final_test["accuracy"] > 0.6
+    restored = EnhancedTrainingMetrics.model_validate_json(sync.model_dump_json())
+    assert restored.history == json.loads(sync.model_dump_json())["history"]
+    assert len(asyncio_result.history) == 2 and "epochs; best epoch" in sync.summary()
+
+    async def inside_a_loop():
+        make().fit(train, val, epochs=1)
+
+    with pytest.raises(RuntimeError, match="event loop"):
+        asyncio.run(inside_a_loop())
+
+
+def test_config_defaults_and_validation():
+    cfg = AIEnhancedConfig()
+    assert cfg == AIEnhancedConfig.default()
+    assert cfg.openai_enabled and cfg.research_update_interval == 10 and cfg.optimization_guidance_frequency == 5
+    seed_style = AIEnhancedConfig(
+        openai_enabled=True,
+        anthropic_enabled=True,
+        perplexity_enabled=True,
+        synthetic_data_ratio=0.3,
+        research_update_interval=10,
+        optimization_guidance_frequency=5,
+    )
+    assert seed_style.synthetic_data_ratio == 0.3
+    with pytest.raises(ValueError, match="low <= high"):
+        AIEnhancedConfig(dropout_range=(0.5, 0.1))
+    with pytest.raises(ValueError):
+        AIEnhancedConfig(synthetic_data_ratio=2.0)
+    disabled = AIEnhancedConfig(anthropic_enabled=False, gemini_enabled=False)
+    assert disabled.enabled_providers() == ["openai", "perplexity", "xai"]
+
+
+def test_explore_architectures_trains_candidates_and_ranks_them():
+    orchestrator = AIServiceOrchestrator(AISettings.from_env(env={}, cache_enabled=False), local=LocalAdvisor(seed=1))
+    model = _model()
+    trainer = AIEnhancedTrainer(model, Adam(model.parameters(), lr=0.01), AIEnhancedConfig(wait_for_ai=True),
+                                orchestrator=orchestrator, batch_size=32)
+    train, val = _data()
+    trainer.fit(train, val, epochs=1)
+    board = asyncio.run(trainer.explore_architectures(k=2, epochs_each=1))
+    assert [row["rank"] for row in board] == [1, 2]
+    assert board[0]["val_accuracy"] >= board[1]["val_accuracy"]
+    for row in board:
+        built = nn.build(row["spec"])
+        assert built.num_parameters() == row["parameters"] and row["provider"] == "local"
+        assert built(fm.zeros(3, 10)).shape == (3, 2)
+    assert any(e.kind == "architecture" for e in trainer.events)
