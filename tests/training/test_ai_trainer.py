@@ -267,8 +267,13 @@ def test_config_defaults_and_validation():
 def test_explore_architectures_trains_candidates_and_ranks_them():
     orchestrator = AIServiceOrchestrator(AISettings.from_env(env={}, cache_enabled=False), local=LocalAdvisor(seed=1))
     model = _model()
-    trainer = AIEnhancedTrainer(model, Adam(model.parameters(), lr=0.01), AIEnhancedConfig(wait_for_ai=True),
-                                orchestrator=orchestrator, batch_size=32)
+    trainer = AIEnhancedTrainer(
+        model,
+        Adam(model.parameters(), lr=0.01),
+        AIEnhancedConfig(wait_for_ai=True),
+        orchestrator=orchestrator,
+        batch_size=32,
+    )
     train, val = _data()
     trainer.fit(train, val, epochs=1)
     board = asyncio.run(trainer.explore_architectures(k=2, epochs_each=1))
