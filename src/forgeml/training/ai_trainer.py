@@ -232,6 +232,7 @@ class AIEnhancedTrainer(Trainer):
         self._asked_at: int | None = None
         self._best_state = None
         self._best_key = None
+        self._best_epoch = None
         self._recoveries = 0
         self._train_dataset = None
         self._val_data = None
@@ -274,6 +275,12 @@ class AIEnhancedTrainer(Trainer):
         self.stop_training = False
         self._finished = False
         self._snapshot()
+        if self._best_state is None and val_loader is not None:
+            # The untrained weights are the first candidate for "best": a run that goes wrong from the start
+            # (stuck at chance, say) can be restored to them.
+            self._best_key = self.evaluate(val_loader)["loss"]
+            self._best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self._best_epoch = 0
         self._call("on_train_begin")
         if self.config.synthetic_data_ratio > 0:
             self._launch("synthetic_data", self._request_synthetic(self._train_dataset))
@@ -418,6 +425,7 @@ class AIEnhancedTrainer(Trainer):
         if math.isfinite(key) and (self._best_key is None or key < self._best_key):
             self._best_key = key
             self._best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self._best_epoch = self.epoch
         self.log(self._describe(metrics))
         self._call("on_epoch_end", metrics)
         e = self.epoch
@@ -627,7 +635,8 @@ class AIEnhancedTrainer(Trainer):
         if self._best_state is None:
             raise _Refused("no best checkpoint yet")
         self.model.load_state_dict(self._best_state)
-        return f"epoch {self.epoch}", "best checkpoint"
+        where = "the initial weights" if self._best_epoch == 0 else f"the weights of epoch {self._best_epoch}"
+        return f"the weights of epoch {self.epoch}", where
 
     # ------------------------------------------------------------ helpers
     def _event(self, task, kind, provider, **fields) -> None:

@@ -660,6 +660,12 @@ def _stuck_at_chance(ctx: _Ctx) -> AnalysisResult | None:
         _rec(
             EnableGradClipping(max_norm=norm), f"Clip the gradient norm at {_g(norm)} ({why}) while it recovers.", 0.6
         ),
+        _rec(
+            RestoreBestCheckpoint(),
+            "Steps this large can leave the weights damaged (saturated or dead units): go back to the best weights "
+            "seen, the initial ones if nothing better came since.",
+            0.7,
+        ),
     ]
     return AnalysisResult("diverging", evidence, _sorted(recs))
 
