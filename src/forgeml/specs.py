@@ -93,6 +93,27 @@ LAYER_ARGUMENTS: dict[str, set[str]] = {
     "AdaptiveAvgPool2d": {"output_size"},
     "BatchNorm1d": {"num_features", "eps", "momentum", "affine", "track_running_stats"},
     "BatchNorm2d": {"num_features", "eps", "momentum", "affine", "track_running_stats"},
+    # sequence layers (inputs: token ids [T] per sample; the mask travels in a MaskedBatch)
+    "Embedding": {"num_embeddings", "embedding_dim", "padding_idx"},
+    "EmbeddingLayer": {"num_embeddings", "embedding_dim", "padding_idx"},
+    "PositionalEncoding": {"d_model", "max_len", "dropout"},
+    "LayerNorm": {"normalized_shape", "eps", "elementwise_affine", "bias"},
+    "MultiHeadAttention": {"embed_dim", "num_heads", "dropout", "bias"},
+    "FeedForward": {"embed_dim", "hidden_dim", "activation", "dropout"},
+    "TransformerEncoderLayer": {"d_model", "nhead", "dim_feedforward", "dropout", "activation", "norm_first"},
+    "SequencePool": {"mode"},
+}
+# Layers a spec can build but not describe from a module (their settings live in sub-modules).
+BUILD_ONLY_LAYERS = {"PositionalEncoding", "MultiHeadAttention", "FeedForward", "TransformerEncoderLayer"}
+SEQUENCE_LAYERS = {
+    "Embedding",
+    "EmbeddingLayer",
+    "PositionalEncoding",
+    "LayerNorm",
+    "MultiHeadAttention",
+    "FeedForward",
+    "TransformerEncoderLayer",
+    "SequencePool",
 }
 REQUIRED_ARGUMENTS: dict[str, set[str]] = {
     "Linear": {"in_features", "out_features"},
@@ -103,6 +124,13 @@ REQUIRED_ARGUMENTS: dict[str, set[str]] = {
     "AdaptiveAvgPool2d": {"output_size"},
     "BatchNorm1d": {"num_features"},
     "BatchNorm2d": {"num_features"},
+    "Embedding": {"num_embeddings", "embedding_dim"},
+    "EmbeddingLayer": {"num_embeddings", "embedding_dim"},
+    "PositionalEncoding": {"d_model"},
+    "LayerNorm": {"normalized_shape"},
+    "MultiHeadAttention": {"embed_dim", "num_heads"},
+    "FeedForward": {"embed_dim", "hidden_dim"},
+    "TransformerEncoderLayer": {"d_model", "nhead"},
 }
 
 
@@ -128,7 +156,15 @@ class LayerSpec(_Strict):
                 raise ValueError(f"{self.type}.{key} must be finite, got {value}")
         if self.type == "Dropout" and not 0.0 <= float(self.args.get("p", 0.5)) <= 1.0:
             raise ValueError(f"Dropout.p must be in [0, 1], got {self.args['p']}")
-        for key in ("in_features", "out_features", "in_channels", "out_channels", "num_features"):
+        for key in (
+            "in_features",
+            "out_features",
+            "in_channels",
+            "out_channels",
+            "num_features",
+            "num_embeddings",
+            "embedding_dim",
+        ):
             if key in self.args and (
                 not isinstance(self.args[key], int) or isinstance(self.args[key], bool) or self.args[key] < 1
             ):
@@ -202,7 +238,27 @@ def _infer(layer: LayerSpec, shape: tuple[int, ...], index: int) -> tuple[int, .
         if not shape or shape[0] != a["num_features"]:
             raise ValueError(f"{where} expects {a['num_features']} channels, but receives shape {list(shape)}")
         return shape
-    return shape  # activations, dropout, identity, softmax keep the shape
+    if t in ("Embedding", "EmbeddingLayer"):
+        if len(shape) != 1:
+            raise ValueError(f"{where} expects token ids [T], but receives shape {list(shape)}")
+        return shape + (a["embedding_dim"],)
+    width = {
+        "PositionalEncoding": "d_model",
+        "MultiHeadAttention": "embed_dim",
+        "FeedForward": "embed_dim",
+        "TransformerEncoderLayer": "d_model",
+    }.get(t)
+    if width is not None and (len(shape) != 2 or shape[-1] != a[width]):
+        raise ValueError(f"{where} expects [T, {a[width]}] inputs, but receives shape {list(shape)}")
+    if t == "LayerNorm":
+        norm = (a["normalized_shape"],) if isinstance(a["normalized_shape"], int) else tuple(a["normalized_shape"])
+        if shape[len(shape) - len(norm) :] != norm:
+            raise ValueError(f"{where} normalises {list(norm)}, but receives shape {list(shape)}")
+    if t == "SequencePool":
+        if len(shape) != 2:
+            raise ValueError(f"{where} expects [T, E] inputs, but receives shape {list(shape)}")
+        return shape[1:]
+    return shape  # activations, dropout, identity, softmax and the sequence blocks keep the shape
 
 
 class ModelSpec(_Strict):

@@ -10,7 +10,7 @@ import pytest
 
 import forgeml as fm
 from forgeml import nn
-from forgeml.specs import LAYER_ARGUMENTS, ModelSpec
+from forgeml.specs import LAYER_ARGUMENTS, SEQUENCE_LAYERS, ModelSpec
 
 torch = pytest.importorskip("torch")
 
@@ -140,7 +140,7 @@ def test_build_small_cnn_runs_with_the_predicted_output_shape():
 
 def test_build_every_layer_type_and_run_it():
     spec = ModelSpec.model_validate(EVERY_LAYER)
-    assert {layer.type for layer in spec.layers} == set(LAYER_ARGUMENTS)
+    assert {layer.type for layer in spec.layers} == set(LAYER_ARGUMENTS) - SEQUENCE_LAYERS
     model = nn.build(spec)
     assert [type(m).__name__ for m in model] == [layer.type for layer in spec.layers]
     assert model[7].unflattened_size == (2, 4)
@@ -280,7 +280,7 @@ class Residual(nn.Sequential):
     ("module", "name"),
     [
         (Custom(), "Custom"),
-        (nn.MultiHeadAttention(8, 2), "MultiHeadAttention"),
+        (nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 1), "TransformerEncoder"),
         (MyLinear(2, 3), "MyLinear"),
         (Residual(nn.Linear(3, 3)), "Residual"),
         (nn.ModuleList([nn.ReLU()]), "ModuleList"),
@@ -347,3 +347,35 @@ def test_state_dict_loads_into_torch_and_gives_the_same_outputs(spec):
     with torch.no_grad():
         expected = theirs(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(ours(fm.tensor(x)).detach().numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_build_the_text_stack_and_describe_what_can_be_described():
+    spec = ModelSpec(
+        input_shape=[16],
+        layers=[
+            {"type": "Embedding", "args": {"num_embeddings": 50, "embedding_dim": 8, "padding_idx": 0}},
+            {"type": "PositionalEncoding", "args": {"d_model": 8, "max_len": 64}},
+            {"type": "MultiHeadAttention", "args": {"embed_dim": 8, "num_heads": 2}},
+            {"type": "LayerNorm", "args": {"normalized_shape": 8}},
+            {"type": "FeedForward", "args": {"embed_dim": 8, "hidden_dim": 16}},
+            {
+                "type": "TransformerEncoderLayer",
+                "args": {"d_model": 8, "nhead": 2, "dim_feedforward": 16, "dropout": 0.0},
+            },
+            {"type": "SequencePool", "args": {"mode": "mean"}},
+            {"type": "Linear", "args": {"in_features": 8, "out_features": 3}},
+        ],
+    )
+    assert spec.output_shape() == (3,)
+    model = nn.build(spec).eval()
+    ids = fm.tensor([[1, 2, 3] + [0] * 13, [4] * 16])
+    out = model(nn.MaskedBatch(ids, ids == 0))
+    assert out.shape == (2, 3)
+    small = nn.Sequential(
+        nn.Embedding(50, 8, padding_idx=0), nn.LayerNorm(8), nn.SequencePool("first"), nn.Linear(8, 2)
+    )
+    assert [layer.type for layer in small.to_spec().layers] == ["Embedding", "LayerNorm", "SequencePool", "Linear"]
+    with pytest.raises(TypeError, match="sub-modules"):
+        model.to_spec()
+    with pytest.raises(ValueError, match="expects token ids"):
+        ModelSpec(input_shape=[4, 4], layers=spec.layers).output_shape()

@@ -129,10 +129,14 @@ def _is_default(kind: str, name: str, value, default, module: Module) -> bool:
 
 def _layer_spec(module: Module, path: str) -> dict:
     from .. import nn
-    from ..specs import LAYER_ARGUMENTS, REQUIRED_ARGUMENTS
+    from ..specs import BUILD_ONLY_LAYERS, LAYER_ARGUMENTS, REQUIRED_ARGUMENTS
 
     kind = type(module).__name__
     where = f"{kind} at {path!r}" if path else kind
+    if kind in BUILD_ONLY_LAYERS:
+        raise TypeError(
+            f"to_spec cannot describe {where}: a ModelSpec can build it, but its settings live in sub-modules"
+        )
     if kind not in LAYER_ARGUMENTS or type(module) is not getattr(nn, kind, None):
         raise TypeError(
             f"to_spec cannot describe {where}: a ModelSpec holds only the layers "
