@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 .PHONY: help install run test lint format bench clean
 
 help:
-	@echo "make run    - train the seed's MNIST classifier (Scenario 1) and print its test accuracy"
+	@echo "make run    - start the platform (REST API and dashboard) at http://localhost:5000"
 	@echo "make test   - run the test suite (installs dev dependencies, PyTorch included, into .venv)"
 	@echo "make lint   - ruff lint and format check"
 	@echo "make bench  - benchmarks/bench_ops.py and bench_mlp.py: ForgeML against PyTorch"
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) examples/mnist_mlp.py
+	$(VENV)/bin/forgeml serve
 
 test: $(STAMP)
 	$(PY) -m pytest -q

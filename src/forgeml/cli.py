@@ -1,5 +1,6 @@
 """The ``forgeml`` command.
 
+forgeml serve [--host H] [--port P] [--data-dir DIR]   the platform: REST API and dashboard
 forgeml ai status                       each AI provider's configuration and health (never a key)
 forgeml ai research "<question>"        research insights with citations
 forgeml ai analyze metrics.json         diagnose a training run from its per-epoch metrics
@@ -77,9 +78,28 @@ def _ai_analyze(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from .server.app import serve
+    from .server.settings import ServerSettings
+
+    try:
+        settings = ServerSettings.from_env(host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers)
+    except ValueError as exc:
+        print(f"forgeml: invalid server settings: {exc}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forgeml", description="ForgeML: train models with AI services as teachers.")
     commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the platform: REST API and dashboard (default http://127.0.0.1:5000)")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1, or FORGEML_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 5000, or FORGEML_PORT)")
+    serve.add_argument("--data-dir", default=None, help="database and artifacts (default ./forgeml-data, or FORGEML_DATA_DIR)")
+    serve.add_argument("--workers", type=int, default=None, help="training jobs at once (default 2, or FORGEML_WORKERS)")
+    serve.set_defaults(run=_serve)
     ai = commands.add_parser("ai", help="the AI services").add_subparsers(dest="ai_command", required=True)
     ai.add_parser("status", help="each provider's configuration and health").set_defaults(run=_ai_status)
     research = ai.add_parser("research", help="research insights with citations")

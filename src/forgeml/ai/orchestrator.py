@@ -10,6 +10,8 @@ earlier ones did not (``attempts``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import hashlib
 import math
 import time
@@ -79,6 +81,9 @@ class _Stats:
         self.latencies = deque(maxlen=20)
 
 
+_ONLY_PROVIDERS: contextvars.ContextVar[frozenset | None] = contextvars.ContextVar("forgeml_only_providers", default=None)
+
+
 class AIServiceOrchestrator:
     """Route AI tasks to providers. ``AIServiceOrchestrator()`` reads its settings from the environment;
     pass ``settings=`` or keyword overrides (any :class:`AISettings` field) to change them.
@@ -103,6 +108,7 @@ class AIServiceOrchestrator:
         self._breakers = {name: CircuitBreaker(s.breaker_threshold, s.breaker_cooldown) for name in self._providers}
         self._stats = {name: _Stats() for name in [*self._providers, "local"]}
         self._audit: deque[AuditRecord] = deque(maxlen=1000)
+        self.listeners: list = []  # callables given each AuditRecord (e.g. the server's metrics)
         self.cache = None
         if s.cache_enabled:
             path = Path(s.cache_dir) / "ai_cache.sqlite" if s.cache_dir is not None else None
@@ -151,6 +157,21 @@ class AIServiceOrchestrator:
             "consensus": self.settings.consensus,
             "cache": "disk" if self.cache is not None and self.cache.path else ("memory" if self.cache else "off"),
         }
+
+    def route(self, task: str) -> list[str]:
+        """The provider chain for ``task``, narrowed by :meth:`only_providers` where that is in effect."""
+        chain = self.settings.route(task)
+        only = _ONLY_PROVIDERS.get()
+        return chain if only is None else [p for p in chain if p in only or p == "local"]
+
+    @contextlib.contextmanager
+    def only_providers(self, names):
+        """Within the block (and tasks it starts), use only ``names`` (the offline advisor always stays last)."""
+        token = _ONLY_PROVIDERS.set(frozenset(names) if names is not None else None)
+        try:
+            yield self
+        finally:
+            _ONLY_PROVIDERS.reset(token)
 
     def audit(self, limit: int = 100) -> list[dict]:
         """The latest call records, newest first."""
@@ -406,7 +427,7 @@ class AIServiceOrchestrator:
     def _cache_key(self, task: str, payload: dict) -> str:
         usable = [
             p
-            for p in self.settings.route(task)
+            for p in self.route(task)
             if p == "local" or (p in self._providers and self._providers[p].configured)
         ]
         routed = [f"{p}:{self._providers[p].model}" if p in self._providers else p for p in usable]
@@ -437,7 +458,7 @@ class AIServiceOrchestrator:
                 return hit
         deadline = time.monotonic() + self.settings.task_deadline
         attempts: list[ProviderAttempt] = []
-        for name in self.settings.route(task):
+        for name in self.route(task):
             if name == "local":
                 response = await self._run_local(task, local)
                 attempts.append(ProviderAttempt(provider="local", outcome="answered", detail="the offline advisor"))
@@ -494,7 +515,7 @@ class AIServiceOrchestrator:
                 return hit
         deadline = time.monotonic() + self.settings.task_deadline
         attempts, calls, names = [], [], []
-        for name in self.settings.route("analysis"):
+        for name in self.route("analysis"):
             if name == "local":
                 continue
             skip = self._skip_reason(name)
@@ -652,6 +673,8 @@ class AIServiceOrchestrator:
 
     def _record(self, record: AuditRecord) -> None:
         self._audit.append(record)
+        for listener in self.listeners:
+            listener(record)
         if self.cache is not None and self.cache.path is not None:
             self.cache.add_audit(asdict(record))
 

@@ -1,0 +1,129 @@
+"""The FastAPI application: ``create_app(settings)`` wires the database, the job pool, the AI
+orchestrator, the routers, the dashboard and the middleware."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from .db import Database
+from .jobs import JobManager
+from .observability import Metrics, ObservabilityMiddleware, configure_logging
+from .predictor import PredictorCache
+from .routers import ai, datasets, jobs, models, ops
+from .security import BodyLimitMiddleware, RateLimiter, SecurityHeadersMiddleware, require_api_key
+from .settings import ServerSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("forgeml.server")
+STATIC = Path(__file__).parent / "static"
+
+
+def plotly_bundle() -> Path:
+    """plotly.js as shipped inside the installed ``plotly`` Python package (never a copy of our own)."""
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> FastAPI:
+    """The platform's app. ``settings`` default to :meth:`ServerSettings.from_env`; ``orchestrator``
+    (an :class:`~forgeml.ai.AIServiceOrchestrator`) defaults to one built from the environment."""
+    settings = settings or ServerSettings.from_env()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        state = app.state
+        state.db = Database(settings.db_url)
+        state.jobs = JobManager(state.db, settings.data_dir, settings.workers)
+        interrupted = state.jobs.start()
+        state.predictors = PredictorCache(settings.data_dir)
+        own_orchestrator = orchestrator is None
+        if own_orchestrator:
+            from ..ai import AIServiceOrchestrator
+
+            state.orchestrator = AIServiceOrchestrator(cache_dir=settings.data_dir)
+        else:
+            state.orchestrator = orchestrator
+        state.orchestrator.listeners.append(metrics.record_ai_call)
+        log.info("started", extra={"data_dir": str(settings.data_dir), "interrupted_jobs": interrupted})
+        try:
+            yield
+        finally:
+            state.jobs.shutdown()
+            state.orchestrator.listeners.remove(metrics.record_ai_call)
+            if own_orchestrator:
+                await state.orchestrator.aclose()
+            state.db.dispose()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="ForgeML",
+        version=_version(),
+        summary="Train, watch and use models, with AI services as teachers.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.jobs = None
+
+    guarded = [Depends(require_api_key)]
+    ai_limit = RateLimiter(settings.ai_rate_limit)
+    app.include_router(ai.router, dependencies=[*guarded, Depends(ai_limit)])
+    for router in (jobs.router, datasets.router, models.router):
+        app.include_router(router, dependencies=guarded)
+    app.include_router(ops.router)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/vendor/plotly.min.js", include_in_schema=False)
+    async def plotly_js() -> FileResponse:
+        return FileResponse(plotly_bundle(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
+        return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
+
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("forgeml")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def serve(settings: ServerSettings) -> None:
+    """Run the platform with uvicorn until interrupted (``forgeml serve``)."""
+    import uvicorn
+
+    settings.check_exposure()
+    configure_logging()
+    from ..ai.settings import AISettings
+
+    ai_settings = AISettings.from_env()
+    configured = [name for name, cfg in ai_settings.providers.items() if cfg.api_key is not None and cfg.enabled]
+    url = f"http://{'localhost' if settings.host in ('127.0.0.1', '::1') else settings.host}:{settings.port}"
+    print(f"ForgeML is serving at {url}  (API docs: {url}/docs)", flush=True)
+    print(f"AI providers configured: {', '.join(configured) if configured else 'none (the offline advisor answers)'}", flush=True)
+    print(f"data directory: {settings.data_dir.resolve()}; API key {'required' if settings.api_key else 'not set'}", flush=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False)

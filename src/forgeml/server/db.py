@@ -1,0 +1,137 @@
+"""Persistence: SQLAlchemy 2 tables for jobs, their epochs and AI events, datasets and models.
+
+SQLite in the data directory by default; ``FORGEML_DATABASE_URL`` selects
+another database (PostgreSQL). Artifacts (checkpoints, weights, uploads) are
+files in the data directory; rows hold their paths relative to it. Rows never
+hold a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+__all__ = ["AIEventRow", "Base", "Database", "DatasetRow", "EpochRow", "JobRow", "ModelRow", "new_id"]
+
+JOB_STATES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the validated JobCreate, as JSON
+    epochs: Mapped[int] = mapped_column(Integer)
+    epochs_done: Mapped[int] = mapped_column(Integer, default=0)
+    best_val_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    checkpoint: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # EnhancedTrainingMetrics extras
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+    started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class EpochRow(Base):
+    __tablename__ = "epochs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class AIEventRow(Base):
+    __tablename__ = "ai_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    event: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class DatasetRow(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(String(400))
+    target: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "image", "text" or "tabular"
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    weights: Mapped[str] = mapped_column(String(400))
+    extras: Mapped[dict[str, Any]] = mapped_column(JSON)  # vocabulary path, class names, input normalisation
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Database:
+    """An engine and a session factory; ``create_all`` makes the tables (idempotent)."""
+
+    def __init__(self, url: str) -> None:
+        kwargs: dict = {"json_serializer": lambda obj: json.dumps(obj, default=str, allow_nan=True)}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.url = url
+        self.engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+
+            @event.listens_for(self.engine, "connect")
+            def _sqlite_pragmas(connection, _record):  # concurrent readers with one writer (server + workers)
+                cursor = connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self):
+        """A session that commits when the block ends and rolls back on an error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def get(self, model, key):
+        with self.session() as s:
+            return s.get(model, key)
+
+    def all(self, statement):
+        with self.session() as s:
+            return list(s.scalars(statement))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+__all__ += ["JOB_STATES", "Session", "select"]

@@ -1,0 +1,114 @@
+"""The job manager: a bounded pool of worker processes that train, and restart safety.
+
+Jobs never run on the server's event loop: each is a call of
+:func:`forgeml.server.worker.run_job` in a process of a spawn-context pool of
+``workers`` processes. State lives in the database, so the server, the workers
+and a later server all see the same jobs. At start, jobs left ``running`` or
+``queued`` by a server that stopped are marked ``interrupted``; ``resume``
+continues them from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from .db import Database, JobRow, select
+from .worker import run_job
+
+__all__ = ["JobManager"]
+
+log = logging.getLogger("forgeml.server.jobs")
+
+TERMINAL = ("completed", "failed", "cancelled", "interrupted")
+
+
+class JobManager:
+    def __init__(self, db: Database, data_dir: Path, workers: int) -> None:
+        self.db = db
+        self.data_dir = Path(data_dir)
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: dict[str, Future] = {}
+        self.accepting = False
+
+    # -- lifecycle ----------------------------------------------------------------
+    def start(self) -> int:
+        """Mark jobs a previous server left unfinished as ``interrupted``; returns how many."""
+        with self.db.session() as s:
+            stale = list(s.scalars(select(JobRow).where(JobRow.state.in_(("running", "queued")))))
+            for job in stale:
+                job.state = "interrupted"
+                job.error = "the server stopped while this job was unfinished; resume it to continue"
+        if stale:
+            log.info("marked %d unfinished jobs interrupted", len(stale))
+        self.accepting = True
+        return len(stale)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def shutdown(self) -> None:
+        """Stop the workers now; their jobs become ``interrupted`` at the next start."""
+        self.accepting = False
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        processes = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+
+    # -- jobs ---------------------------------------------------------------------
+    def submit(self, job_id: str) -> None:
+        try:
+            future = self._executor().submit(run_job, job_id, self.db.url, str(self.data_dir))
+        except Exception as exc:  # no worker could start: the job must not stay queued forever
+            with self.db.session() as s:
+                job = s.get(JobRow, job_id)
+                job.state, job.finished = "failed", time.time()
+                job.error = f"no worker process could start: {type(exc).__name__}: {exc}"[:2000]
+            raise
+        self._futures[job_id] = future
+        future.add_done_callback(lambda f, jid=job_id: self._finished(jid, f))
+
+    def _finished(self, job_id: str, future: Future) -> None:
+        self._futures.pop(job_id, None)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:  # the worker process died (killed, out of memory): record it
+            with self.db.session() as s:
+                job = s.get(JobRow, job_id)
+                if job is not None and job.state in ("queued", "running"):
+                    job.state = "failed"
+                    job.error = f"the worker process ended abnormally: {type(exc).__name__}: {exc}"[:2000]
+                    job.finished = time.time()
+
+    def cancel(self, job_id: str) -> str:
+        """Ask a job to stop: a queued one stops at once, a running one at its next epoch boundary."""
+        future = self._futures.get(job_id)
+        with self.db.session() as s:
+            job = s.get(JobRow, job_id)
+            if job.state == "queued" and future is not None and future.cancel():
+                job.state, job.finished = "cancelled", time.time()
+            elif job.state in ("queued", "running"):
+                job.cancel_requested = True
+            return job.state
+
+    def resume(self, job_id: str) -> None:
+        with self.db.session() as s:
+            job = s.get(JobRow, job_id)
+            job.state, job.error, job.cancel_requested, job.finished = "queued", None, False, None
+        self.submit(job_id)
+
+    def running(self) -> int:
+        return sum(1 for f in self._futures.values() if f.running())

@@ -1,0 +1,107 @@
+"""Trained models, loaded once and kept warm for ``predict``.
+
+A :class:`Predictor` rebuilds a model from its stored spec and safetensors
+weights, in eval mode, and turns API inputs into what the model takes: image
+pixels in [0, 1] and tabular rows are normalised as in training, strings are
+tokenised with the job's vocabulary into a :class:`~forgeml.nn.MaskedBatch`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["InputError", "Predictor", "PredictorCache"]
+
+
+class InputError(ValueError):
+    """The inputs do not fit the model (answered with 422)."""
+
+
+class Predictor:
+    def __init__(self, row, data_dir: Path) -> None:
+        import forgeml as fm
+        from forgeml.nn import build
+        from forgeml.specs import ModelSpec
+
+        self.model_id = row.id
+        self.kind = row.kind
+        self.extras = dict(row.extras)
+        self.model = build(ModelSpec.model_validate(row.spec))
+        self.model.load_state_dict(fm.load(data_dir / row.weights))
+        self.model.eval()
+        self.vocab = None
+        if self.kind == "text":
+            from forgeml.data.text import Vocabulary
+
+            self.vocab = Vocabulary.load(data_dir / self.extras["vocab"])
+        self._lock = threading.Lock()  # modules hold per-call state; one forward at a time per model
+
+    def classes(self, width: int) -> list[str]:
+        names = self.extras.get("classes")
+        return list(names) if names and len(names) == width else [str(i) for i in range(width)]
+
+    def _prepare(self, inputs):
+        import forgeml as fm
+
+        if self.kind == "text":
+            if not all(isinstance(x, str) for x in inputs):
+                raise InputError("this is a text model: send 'inputs' as a list of strings")
+            from forgeml.data.text import pad_sequences
+            from forgeml.nn import MaskedBatch
+
+            max_length = int(self.extras.get("max_length", 128))
+            encoded = [self.vocab.encode(text, max_length=max_length) or [self.vocab.unk_id] for text in inputs]
+            ids, mask = pad_sequences(encoded, self.vocab.pad_id, max_length)
+            return MaskedBatch(ids, mask)
+        if any(isinstance(x, str) for x in inputs):
+            raise InputError(f"this is an {self.kind} model: send 'inputs' as rows of numbers, not strings")
+        rows = {len(x) for x in inputs}
+        width = 784 if self.kind == "image" else int(self.extras.get("features", 0))
+        if rows != {width}:
+            raise InputError(f"each input row must have {width} numbers, got rows of {sorted(rows)}")
+        x = np.asarray(inputs, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise InputError("inputs contain NaN or infinity")
+        mean = np.asarray(self.extras.get("mean", 0.0), dtype=np.float32)
+        std = np.asarray(self.extras.get("std", 1.0), dtype=np.float32)
+        return fm.from_numpy(np.ascontiguousarray((x - mean) / std, dtype=np.float32))
+
+    def predict(self, inputs) -> tuple[list[str], list[str], list[list[float]]]:
+        """``(classes, predicted class per input, probabilities per input)``."""
+        import forgeml as fm
+
+        batch = self._prepare(inputs)
+        with self._lock, fm.no_grad():
+            logits = self.model(batch)
+        z = np.asarray(logits.numpy(), dtype=np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        classes = self.classes(p.shape[1])
+        return classes, [classes[i] for i in p.argmax(axis=1)], np.round(p, 6).tolist()
+
+
+class PredictorCache:
+    """The ``capacity`` most recently used models, built on first use."""
+
+    def __init__(self, data_dir: Path, capacity: int = 8) -> None:
+        self.data_dir, self.capacity = Path(data_dir), capacity
+        self._items: OrderedDict[str, Predictor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, row) -> Predictor:
+        with self._lock:
+            predictor = self._items.get(row.id)
+            if predictor is not None:
+                self._items.move_to_end(row.id)
+                return predictor
+        predictor = Predictor(row, self.data_dir)
+        with self._lock:
+            self._items[row.id] = predictor
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return predictor

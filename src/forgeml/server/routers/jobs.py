@@ -1,0 +1,218 @@
+"""``/v1/jobs``: start, list, inspect, cancel and resume training jobs, and follow them live (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from sqlalchemy import func
+
+from ..db import AIEventRow, DatasetRow, EpochRow, JobRow, new_id, select
+from ..schemas import JobCreate, JobOut
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+TERMINAL = ("completed", "failed", "cancelled", "interrupted")
+BUILTIN = {"mnist": ([784], 10), "spam": (None, 2)}  # spam's input is [max_length] token ids
+
+
+def job_out(job: JobRow, *, detail: bool = False, history=None, events=None) -> JobOut:
+    return JobOut(
+        id=job.id,
+        name=job.name,
+        state=job.state,
+        epochs=job.epochs,
+        epochs_done=job.epochs_done,
+        best_val_accuracy=job.best_val_accuracy,
+        error=job.error,
+        model_id=job.model_id,
+        dataset=job.request.get("dataset", ""),
+        ai_enabled=job.request.get("ai") is not None,
+        created=job.created,
+        started=job.started,
+        finished=job.finished,
+        request=job.request if detail else None,
+        history=history,
+        events=events,
+        summary=job.summary if detail else None,
+    )
+
+
+def _task_of(db, body: JobCreate) -> tuple[list[int], int]:
+    if body.dataset in BUILTIN:
+        shape, classes = BUILTIN[body.dataset]
+        return (shape or [body.max_length]), classes
+    row = db.get(DatasetRow, body.dataset)
+    if row is None:
+        raise RequestValidationError(
+            [{"loc": ["body", "dataset"], "msg": f"no dataset {body.dataset!r}: use 'mnist', 'spam' or an uploaded dataset's id", "type": "value_error"}]
+        )
+    return [row.summary["features"]], row.summary["num_classes"]
+
+
+def _check_model(db, body: JobCreate) -> None:
+    """422 naming the layer when the spec does not map the dataset's inputs to its classes."""
+    shape, classes = _task_of(db, body)
+    try:
+        body.model.check_task(shape, classes)
+    except ValueError as exc:
+        message = str(exc)
+        loc = ["body", "model", "layers"]
+        index = _layer_index(message)
+        raise RequestValidationError(
+            [{"loc": [*loc, index] if index is not None else ["body", "model"], "msg": message, "type": "value_error"}]
+        ) from None
+    if body.dataset == "spam" and body.model.layers[0].type not in ("Embedding", "EmbeddingLayer"):
+        raise RequestValidationError(
+            [{"loc": ["body", "model", "layers", 0], "msg": "a text dataset needs an Embedding first layer", "type": "value_error"}]
+        )
+
+
+def _layer_index(message: str) -> int | None:
+    import re
+
+    match = re.search(r"layer (\d+)", message)
+    return int(match.group(1)) if match else None
+
+
+def _get_job(db, job_id: str) -> JobRow:
+    job = db.get(JobRow, job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id!r}")
+    return job
+
+
+@router.post("", status_code=201, response_model=JobOut)
+async def create_job(request: Request, body: JobCreate) -> JobOut:
+    """Start a training job from a preset (``{"preset": "mnist_mlp"}``) or a full spec."""
+    db, manager = request.app.state.db, request.app.state.jobs
+    await run_in_threadpool(_check_model, db, body)
+    job = JobRow(id=new_id("job"), name=body.name, state="queued", request=body.model_dump(mode="json"), epochs=body.epochs)
+
+    def insert():
+        with db.session() as s:
+            s.add(job)
+
+    await run_in_threadpool(insert)
+    manager.submit(job.id)
+    return job_out(job)
+
+
+@router.get("", response_model=list[JobOut])
+async def list_jobs(request: Request, limit: int = 100) -> list[JobOut]:
+    """The latest jobs, newest first."""
+    db = request.app.state.db
+    rows = await run_in_threadpool(db.all, select(JobRow).order_by(JobRow.created.desc()).limit(max(1, min(limit, 1000))))
+    return [job_out(j) for j in rows]
+
+
+def _detail(db, job_id: str) -> JobOut:
+    job = _get_job(db, job_id)
+    history = [r.metrics for r in db.all(select(EpochRow).where(EpochRow.job_id == job_id).order_by(EpochRow.id))]
+    events = [r.event for r in db.all(select(AIEventRow).where(AIEventRow.job_id == job_id).order_by(AIEventRow.id))]
+    return job_out(job, detail=True, history=history, events=events)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+async def get_job(request: Request, job_id: str) -> JobOut:
+    """A job with its request, per-epoch history, AI events and summary."""
+    return await run_in_threadpool(_detail, request.app.state.db, job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+async def cancel_job(request: Request, job_id: str) -> JobOut:
+    """A queued job stops at once, a running one at its next epoch boundary."""
+    db, manager = request.app.state.db, request.app.state.jobs
+    job = await run_in_threadpool(_get_job, db, job_id)
+    if job.state in TERMINAL:
+        raise HTTPException(409, f"job {job_id} is already {job.state}")
+    await run_in_threadpool(manager.cancel, job_id)
+    return job_out(await run_in_threadpool(_get_job, db, job_id))
+
+
+@router.post("/{job_id}/resume", response_model=JobOut)
+async def resume_job(request: Request, job_id: str) -> JobOut:
+    """Continue an interrupted, cancelled or failed job from its last checkpoint."""
+    db, manager = request.app.state.db, request.app.state.jobs
+    job = await run_in_threadpool(_get_job, db, job_id)
+    if job.state not in ("interrupted", "cancelled", "failed"):
+        raise HTTPException(409, f"job {job_id} is {job.state}; only interrupted, cancelled or failed jobs resume")
+    await run_in_threadpool(manager.resume, job_id)
+    return job_out(await run_in_threadpool(_get_job, db, job_id))
+
+
+def _new_rows(db, job_id: str, after_epoch: int, after_event: int):
+    with db.session() as s:
+        job = s.get(JobRow, job_id)
+        epochs = list(s.scalars(select(EpochRow).where(EpochRow.job_id == job_id, EpochRow.id > after_epoch).order_by(EpochRow.id)))
+        events = list(
+            s.scalars(select(AIEventRow).where(AIEventRow.job_id == job_id, AIEventRow.id > after_event).order_by(AIEventRow.id))
+        )
+        return job, epochs, events
+
+
+def _sse(event: str, data, event_id: str | None = None) -> str:
+    lines = [f"event: {event}"]
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"data: {json.dumps(data, default=str)}")
+    return "\n".join(lines) + "\n\n"
+
+
+def _resume_point(last_event_id: str | None) -> tuple[int, int]:
+    try:
+        a, b = (last_event_id or "0-0").split("-")
+        return int(a), int(b)
+    except ValueError:
+        return 0, 0
+
+
+@router.get("/{job_id}/events")
+async def job_events(request: Request, job_id: str, poll: float = 0.25):
+    """Server-Sent Events: ``state`` on each change, ``epoch`` per finished epoch, ``ai_event`` per AI event,
+    in order, then ``end`` when the job is over. ``Last-Event-ID`` resumes a dropped stream."""
+    db = request.app.state.db
+    await run_in_threadpool(_get_job, db, job_id)
+    after_epoch, after_event = _resume_point(request.headers.get("last-event-id"))
+    poll = min(max(poll, 0.05), 5.0)
+
+    async def stream():
+        nonlocal after_epoch, after_event
+        last_state = None
+        idle = 0.0
+        while True:
+            job, epochs, events = await run_in_threadpool(_new_rows, db, job_id, after_epoch, after_event)
+            if job.state != last_state:
+                last_state = job.state
+                yield _sse("state", job_out(job).model_dump(mode="json"))
+            # in training order: an epoch's metrics, then the AI events at its end
+            merged = sorted([(r.epoch, 0, r.id, r) for r in epochs] + [(r.epoch, 1, r.id, r) for r in events])
+            for _, is_event, _, row in merged:
+                if is_event:
+                    after_event = row.id
+                    yield _sse("ai_event", row.event, f"{after_epoch}-{after_event}")
+                else:
+                    after_epoch = row.id
+                    yield _sse("epoch", row.metrics, f"{after_epoch}-{after_event}")
+            if job.state in TERMINAL and not epochs and not events:
+                yield _sse("end", job_out(job).model_dump(mode="json"))
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(poll)
+            idle += poll
+            if idle >= 15:  # a comment keeps proxies from closing an idle stream
+                idle = 0.0
+                yield ": keep-alive\n\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def count_by_state(db) -> dict[str, int]:
+    with db.session() as s:
+        return dict(s.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all())

@@ -1,0 +1,89 @@
+"""``/v1/models``: trained models, their lineage, predictions and weights."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from ..db import JobRow, ModelRow, select
+from ..predictor import InputError
+from ..schemas import ModelOut, PredictRequest, PredictResponse
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def model_out(row: ModelRow, job: JobRow | None = None) -> ModelOut:
+    lineage = None
+    if job is not None:
+        lineage = {
+            "job_id": job.id,
+            "job_name": job.name,
+            "dataset": job.request.get("dataset"),
+            "preset": job.request.get("preset"),
+            "optimizer": job.request.get("optimizer"),
+            "epochs": job.epochs,
+            "ai": job.request.get("ai"),
+            "started": job.started,
+            "finished": job.finished,
+        }
+    return ModelOut(
+        id=row.id, name=row.name, job_id=row.job_id, kind=row.kind, spec=row.spec, metrics=row.metrics,
+        classes=row.extras.get("classes"), created=row.created, lineage=lineage,
+    )
+
+
+def _get(db, model_id: str) -> ModelRow:
+    row = db.get(ModelRow, model_id)
+    if row is None:
+        raise HTTPException(404, f"no model {model_id!r}")
+    return row
+
+
+@router.get("", response_model=list[ModelOut])
+async def list_models(request: Request) -> list[ModelOut]:
+    """Trained models, newest first."""
+    rows = await run_in_threadpool(request.app.state.db.all, select(ModelRow).order_by(ModelRow.created.desc()))
+    return [model_out(r) for r in rows]
+
+
+@router.get("/{model_id}", response_model=ModelOut)
+async def get_model(request: Request, model_id: str) -> ModelOut:
+    """A model's spec, test metrics and lineage to the job that trained it."""
+    db = request.app.state.db
+
+    def load():
+        row = _get(db, model_id)
+        return model_out(row, db.get(JobRow, row.job_id))
+
+    return await run_in_threadpool(load)
+
+
+@router.post("/{model_id}/predict", response_model=PredictResponse)
+async def predict(request: Request, model_id: str, body: PredictRequest) -> PredictResponse:
+    """Class probabilities for a batch: rows of numbers (digit pixels in [0, 1], 784 a row; tabular features)
+    or, for a text model, raw strings."""
+    settings, db, cache = request.app.state.settings, request.app.state.db, request.app.state.predictors
+    if len(body.inputs) > settings.max_predict_batch:
+        raise HTTPException(422, f"inputs: at most {settings.max_predict_batch} per request, got {len(body.inputs)}")
+
+    def run():
+        predictor = cache.get(_get(db, model_id))
+        return predictor.predict(body.inputs)
+
+    try:
+        classes, predictions, probabilities = await run_in_threadpool(run)
+    except InputError as exc:
+        raise HTTPException(422, f"inputs: {exc}") from None
+    return PredictResponse(model_id=model_id, classes=classes, predictions=predictions, probabilities=probabilities)
+
+
+@router.get("/{model_id}/weights")
+async def weights(request: Request, model_id: str) -> FileResponse:
+    """The model's weights as a safetensors file."""
+    settings = request.app.state.settings
+    row = await run_in_threadpool(_get, request.app.state.db, model_id)
+    path = settings.data_dir / row.weights
+    if not path.exists():
+        raise HTTPException(410, f"the weights of model {model_id} are missing from the data directory")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{model_id}.safetensors")

@@ -1,0 +1,51 @@
+"""Health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from ..db import JOB_STATES
+from .jobs import count_by_state
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request):
+    """The database answers and the job pool is running; 503 otherwise."""
+    state = request.app.state
+    checks = {}
+    try:
+
+        def ping():
+            with state.db.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+
+        await run_in_threadpool(ping)
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+        checks["database"] = f"error: {type(exc).__name__}"
+    checks["jobs"] = "ok" if state.jobs is not None and state.jobs.accepting else "stopped"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: requests by route and status with latency histograms, jobs by state,
+    AI calls by provider and outcome, tokens and cost."""
+    state = request.app.state
+    counts = await run_in_threadpool(count_by_state, state.db)
+    for job_state in JOB_STATES:
+        state.metrics.jobs.labels(job_state).set(counts.get(job_state, 0))
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,199 @@
+"""Request and response models of the REST API (pydantic, validated at the edge)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..specs import ModelSpec, OptimizerSpec, TrainingMetrics
+from ..training.ai_trainer import AIEnhancedConfig
+
+__all__ = [
+    "AnalyzeRequest",
+    "DatasetOut",
+    "EnhanceRequest",
+    "JobCreate",
+    "JobOut",
+    "ModelOut",
+    "PredictRequest",
+    "PredictResponse",
+    "SyntheticRequest",
+]
+
+MNIST_MLP = {
+    "name": "seed MNIST MLP",
+    "input_shape": [784],
+    "layers": [
+        {"type": "Linear", "args": {"in_features": 784, "out_features": 512}},
+        {"type": "ReLU"},
+        {"type": "Dropout", "args": {"p": 0.2}},
+        {"type": "Linear", "args": {"in_features": 512, "out_features": 256}},
+        {"type": "ReLU"},
+        {"type": "Dropout", "args": {"p": 0.2}},
+        {"type": "Linear", "args": {"in_features": 256, "out_features": 10}},
+    ],
+}
+SPAM_TRANSFORMER = {
+    "name": "seed spam transformer",
+    "input_shape": [128],
+    "layers": [
+        {"type": "Embedding", "args": {"num_embeddings": 20000, "embedding_dim": 64, "padding_idx": 0}},
+        {"type": "PositionalEncoding", "args": {"d_model": 64, "max_len": 1024, "dropout": 0.1}},
+        {"type": "TransformerEncoderLayer", "args": {"d_model": 64, "nhead": 2, "dim_feedforward": 128, "dropout": 0.1, "activation": "gelu"}},
+        {"type": "TransformerEncoderLayer", "args": {"d_model": 64, "nhead": 2, "dim_feedforward": 128, "dropout": 0.1, "activation": "gelu"}},
+        {"type": "SequencePool", "args": {"mode": "mean"}},
+        {"type": "Linear", "args": {"in_features": 64, "out_features": 2}},
+    ],
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    "mnist_mlp": {
+        "model": MNIST_MLP,
+        "dataset": "mnist",
+        "optimizer": {"name": "adam", "lr": 0.001, "weight_decay": 0.01},
+        "epochs": 5,
+        "batch_size": 64,
+    },
+    "mnist_ai_enhanced": {
+        "model": MNIST_MLP,
+        "dataset": "mnist",
+        "optimizer": {"name": "adam", "lr": 0.001, "weight_decay": 0.01},
+        "epochs": 10,
+        "batch_size": 64,
+        "ai": {"synthetic_data_ratio": 0.3, "research_update_interval": 10, "optimization_guidance_frequency": 5, "domain": "computer_vision"},
+    },
+    "spam_transformer": {
+        "model": SPAM_TRANSFORMER,
+        "dataset": "spam",
+        "optimizer": {"name": "adamw", "lr": 0.001, "weight_decay": 0.01},
+        "epochs": 3,
+        "batch_size": 32,
+        "ai": {"research_update_interval": 5, "optimization_guidance_frequency": 2, "domain": "nlp"},
+    },
+}
+
+
+class JobCreate(BaseModel):
+    """A training job: a preset, or a model spec with its dataset, optimizer and schedule (a preset's
+    fields can be overridden). ``ai`` turns on AI guidance; leave it out for plain training."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str | None = Field(default=None, max_length=200)
+    preset: Literal["mnist_mlp", "mnist_ai_enhanced", "spam_transformer"] | None = None
+    model: ModelSpec | None = None
+    dataset: str | None = Field(default=None, description="'mnist', 'spam', or the id of an uploaded CSV dataset")
+    optimizer: OptimizerSpec | None = None
+    epochs: int | None = Field(default=None, ge=1, le=500)
+    batch_size: int | None = Field(default=None, ge=1, le=4096)
+    ai: AIEnhancedConfig | None = None
+    max_length: int = Field(default=128, ge=8, le=1024, description="tokens per text, for text datasets")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values):
+        if isinstance(values, dict) and values.get("preset") in PRESETS:
+            merged = dict(PRESETS[values["preset"]])
+            merged.update({k: v for k, v in values.items() if v is not None})
+            return merged
+        return values
+
+    @model_validator(mode="after")
+    def _complete(self) -> JobCreate:
+        if self.model is None:
+            raise ValueError("give a preset or a model spec ('model')")
+        if self.dataset is None:
+            raise ValueError("give a dataset: 'mnist', 'spam' or an uploaded dataset id")
+        self.optimizer = self.optimizer or OptimizerSpec()
+        self.epochs = self.epochs or 5
+        self.batch_size = self.batch_size or 64
+        self.name = self.name or self.preset or self.model.name or "training job"
+        return self
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    state: str
+    epochs: int
+    epochs_done: int
+    best_val_accuracy: float | None
+    error: str | None
+    model_id: str | None
+    dataset: str
+    ai_enabled: bool
+    created: float
+    started: float | None
+    finished: float | None
+    request: dict[str, Any] | None = None
+    history: list[dict[str, Any]] | None = None
+    events: list[dict[str, Any]] | None = None
+    summary: dict[str, Any] | None = None
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    target: str
+    summary: dict[str, Any]
+    created: float
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str
+    job_id: str
+    kind: str
+    spec: dict[str, Any]
+    metrics: dict[str, Any]
+    classes: list[str] | None = None
+    created: float
+    lineage: dict[str, Any] | None = None
+
+
+class PredictRequest(BaseModel):
+    """Batched inputs: rows of numbers (image pixels in [0, 1], 784 per digit, or tabular features), or raw strings for a text model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[list[float]] | list[str] = Field(min_length=1)
+
+
+class PredictResponse(BaseModel):
+    model_id: str
+    classes: list[str]
+    predictions: list[str]
+    probabilities: list[list[float]]
+
+
+class EnhanceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ai_providers: list[Literal["openai", "anthropic", "perplexity", "gemini", "xai", "local"]] | None = None
+    synthetic_data_ratio: float = Field(default=0.3, ge=0, le=10)
+    model_type: str = "classifier"
+    domain: str = "general"
+
+
+class EnhanceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_description: str = Field(min_length=1, max_length=4000)
+    training_data: list[list[float]] | list[dict[str, Any]] = Field(default_factory=list, max_length=10_000)
+    performance_metrics: TrainingMetrics | dict[str, Any] = Field(default_factory=dict)
+    config: EnhanceConfig = Field(default_factory=EnhanceConfig)
+
+
+class SyntheticRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_type: str = "classifier"
+    existing_data_sample: list[list[float]] | list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+    target_count: int = Field(default=100, ge=0, le=100_000)
+
+
+class AnalyzeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_description: str = Field(min_length=1, max_length=4000)
+    performance_metrics: TrainingMetrics | dict[str, Any] = Field(default_factory=dict)

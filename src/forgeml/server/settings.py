@@ -1,0 +1,76 @@
+"""Server settings: keyword arguments, then ``FORGEML_*`` environment variables, then defaults."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = ["ServerSettings"]
+
+
+class ServerSettings(BaseModel):
+    """How the platform runs. The API key is a ``SecretStr``: it never appears in a repr, log or response."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=5000, ge=0, le=65535)
+    data_dir: Path = Path("forgeml-data")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in data_dir")
+    api_key: SecretStr | None = None
+    workers: int = Field(default=2, ge=1, le=64, description="training jobs that run at once (worker processes)")
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    ai_rate_limit: int = Field(default=60, ge=1, description="requests per minute per client on /v1/ai/*")
+    max_predict_batch: int = Field(default=1024, ge=1)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'forgeml.sqlite').resolve()}"
+
+    @property
+    def loopback(self) -> bool:
+        if self.host in ("localhost",):
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def check_exposure(self) -> None:
+        """Refuse to serve a non-loopback address without an API key."""
+        if not self.loopback and self.api_key is None:
+            raise SystemExit(
+                f"refusing to listen on {self.host} without an API key: anyone who can reach it could train and "
+                "download models. Set FORGEML_API_KEY=<a long random secret> (clients send it as "
+                "'Authorization: Bearer <key>'), or bind 127.0.0.1."
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> ServerSettings:
+        env = os.environ if env is None else env
+        values: dict = {}
+        if env.get("FORGEML_HOST"):
+            values["host"] = env["FORGEML_HOST"]
+        if env.get("FORGEML_PORT"):
+            values["port"] = int(env["FORGEML_PORT"])
+        if env.get("FORGEML_DATA_DIR"):
+            values["data_dir"] = Path(env["FORGEML_DATA_DIR"])
+        if env.get("FORGEML_DATABASE_URL"):
+            values["database_url"] = env["FORGEML_DATABASE_URL"]
+        if env.get("FORGEML_API_KEY"):
+            values["api_key"] = env["FORGEML_API_KEY"]
+        for var, field in (
+            ("FORGEML_WORKERS", "workers"),
+            ("FORGEML_MAX_BODY_BYTES", "max_body_bytes"),
+            ("FORGEML_MAX_UPLOAD_BYTES", "max_upload_bytes"),
+            ("FORGEML_AI_RATE_LIMIT", "ai_rate_limit"),
+        ):
+            if env.get(var):
+                values[field] = int(env[var])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
