@@ -94,11 +94,17 @@ def _serve(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forgeml", description="ForgeML: train models with AI services as teachers.")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the platform: REST API and dashboard (default http://127.0.0.1:5000)")
+    serve = commands.add_parser(
+        "serve", help="run the platform: REST API and dashboard (default http://127.0.0.1:5000)"
+    )
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1, or FORGEML_HOST)")
     serve.add_argument("--port", type=int, default=None, help="port (default 5000, or FORGEML_PORT)")
-    serve.add_argument("--data-dir", default=None, help="database and artifacts (default ./forgeml-data, or FORGEML_DATA_DIR)")
-    serve.add_argument("--workers", type=int, default=None, help="training jobs at once (default 2, or FORGEML_WORKERS)")
+    serve.add_argument(
+        "--data-dir", default=None, help="database and artifacts (default ./forgeml-data, or FORGEML_DATA_DIR)"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=None, help="training jobs at once (default 2, or FORGEML_WORKERS)"
+    )
     serve.set_defaults(run=_serve)
     ai = commands.add_parser("ai", help="the AI services").add_subparsers(dest="ai_command", required=True)
     ai.add_parser("status", help="each provider's configuration and health").set_defaults(run=_ai_status)

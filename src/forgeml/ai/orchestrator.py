@@ -81,7 +81,9 @@ class _Stats:
         self.latencies = deque(maxlen=20)
 
 
-_ONLY_PROVIDERS: contextvars.ContextVar[frozenset | None] = contextvars.ContextVar("forgeml_only_providers", default=None)
+_ONLY_PROVIDERS: contextvars.ContextVar[frozenset | None] = contextvars.ContextVar(
+    "forgeml_only_providers", default=None
+)
 
 
 class AIServiceOrchestrator:
@@ -426,9 +428,7 @@ class AIServiceOrchestrator:
     # ------------------------------------------------------------- the routing
     def _cache_key(self, task: str, payload: dict) -> str:
         usable = [
-            p
-            for p in self.route(task)
-            if p == "local" or (p in self._providers and self._providers[p].configured)
+            p for p in self.route(task) if p == "local" or (p in self._providers and self._providers[p].configured)
         ]
         routed = [f"{p}:{self._providers[p].model}" if p in self._providers else p for p in usable]
         return request_key(task, {**payload, "route": routed})

@@ -124,6 +124,12 @@ def serve(settings: ServerSettings) -> None:
     configured = [name for name, cfg in ai_settings.providers.items() if cfg.api_key is not None and cfg.enabled]
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '::1') else settings.host}:{settings.port}"
     print(f"ForgeML is serving at {url}  (API docs: {url}/docs)", flush=True)
-    print(f"AI providers configured: {', '.join(configured) if configured else 'none (the offline advisor answers)'}", flush=True)
-    print(f"data directory: {settings.data_dir.resolve()}; API key {'required' if settings.api_key else 'not set'}", flush=True)
+    print(
+        f"AI providers configured: {', '.join(configured) if configured else 'none (the offline advisor answers)'}",
+        flush=True,
+    )
+    print(
+        f"data directory: {settings.data_dir.resolve()}; API key {'required' if settings.api_key else 'not set'}",
+        flush=True,
+    )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False)

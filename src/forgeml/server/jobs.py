@@ -34,6 +34,7 @@ class JobManager:
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[str, Future] = {}
         self.accepting = False
+        self._stopping = False
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> int:
@@ -54,11 +55,13 @@ class JobManager:
         return self._pool
 
     def shutdown(self) -> None:
-        """Stop the workers now; their jobs become ``interrupted`` at the next start."""
+        """Stop the workers now and mark their unfinished jobs ``interrupted`` (``resume`` continues them)."""
         self.accepting = False
+        self._stopping = True  # workers killed below are not failures of their jobs
         pool, self._pool = self._pool, None
         if pool is None:
             return
+        unfinished = list(self._futures)
         processes = list(getattr(pool, "_processes", {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
@@ -66,6 +69,12 @@ class JobManager:
                 process.terminate()
         for process in processes:
             process.join(timeout=5)
+        with self.db.session() as s:
+            for job in s.scalars(
+                select(JobRow).where(JobRow.id.in_(unfinished), JobRow.state.in_(("running", "queued")))
+            ):
+                job.state = "interrupted"
+                job.error = "the server stopped while this job was unfinished; resume it to continue"
 
     # -- jobs ---------------------------------------------------------------------
     def submit(self, job_id: str) -> None:
@@ -82,7 +91,7 @@ class JobManager:
 
     def _finished(self, job_id: str, future: Future) -> None:
         self._futures.pop(job_id, None)
-        if future.cancelled():
+        if future.cancelled() or self._stopping:
             return
         exc = future.exception()
         if exc is not None:  # the worker process died (killed, out of memory): record it

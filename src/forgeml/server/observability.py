@@ -57,7 +57,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "forgeml_http_requests", "HTTP requests by route template, method and status", ["route", "method", "status"], registry=r
+            "forgeml_http_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "forgeml_http_request_duration_seconds",
@@ -67,8 +70,15 @@ class Metrics:
             registry=r,
         )
         self.jobs = Gauge("forgeml_jobs", "training jobs by state", ["state"], registry=r)
-        self.ai_calls = Counter("forgeml_ai_calls", "AI provider calls by provider, task and outcome", ["provider", "task", "outcome"], registry=r)
-        self.ai_tokens = Counter("forgeml_ai_tokens", "AI tokens by provider and direction", ["provider", "direction"], registry=r)
+        self.ai_calls = Counter(
+            "forgeml_ai_calls",
+            "AI provider calls by provider, task and outcome",
+            ["provider", "task", "outcome"],
+            registry=r,
+        )
+        self.ai_tokens = Counter(
+            "forgeml_ai_tokens", "AI tokens by provider and direction", ["provider", "direction"], registry=r
+        )
         self.ai_cost = Counter("forgeml_ai_cost_usd", "AI spend in US dollars by provider", ["provider"], registry=r)
 
     def record_ai_call(self, record) -> None:
@@ -105,12 +115,19 @@ class ObservabilityMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
-            template = getattr(route, "path", None) or ("static" if scope["path"].startswith("/static/") else "unmatched")
+            template = getattr(route, "path", None) or (
+                "static" if scope["path"].startswith("/static/") else "unmatched"
+            )
             method = scope["method"]
             self.metrics.requests.labels(template, method, str(status)).inc()
             self.metrics.latency.labels(template, method).observe(elapsed)
             if template != "/metrics":
                 access_log.info(
                     "request",
-                    extra={"method": method, "route": template, "status": status, "duration_ms": round(elapsed * 1000, 2)},
+                    extra={
+                        "method": method,
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
                 )

@@ -40,8 +40,14 @@ SPAM_TRANSFORMER = {
     "layers": [
         {"type": "Embedding", "args": {"num_embeddings": 20000, "embedding_dim": 64, "padding_idx": 0}},
         {"type": "PositionalEncoding", "args": {"d_model": 64, "max_len": 1024, "dropout": 0.1}},
-        {"type": "TransformerEncoderLayer", "args": {"d_model": 64, "nhead": 2, "dim_feedforward": 128, "dropout": 0.1, "activation": "gelu"}},
-        {"type": "TransformerEncoderLayer", "args": {"d_model": 64, "nhead": 2, "dim_feedforward": 128, "dropout": 0.1, "activation": "gelu"}},
+        {
+            "type": "TransformerEncoderLayer",
+            "args": {"d_model": 64, "nhead": 2, "dim_feedforward": 128, "dropout": 0.1, "activation": "gelu"},
+        },
+        {
+            "type": "TransformerEncoderLayer",
+            "args": {"d_model": 64, "nhead": 2, "dim_feedforward": 128, "dropout": 0.1, "activation": "gelu"},
+        },
         {"type": "SequencePool", "args": {"mode": "mean"}},
         {"type": "Linear", "args": {"in_features": 64, "out_features": 2}},
     ],
@@ -60,7 +66,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optimizer": {"name": "adam", "lr": 0.001, "weight_decay": 0.01},
         "epochs": 10,
         "batch_size": 64,
-        "ai": {"synthetic_data_ratio": 0.3, "research_update_interval": 10, "optimization_guidance_frequency": 5, "domain": "computer_vision"},
+        "ai": {
+            "synthetic_data_ratio": 0.3,
+            "research_update_interval": 10,
+            "optimization_guidance_frequency": 5,
+            "domain": "computer_vision",
+        },
     },
     "spam_transformer": {
         "model": SPAM_TRANSFORMER,

@@ -25,9 +25,14 @@ async def require_api_key(request: Request) -> None:
         return
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.get_secret_value().encode()):
-        raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <FORGEML_API_KEY>'",
-                            headers={"WWW-Authenticate": "Bearer"})
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), expected.get_secret_value().encode()
+    ):
+        raise HTTPException(
+            401,
+            "missing or wrong API key: send 'Authorization: Bearer <FORGEML_API_KEY>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 class RateLimiter:
@@ -46,8 +51,11 @@ class RateLimiter:
         if tokens < 1.0:
             self._buckets[client] = (tokens, now)
             wait = math.ceil((1.0 - tokens) / self.rate)
-            raise HTTPException(429, f"rate limit of {int(self.capacity)} AI requests a minute reached; retry in {wait}s",
-                                headers={"Retry-After": str(wait)})
+            raise HTTPException(
+                429,
+                f"rate limit of {int(self.capacity)} AI requests a minute reached; retry in {wait}s",
+                headers={"Retry-After": str(wait)},
+            )
         self._buckets[client] = (tokens - 1.0, now)
 
 

@@ -11,6 +11,7 @@ epoch boundary. The finished model's weights, vocabulary and metadata become a
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
 from pathlib import Path
@@ -42,7 +43,9 @@ def _spam(max_length: int):
     from forgeml.data.text import TextClassificationDataset
 
     train_raw, test_raw = SpamAssassin("train"), SpamAssassin("test")
-    train = TextClassificationDataset(train_raw.texts, train_raw.labels, min_freq=2, max_size=20_000, max_length=max_length)
+    train = TextClassificationDataset(
+        train_raw.texts, train_raw.labels, min_freq=2, max_size=20_000, max_length=max_length
+    )
     test = TextClassificationDataset(test_raw.texts, test_raw.labels, vocab=train.vocab, max_length=max_length)
     return train, test, {"input": "text", "classes": ["ham", "spam"], "max_length": max_length, "vocab": train.vocab}
 
@@ -84,7 +87,13 @@ def _optimizer(spec, params):
         kwargs["nesterov"] = True
     if spec.eps is not None and spec.name != "sgd":
         kwargs["eps"] = spec.eps
-    cls = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}
+    cls = {
+        "sgd": optim.SGD,
+        "adam": optim.Adam,
+        "adamw": optim.AdamW,
+        "rmsprop": optim.RMSprop,
+        "adagrad": optim.Adagrad,
+    }
     return cls[spec.name](params, **kwargs)
 
 
@@ -157,11 +166,15 @@ def _run(job_id: str, db, data_dir: Path) -> str:
     job_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = job_dir / "checkpoint.safetensors"
 
+    server_pid = os.getppid()
+
     class Persist(Callback):
         def __init__(self) -> None:
             self.events_saved = 0
 
         def on_epoch_end(self, trainer, metrics) -> None:
+            if os.getppid() != server_pid:  # the server died: stop rather than write behind the next one's back
+                raise SystemExit("the server process is gone")
             trainer.save_checkpoint(checkpoint)
             events = getattr(trainer, "events", [])
             with db.session() as s:
@@ -218,13 +231,19 @@ def _run(job_id: str, db, data_dir: Path) -> str:
     with db.session() as s:
         s.add(
             ModelRow(
-                id=model_id, name=request.name, job_id=job_id, kind=extras["input"], spec=spec.model_dump(mode="json"),
-                metrics=_clean({"test_loss": final["loss"], "test_accuracy": final["accuracy"], "epochs": trainer.epoch}),
-                weights=str(weights.relative_to(data_dir)), extras=_clean(model_extras),
+                id=model_id,
+                name=request.name,
+                job_id=job_id,
+                kind=extras["input"],
+                spec=spec.model_dump(mode="json"),
+                metrics=_clean(
+                    {"test_loss": final["loss"], "test_accuracy": final["accuracy"], "epochs": trainer.epoch}
+                ),
+                weights=str(weights.relative_to(data_dir)),
+                extras=_clean(model_extras),
             )
         )
         row = s.get(JobRow, job_id)
         row.state, row.finished, row.model_id = "completed", time.time(), model_id
         row.summary = summary or {"final_test": _clean(final)}
     return "completed"
-

@@ -43,7 +43,9 @@ async def research(
 async def analyze(request: Request, body: AnalyzeRequest) -> dict:
     """Diagnose a training run from its metrics and recommend typed changes."""
     try:
-        response = await _orchestrator(request).analyze_model_reasoning(body.model_description, body.performance_metrics)
+        response = await _orchestrator(request).analyze_model_reasoning(
+            body.model_description, body.performance_metrics
+        )
     except (ValueError, TypeError) as exc:
         raise _bad_input(exc) from None
     return response.model_dump(mode="json")

@@ -51,7 +51,13 @@ def summarise(path: Path, target: str, shown_name: str) -> dict:
         "classes": classes,
         "class_counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
         "feature_stats": [
-            {"name": name, "mean": float(x[:, j].mean()), "std": float(x[:, j].std()), "min": float(x[:, j].min()), "max": float(x[:, j].max())}
+            {
+                "name": name,
+                "mean": float(x[:, j].mean()),
+                "std": float(x[:, j].std()),
+                "min": float(x[:, j].min()),
+                "max": float(x[:, j].max()),
+            }
             for j, name in enumerate(ds.feature_names[:50])
         ],
     }
@@ -94,7 +100,13 @@ async def upload_dataset(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    row = DatasetRow(id=dataset_id, name=name or shown, path=str(final.relative_to(settings.data_dir)), target=target, summary=summary)
+    row = DatasetRow(
+        id=dataset_id,
+        name=name or shown,
+        path=str(final.relative_to(settings.data_dir)),
+        target=target,
+        summary=summary,
+    )
 
     def insert():
         with db.session() as s:

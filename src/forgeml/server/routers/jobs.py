@@ -49,7 +49,13 @@ def _task_of(db, body: JobCreate) -> tuple[list[int], int]:
     row = db.get(DatasetRow, body.dataset)
     if row is None:
         raise RequestValidationError(
-            [{"loc": ["body", "dataset"], "msg": f"no dataset {body.dataset!r}: use 'mnist', 'spam' or an uploaded dataset's id", "type": "value_error"}]
+            [
+                {
+                    "loc": ["body", "dataset"],
+                    "msg": f"no dataset {body.dataset!r}: use 'mnist', 'spam' or an uploaded dataset's id",
+                    "type": "value_error",
+                }
+            ]
         )
     return [row.summary["features"]], row.summary["num_classes"]
 
@@ -68,7 +74,13 @@ def _check_model(db, body: JobCreate) -> None:
         ) from None
     if body.dataset == "spam" and body.model.layers[0].type not in ("Embedding", "EmbeddingLayer"):
         raise RequestValidationError(
-            [{"loc": ["body", "model", "layers", 0], "msg": "a text dataset needs an Embedding first layer", "type": "value_error"}]
+            [
+                {
+                    "loc": ["body", "model", "layers", 0],
+                    "msg": "a text dataset needs an Embedding first layer",
+                    "type": "value_error",
+                }
+            ]
         )
 
 
@@ -91,7 +103,9 @@ async def create_job(request: Request, body: JobCreate) -> JobOut:
     """Start a training job from a preset (``{"preset": "mnist_mlp"}``) or a full spec."""
     db, manager = request.app.state.db, request.app.state.jobs
     await run_in_threadpool(_check_model, db, body)
-    job = JobRow(id=new_id("job"), name=body.name, state="queued", request=body.model_dump(mode="json"), epochs=body.epochs)
+    job = JobRow(
+        id=new_id("job"), name=body.name, state="queued", request=body.model_dump(mode="json"), epochs=body.epochs
+    )
 
     def insert():
         with db.session() as s:
@@ -106,7 +120,9 @@ async def create_job(request: Request, body: JobCreate) -> JobOut:
 async def list_jobs(request: Request, limit: int = 100) -> list[JobOut]:
     """The latest jobs, newest first."""
     db = request.app.state.db
-    rows = await run_in_threadpool(db.all, select(JobRow).order_by(JobRow.created.desc()).limit(max(1, min(limit, 1000))))
+    rows = await run_in_threadpool(
+        db.all, select(JobRow).order_by(JobRow.created.desc()).limit(max(1, min(limit, 1000)))
+    )
     return [job_out(j) for j in rows]
 
 
@@ -148,9 +164,17 @@ async def resume_job(request: Request, job_id: str) -> JobOut:
 def _new_rows(db, job_id: str, after_epoch: int, after_event: int):
     with db.session() as s:
         job = s.get(JobRow, job_id)
-        epochs = list(s.scalars(select(EpochRow).where(EpochRow.job_id == job_id, EpochRow.id > after_epoch).order_by(EpochRow.id)))
+        epochs = list(
+            s.scalars(
+                select(EpochRow).where(EpochRow.job_id == job_id, EpochRow.id > after_epoch).order_by(EpochRow.id)
+            )
+        )
         events = list(
-            s.scalars(select(AIEventRow).where(AIEventRow.job_id == job_id, AIEventRow.id > after_event).order_by(AIEventRow.id))
+            s.scalars(
+                select(AIEventRow)
+                .where(AIEventRow.job_id == job_id, AIEventRow.id > after_event)
+                .order_by(AIEventRow.id)
+            )
         )
         return job, epochs, events
 

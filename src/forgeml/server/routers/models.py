@@ -28,8 +28,15 @@ def model_out(row: ModelRow, job: JobRow | None = None) -> ModelOut:
             "finished": job.finished,
         }
     return ModelOut(
-        id=row.id, name=row.name, job_id=row.job_id, kind=row.kind, spec=row.spec, metrics=row.metrics,
-        classes=row.extras.get("classes"), created=row.created, lineage=lineage,
+        id=row.id,
+        name=row.name,
+        job_id=row.job_id,
+        kind=row.kind,
+        spec=row.spec,
+        metrics=row.metrics,
+        classes=row.extras.get("classes"),
+        created=row.created,
+        lineage=lineage,
     )
 
 

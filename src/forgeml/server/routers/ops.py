@@ -37,7 +37,9 @@ async def readyz(request: Request):
         checks["database"] = f"error: {type(exc).__name__}"
     checks["jobs"] = "ok" if state.jobs is not None and state.jobs.accepting else "stopped"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics")
