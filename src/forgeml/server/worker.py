@@ -176,12 +176,9 @@ def _run(job_id: str, db, data_dir: Path) -> str:
             if os.getppid() != server_pid:  # the server died: stop rather than write behind the next one's back
                 raise SystemExit("the server process is gone")
             trainer.save_checkpoint(checkpoint)
-            events = getattr(trainer, "events", [])
             with db.session() as s:
                 s.add(EpochRow(job_id=job_id, epoch=metrics.epoch, metrics=_clean(metrics.as_dict())))
-                for event in events[self.events_saved :]:
-                    s.add(AIEventRow(job_id=job_id, epoch=event.epoch, event=_clean(event.model_dump(mode="json"))))
-                self.events_saved = len(events)
+                self.save_events(trainer, s)
                 row = s.get(JobRow, job_id)
                 row.epochs_done = metrics.epoch
                 row.checkpoint = str(checkpoint.relative_to(data_dir))
@@ -189,6 +186,13 @@ def _run(job_id: str, db, data_dir: Path) -> str:
                     row.best_val_accuracy = max(row.best_val_accuracy or 0.0, metrics.val_accuracy)
                 if row.cancel_requested:
                     trainer.stop_training = True
+
+        def save_events(self, trainer, session) -> None:
+            """AI events not stored yet (advice that arrived after the last epoch is stored when training ends)."""
+            events = getattr(trainer, "events", [])
+            for event in events[self.events_saved :]:
+                session.add(AIEventRow(job_id=job_id, epoch=event.epoch, event=_clean(event.model_dump(mode="json"))))
+            self.events_saved = len(events)
 
     persist = Persist()
     if request.ai is not None:
@@ -209,6 +213,7 @@ def _run(job_id: str, db, data_dir: Path) -> str:
             trainer.fit(train_loader, test_loader, epochs=remaining)
 
     with db.session() as s:
+        persist.save_events(trainer, s)
         row = s.get(JobRow, job_id)
         cancelled = row.cancel_requested and trainer.epoch < request.epochs
     if cancelled:
