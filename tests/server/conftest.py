@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -75,6 +76,42 @@ def wait_for_job(client, job_id: str, timeout: float = 120.0, states=TERMINAL) -
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not reach {states} in {timeout}s: {job}")
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]  # field 22, starttime: tells a reused pid apart
+
+
+def child_processes(pid: int) -> dict[int, str]:
+    """The processes whose parent is ``pid``, with their start times (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found[int(entry.name)] = fields[19]
+    return found
+
+
+def end_processes(processes: dict[int, str], timeout: float = 15.0) -> list[int]:
+    """Wait up to ``timeout`` s for ``processes`` to end by themselves; SIGKILL and return those that did not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [pid for pid, started in processes.items() if _start_time(pid) == started]
+        if not alive:
+            return []
+        time.sleep(0.2)
+    for pid in alive:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return alive
 
 
 class LiveServer:

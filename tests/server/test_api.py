@@ -301,6 +301,8 @@ def test_csv_upload_summary_and_a_tabular_job(api):
         ("a,b,label\n1,2,x\n3,4,y\n", "missing", "no target column 'missing'"),
         ("a,b,label\n1,2,0.5\n3,4,1.5\n", "label", "class labels"),
         ("a,label\n1,x\n", "label", "at least 2 rows"),
+        ("a,b,label\n1,2,x\n3,nan,y\n", "label", "column 'b' has a missing or non-finite value in data row 2"),
+        ("a,b,label\n1,inf,x\n3,4,y\n", "label", "column 'b' has a missing or non-finite value in data row 1"),
     ],
 )
 def test_csv_upload_rejects_bad_files_naming_the_problem(api, csv, target, fragment):
@@ -587,9 +589,11 @@ def test_settings_from_environment():
         "FORGEML_WORKERS": "3",
         "FORGEML_API_KEY": "abc",
         "FORGEML_DATABASE_URL": "postgresql+psycopg://u@h/db",
+        "FORGEML_WORKER_NICE": "5",
     }
     settings = ServerSettings.from_env(env, host="127.0.0.2")
     assert settings.port == 5123 and settings.workers == 3 and settings.host == "127.0.0.2"
+    assert settings.worker_nice == 5 and ServerSettings().worker_nice == 10
     assert settings.db_url == "postgresql+psycopg://u@h/db" and "abc" not in repr(settings)
     with pytest.raises(ValueError, match="workers"):
         ServerSettings.from_env({"FORGEML_WORKERS": "0"})

@@ -27,6 +27,11 @@ class ResponseCache:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
         self._lock = threading.Lock()
+        if path is not None:
+            # callers run on an event loop: a write must not wait for an fsync (WAL with NORMAL syncs at
+            # checkpoints only; a crash can lose the last cached answers, never corrupt the file)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock, self._db:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, task TEXT, created REAL, expires REAL, value TEXT)"

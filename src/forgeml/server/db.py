@@ -9,6 +9,7 @@ hold a secret.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from contextlib import contextmanager
@@ -24,6 +25,22 @@ JOB_STATES = ("queued", "running", "completed", "failed", "cancelled", "interrup
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def _finite(value):
+    """Non-finite floats as the strings the API uses ("NaN", "Infinity", "-Infinity"), at any depth."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_dumps(obj) -> str:
+    """Strict JSON for JSON columns: PostgreSQL's ``json`` type rejects the bare NaN and Infinity tokens."""
+    return json.dumps(_finite(obj), default=str, allow_nan=False)
 
 
 class Base(DeclarativeBase):
@@ -99,7 +116,7 @@ class Database:
     """An engine and a session factory; ``create_all`` makes the tables (idempotent)."""
 
     def __init__(self, url: str) -> None:
-        kwargs: dict = {"json_serializer": lambda obj: json.dumps(obj, default=str, allow_nan=True)}
+        kwargs: dict = {"json_serializer": _json_dumps}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.url = url

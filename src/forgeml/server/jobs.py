@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -27,10 +29,11 @@ TERMINAL = ("completed", "failed", "cancelled", "interrupted")
 
 
 class JobManager:
-    def __init__(self, db: Database, data_dir: Path, workers: int) -> None:
+    def __init__(self, db: Database, data_dir: Path, workers: int, nice: int = 0) -> None:
         self.db = db
         self.data_dir = Path(data_dir)
         self.workers = workers
+        self.nice = nice
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[str, Future] = {}
         self.accepting = False
@@ -51,7 +54,12 @@ class JobManager:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.nice,),
+            )
         return self._pool
 
     def shutdown(self) -> None:
@@ -121,3 +129,19 @@ class JobManager:
 
     def running(self) -> int:
         return sum(1 for f in self._futures.values() if f.running())
+
+
+def _init_worker(nice: int) -> None:
+    """Run in each worker process as it starts: training yields the CPU to the server's requests, and the
+    worker ends itself when the server process is gone (killed), instead of idling on as an orphan."""
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)
+    server_pid = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != server_pid:
+                os._exit(1)  # stores are atomic: an epoch's rows commit whole, checkpoints are renamed into place
+
+    threading.Thread(target=watch, name="forgeml-server-watch", daemon=True).start()

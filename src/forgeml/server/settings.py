@@ -27,6 +27,12 @@ class ServerSettings(BaseModel):
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     ai_rate_limit: int = Field(default=60, ge=1, description="requests per minute per client on /v1/ai/*")
     max_predict_batch: int = Field(default=1024, ge=1)
+    worker_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="scheduling niceness of training workers: the API and predictions stay responsive while jobs run",
+    )
 
     @property
     def db_url(self) -> str:
@@ -69,6 +75,7 @@ class ServerSettings(BaseModel):
             ("FORGEML_MAX_BODY_BYTES", "max_body_bytes"),
             ("FORGEML_MAX_UPLOAD_BYTES", "max_upload_bytes"),
             ("FORGEML_AI_RATE_LIMIT", "ai_rate_limit"),
+            ("FORGEML_WORKER_NICE", "worker_nice"),
         ):
             if env.get(var):
                 values[field] = int(env[var])

@@ -41,6 +41,13 @@ def summarise(path: Path, target: str, shown_name: str) -> dict:
     if len(classes) > MAX_CLASSES:
         raise ValueError(f"{shown_name}: {len(classes)} classes is more than the {MAX_CLASSES} supported")
     x = np.asarray(ds.data, dtype=np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{shown_name}: column {ds.feature_names[column]!r} has a missing or non-finite value in data row "
+            f"{row + 1} ({int(bad.sum())} such values in all); fill or drop them before uploading"
+        )
     counts = np.bincount(y.astype(np.int64), minlength=len(classes))
     return {
         "rows": len(ds),
@@ -102,7 +109,7 @@ async def upload_dataset(
             os.unlink(tmp)
     row = DatasetRow(
         id=dataset_id,
-        name=name or shown,
+        name=(name or shown)[:200],
         path=str(final.relative_to(settings.data_dir)),
         target=target,
         summary=summary,

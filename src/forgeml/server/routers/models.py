@@ -75,11 +75,16 @@ async def predict(request: Request, model_id: str, body: PredictRequest) -> Pred
         raise HTTPException(422, f"inputs: at most {settings.max_predict_batch} per request, got {len(body.inputs)}")
 
     def run():
-        predictor = cache.get(_get(db, model_id))
+        predictor = cache.cached(model_id) or cache.get(_get(db, model_id))
         return predictor.predict(body.inputs)
 
     try:
-        classes, predictions, probabilities = await run_in_threadpool(run)
+        loaded = cache.cached(model_id)
+        if loaded is not None and loaded.is_cheap(len(body.inputs)):
+            # a few rows through a small loaded model cost less than the hop to a worker thread
+            classes, predictions, probabilities = loaded.predict(body.inputs)
+        else:  # loading a model, big batches and tokenising text go to the thread pool
+            classes, predictions, probabilities = await run_in_threadpool(run)
     except InputError as exc:
         raise HTTPException(422, f"inputs: {exc}") from None
     return PredictResponse(model_id=model_id, classes=classes, predictions=predictions, probabilities=probabilities)
