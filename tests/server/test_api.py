@@ -91,6 +91,14 @@ def test_ai_enhanced_job_records_ai_events(api):
     assert {e["provider"] for e in detail["events"]} == {"local"}
     assert all(e["epoch"] >= 0 and e["kind"] for e in detail["events"])
     assert "provider_usage" in detail["summary"]
+    # the calls the job's worker made reach /metrics through the database
+    job_calls = [
+        line for line in api.get("/metrics").text.splitlines() if line.startswith("forgeml_job_ai_calls_total")
+    ]
+    made = sum(float(line.rsplit(" ", 1)[1]) for line in job_calls if 'outcome="ok"' in line)
+    assert 'provider="local",task="analysis"' in "".join(job_calls)
+    assert made == detail["summary"]["provider_usage"]["local"]["calls"]
+    assert 'forgeml_job_ai_cost_usd_total{provider="local"} 0.0' in api.get("/metrics").text
 
 
 def test_cancel_then_resume_finishes_from_the_checkpoint(api):
@@ -581,6 +589,14 @@ def test_non_loopback_without_a_key_refuses_to_start():
     ServerSettings(host="0.0.0.0", api_key="k" * 32).check_exposure()
     ServerSettings(host="127.0.0.1").check_exposure()
     ServerSettings(host="::1").check_exposure()
+
+
+def test_ai_call_outcomes_become_bounded_metric_labels():
+    from forgeml.server.observability import outcome_label
+
+    assert outcome_label("ok") == "ok" and outcome_label("cache hit") == "cache hit"
+    assert outcome_label("error: ProviderUnavailable: connection failed: [Errno 111]") == "error: ProviderUnavailable"
+    assert outcome_label("invalid output: 3 validation errors for AnalysisDraft ...") == "invalid output"
 
 
 def test_settings_from_environment():

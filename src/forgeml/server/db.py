@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-__all__ = ["AIEventRow", "Base", "Database", "DatasetRow", "EpochRow", "JobRow", "ModelRow", "new_id"]
+__all__ = ["AICallRow", "AIEventRow", "Base", "Database", "DatasetRow", "EpochRow", "JobRow", "ModelRow", "new_id"]
 
 JOB_STATES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
 
@@ -84,6 +84,23 @@ class AIEventRow(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
     epoch: Mapped[int] = mapped_column(Integer)
     event: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class AICallRow(Base):
+    """One AI provider call made by a training job's worker (provider, task, outcome, usage; never a prompt
+    or a key), so that ``/metrics`` counts the calls jobs make as well as the API's own."""
+
+    __tablename__ = "ai_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    task: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(64))  # observability.outcome_label: bounded, no free text
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     created: Mapped[float] = mapped_column(Float, default=time.time)
 
 

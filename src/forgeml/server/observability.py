@@ -50,6 +50,15 @@ def configure_logging(level: str = "INFO", stream=None) -> None:
     logger.propagate = False
 
 
+def outcome_label(outcome: str) -> str:
+    """A bounded label for an AI call's audit outcome: ``ok``, ``cache hit``, ``invalid output`` or
+    ``error: <ErrorType>``, without the free-text detail (which would make one series per message)."""
+    head, _, rest = outcome.partition(": ")
+    if head == "error" and rest:
+        return f"error: {rest.partition(':')[0].strip()[:40]}"
+    return head[:40]
+
+
 class Metrics:
     """The platform's Prometheus series."""
 
@@ -80,16 +89,51 @@ class Metrics:
             "forgeml_ai_tokens", "AI tokens by provider and direction", ["provider", "direction"], registry=r
         )
         self.ai_cost = Counter("forgeml_ai_cost_usd", "AI spend in US dollars by provider", ["provider"], registry=r)
+        self.job_ai = JobAICollector()
+        r.register(self.job_ai)
 
     def record_ai_call(self, record) -> None:
         """A listener for the orchestrator's audit records."""
-        self.ai_calls.labels(record.provider, record.task, record.outcome).inc()
+        self.ai_calls.labels(record.provider, record.task, outcome_label(record.outcome)).inc()
         if record.input_tokens:
             self.ai_tokens.labels(record.provider, "input").inc(record.input_tokens)
         if record.output_tokens:
             self.ai_tokens.labels(record.provider, "output").inc(record.output_tokens)
         if record.cost_usd:
             self.ai_cost.labels(record.provider).inc(record.cost_usd)
+
+
+class JobAICollector:
+    """The AI calls training jobs made (in their worker processes, stored in the database), as counters:
+    ``forgeml_job_ai_calls_total``, ``forgeml_job_ai_tokens_total`` and ``forgeml_job_ai_cost_usd_total``.
+    ``update`` is given fresh totals from the database before each scrape."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, int]] = []  # (provider, task, outcome, count)
+        self.usage: list[tuple[str, int, int, float]] = []  # (provider, input tokens, output tokens, cost)
+
+    def update(self, calls, usage) -> None:
+        self.calls, self.usage = list(calls), list(usage)
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        calls = CounterMetricFamily(
+            "forgeml_job_ai_calls", "AI provider calls made by training jobs", labels=["provider", "task", "outcome"]
+        )
+        for provider, task, outcome, count in self.calls:
+            calls.add_metric([provider, task, outcome], count)
+        tokens = CounterMetricFamily(
+            "forgeml_job_ai_tokens", "AI tokens used by training jobs", labels=["provider", "direction"]
+        )
+        cost = CounterMetricFamily(
+            "forgeml_job_ai_cost_usd", "AI spend of training jobs in US dollars", labels=["provider"]
+        )
+        for provider, input_tokens, output_tokens, dollars in self.usage:
+            tokens.add_metric([provider, "input"], input_tokens)
+            tokens.add_metric([provider, "output"], output_tokens)
+            cost.add_metric([provider], dollars)
+        yield from (calls, tokens, cost)
 
 
 class ObservabilityMiddleware:

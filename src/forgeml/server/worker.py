@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -132,7 +133,8 @@ def _run(job_id: str, db, data_dir: Path) -> str:
     import forgeml as fm
     from forgeml.data import DataLoader
     from forgeml.nn import build
-    from forgeml.server.db import AIEventRow, DatasetRow, EpochRow, JobRow, ModelRow, new_id
+    from forgeml.server.db import AICallRow, AIEventRow, DatasetRow, EpochRow, JobRow, ModelRow, new_id
+    from forgeml.server.observability import outcome_label
     from forgeml.server.schemas import JobCreate
     from forgeml.training import AIEnhancedTrainer, Callback, Trainer
 
@@ -171,6 +173,13 @@ def _run(job_id: str, db, data_dir: Path) -> str:
     class Persist(Callback):
         def __init__(self) -> None:
             self.events_saved = 0
+            self.calls: list = []  # the orchestrator's audit records since the last save
+            self.calls_lock = threading.Lock()
+
+        def record_call(self, record) -> None:
+            """An orchestrator listener (runs on the trainer's event loop thread)."""
+            with self.calls_lock:
+                self.calls.append(record)
 
         def on_epoch_end(self, trainer, metrics) -> None:
             if os.getppid() != server_pid:  # the server died: stop rather than write behind the next one's back
@@ -193,10 +202,25 @@ def _run(job_id: str, db, data_dir: Path) -> str:
             for event in events[self.events_saved :]:
                 session.add(AIEventRow(job_id=job_id, epoch=event.epoch, event=_clean(event.model_dump(mode="json"))))
             self.events_saved = len(events)
+            with self.calls_lock:
+                calls, self.calls = self.calls, []
+            for c in calls:
+                session.add(
+                    AICallRow(
+                        job_id=job_id,
+                        provider=c.provider,
+                        task=c.task,
+                        outcome=outcome_label(c.outcome),
+                        input_tokens=c.input_tokens,
+                        output_tokens=c.output_tokens,
+                        cost_usd=c.cost_usd if math.isfinite(c.cost_usd) else 0.0,
+                    )
+                )
 
     persist = Persist()
     if request.ai is not None:
         trainer = AIEnhancedTrainer(model, optimizer, request.ai, batch_size=request.batch_size, callbacks=[persist])
+        trainer.orchestrator.listeners.append(persist.record_call)
     else:
         trainer = Trainer(model, optimizer, callbacks=[persist])
     if resume_from and (data_dir / resume_from).exists():

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
-from ..db import JOB_STATES
+from ..db import JOB_STATES, AICallRow
 from .jobs import count_by_state
 
 router = APIRouter(tags=["operations"])
@@ -42,12 +42,32 @@ async def readyz(request: Request):
     )
 
 
+def job_ai_totals(db):
+    """Totals of the AI calls training jobs stored: by (provider, task, outcome), and usage by provider."""
+    with db.session() as s:
+        calls = s.execute(
+            select(AICallRow.provider, AICallRow.task, AICallRow.outcome, func.count()).group_by(
+                AICallRow.provider, AICallRow.task, AICallRow.outcome
+            )
+        ).all()
+        usage = s.execute(
+            select(
+                AICallRow.provider,
+                func.sum(AICallRow.input_tokens),
+                func.sum(AICallRow.output_tokens),
+                func.sum(AICallRow.cost_usd),
+            ).group_by(AICallRow.provider)
+        ).all()
+    return [tuple(row) for row in calls], [(p, int(i or 0), int(o or 0), float(c or 0.0)) for p, i, o, c in usage]
+
+
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus text format: requests by route and status with latency histograms, jobs by state,
     AI calls by provider and outcome, tokens and cost."""
     state = request.app.state
-    counts = await run_in_threadpool(count_by_state, state.db)
+    counts, (calls, usage) = await run_in_threadpool(lambda: (count_by_state(state.db), job_ai_totals(state.db)))
     for job_state in JOB_STATES:
         state.metrics.jobs.labels(job_state).set(counts.get(job_state, 0))
+    state.metrics.job_ai.update(calls, usage)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
