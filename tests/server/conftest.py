@@ -19,6 +19,14 @@ from forgeml.server.settings import ServerSettings
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"  # screenshots and logs of the server tests (git-ignored)
 TERMINAL = ("completed", "failed", "cancelled", "interrupted")
+TINY_MLP = {  # a small digit classifier: a job on it trains in a second or two
+    "input_shape": [784],
+    "layers": [
+        {"type": "Linear", "args": {"in_features": 784, "out_features": 32}},
+        {"type": "ReLU"},
+        {"type": "Linear", "args": {"in_features": 32, "out_features": 10}},
+    ],
+}
 
 
 def free_port() -> int:
@@ -68,7 +76,7 @@ def client(make_client):
     return make_client()
 
 
-def wait_for_job(client, job_id: str, timeout: float = 120.0, states=TERMINAL) -> dict:
+def wait_for_job(client, job_id: str, timeout: float = 300.0, states=TERMINAL) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}").json()

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import math
+import os
 
 import numpy as np
 import pytest
@@ -15,24 +16,13 @@ import forgeml as fm
 from forgeml.server.app import create_app
 from forgeml.server.settings import ServerSettings
 
-from .conftest import wait_for_job
-
-TINY_MLP = {
-    "input_shape": [784],
-    "layers": [
-        {"type": "Linear", "args": {"in_features": 784, "out_features": 32}},
-        {"type": "ReLU"},
-        {"type": "Linear", "args": {"in_features": 32, "out_features": 10}},
-    ],
-}
+from .conftest import TINY_MLP, wait_for_job
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     """One app for the module (its worker pool is spawned once), offline: no AI key reaches it."""
     with pytest.MonkeyPatch.context() as mp:
-        import os
-
         for key in list(os.environ):
             if key.endswith("_API_KEY") or key.startswith("FORGEML_"):
                 mp.delenv(key)
@@ -58,6 +48,14 @@ def test_jobs_lifecycle_and_persisted_history(api, mnist_model):
     listed = api.get("/v1/jobs").json()
     assert mnist_model["job"]["id"] in [j["id"] for j in listed]
     assert all("history" not in j or j["history"] is None for j in listed)
+
+
+def test_presets_are_listed_with_their_defaults(api):
+    presets = api.get("/v1/jobs/presets").json()
+    assert set(presets) == {"mnist_mlp", "mnist_ai_enhanced", "spam_transformer"}
+    assert presets["mnist_mlp"]["ai"] is None and presets["mnist_ai_enhanced"]["ai"]["synthetic_data_ratio"] == 0.3
+    assert presets["spam_transformer"]["dataset"] == "spam" and presets["mnist_mlp"]["description"]
+    assert presets["mnist_mlp"]["model"]["layers"][0]["args"] == {"in_features": 784, "out_features": 512}
 
 
 def test_job_from_a_full_spec_with_overrides(api):
@@ -476,8 +474,6 @@ def test_ai_routes_are_rate_limited_with_retry_after(make_client):
 def test_api_key_guards_every_v1_route_and_never_leaks(make_client, tmp_path, caplog):
     secret = "fk-super-secret-key-0123456789"
     provider_secret = "sk-provider-secret-abcdef"
-    import os
-
     os.environ["OPENAI_API_KEY"] = provider_secret
     try:
         client = make_client(api_key=secret)
@@ -597,6 +593,23 @@ def test_ai_call_outcomes_become_bounded_metric_labels():
     assert outcome_label("ok") == "ok" and outcome_label("cache hit") == "cache hit"
     assert outcome_label("error: ProviderUnavailable: connection failed: [Errno 111]") == "error: ProviderUnavailable"
     assert outcome_label("invalid output: 3 validation errors for AnalysisDraft ...") == "invalid output"
+
+
+def test_training_workers_are_limited_to_their_share_of_blas_threads():
+    import subprocess
+    import sys
+
+    cores = os.cpu_count() or 1
+    assert ServerSettings(workers=2).blas_threads_per_worker == max(1, (cores - 1) // 2)
+    assert ServerSettings(workers=1, worker_threads=3).blas_threads_per_worker == 3
+    script = (
+        "import numpy, threadpoolctl\n"
+        "from forgeml.server.jobs import _init_worker\n"
+        "_init_worker(0, 1)\n"
+        "print([p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas'])"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[1]", out
 
 
 def test_settings_from_environment():

@@ -17,17 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from .conftest import OUTPUT, LiveServer, child_processes, end_processes, wait_for_job
+from .conftest import OUTPUT, TINY_MLP, LiveServer, child_processes, end_processes, wait_for_job
 from .pg import PostgresCluster
 
-TINY_MLP = {
-    "input_shape": [784],
-    "layers": [
-        {"type": "Linear", "args": {"in_features": 784, "out_features": 32}},
-        {"type": "ReLU"},
-        {"type": "Linear", "args": {"in_features": 32, "out_features": 10}},
-    ],
-}
 FAST = {"optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 256}
 
 

@@ -43,7 +43,13 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         state = app.state
         state.db = Database(settings.db_url)
-        state.jobs = JobManager(state.db, settings.data_dir, settings.workers, nice=settings.worker_nice)
+        state.jobs = JobManager(
+            state.db,
+            settings.data_dir,
+            settings.workers,
+            nice=settings.worker_nice,
+            threads=settings.blas_threads_per_worker,
+        )
         interrupted = state.jobs.start()
         state.predictors = PredictorCache(settings.data_dir)
         own_orchestrator = orchestrator is None

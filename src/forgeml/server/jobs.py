@@ -29,11 +29,11 @@ TERMINAL = ("completed", "failed", "cancelled", "interrupted")
 
 
 class JobManager:
-    def __init__(self, db: Database, data_dir: Path, workers: int, nice: int = 0) -> None:
+    def __init__(self, db: Database, data_dir: Path, workers: int, nice: int = 0, threads: int | None = None) -> None:
         self.db = db
         self.data_dir = Path(data_dir)
         self.workers = workers
-        self.nice = nice
+        self.nice, self.threads = nice, threads
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[str, Future] = {}
         self.accepting = False
@@ -58,7 +58,7 @@ class JobManager:
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.nice,),
+                initargs=(self.nice, self.threads),
             )
         return self._pool
 
@@ -131,11 +131,17 @@ class JobManager:
         return sum(1 for f in self._futures.values() if f.running())
 
 
-def _init_worker(nice: int) -> None:
-    """Run in each worker process as it starts: training yields the CPU to the server's requests, and the
-    worker ends itself when the server process is gone (killed), instead of idling on as an orphan."""
+def _init_worker(nice: int, threads: int | None) -> None:
+    """Run in each worker process as it starts: training yields the CPU to the server's requests and uses
+    ``threads`` BLAS threads (OpenBLAS threads spin while they wait for each other, so more threads than
+    free cores, at a lower priority, slow an epoch down many times over), and the worker ends itself
+    when the server process is gone (killed) instead of idling on as an orphan."""
     if nice and hasattr(os, "nice"):
         os.nice(nice)
+    if threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads, user_api="blas")
     server_pid = os.getppid()
 
     def watch() -> None:

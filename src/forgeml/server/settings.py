@@ -34,6 +34,18 @@ class ServerSettings(BaseModel):
         description="scheduling niceness of training workers: the API and predictions stay responsive while jobs run",
     )
 
+    worker_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="BLAS threads per training worker; default: the cores left after one for the server, shared "
+        "among the workers (at least 1)",
+    )
+
+    @property
+    def blas_threads_per_worker(self) -> int:
+        return self.worker_threads or max(1, ((os.cpu_count() or 1) - 1) // self.workers)
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'forgeml.sqlite').resolve()}"
@@ -76,6 +88,7 @@ class ServerSettings(BaseModel):
             ("FORGEML_MAX_UPLOAD_BYTES", "max_upload_bytes"),
             ("FORGEML_AI_RATE_LIMIT", "ai_rate_limit"),
             ("FORGEML_WORKER_NICE", "worker_nice"),
+            ("FORGEML_WORKER_THREADS", "worker_threads"),
         ):
             if env.get(var):
                 values[field] = int(env[var])

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func
 
 from ..db import AIEventRow, DatasetRow, EpochRow, JobRow, new_id, select
-from ..schemas import JobCreate, JobOut
+from ..schemas import JobCreate, JobOut, preset_catalogue
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -131,6 +131,12 @@ def _detail(db, job_id: str) -> JobOut:
     history = [r.metrics for r in db.all(select(EpochRow).where(EpochRow.job_id == job_id).order_by(EpochRow.id))]
     events = [r.event for r in db.all(select(AIEventRow).where(AIEventRow.job_id == job_id).order_by(AIEventRow.id))]
     return job_out(job, detail=True, history=history, events=events)
+
+
+@router.get("/presets")
+async def presets() -> dict:
+    """The presets a job can start from with one field, with their defaults (each can be overridden)."""
+    return preset_catalogue()
 
 
 @router.get("/{job_id}", response_model=JobOut)
