@@ -187,8 +187,7 @@ def test_dataset_upload_list_and_training_round_trip(app_client, pg_db, tmp_path
 
 
 def test_non_finite_numbers_in_json_columns_round_trip(app_client, pg_db):
-    from forgeml.server.db import Database, EpochRow, JobRow, select
-    from forgeml.server.worker import _clean
+    from forgeml.server.db import Database, EpochRow, JobRow, json_safe, select
 
     nan, inf = float("nan"), float("inf")
     metrics = {"epoch": 1, "train_loss": nan, "val_loss": inf, "grad_norm": -inf, "history": [1.5, nan, (inf, 2)]}
@@ -200,7 +199,7 @@ def test_non_finite_numbers_in_json_columns_round_trip(app_client, pg_db):
         with db.session() as s:
             s.add(JobRow(id="job_nonfinite", name="diverged", state="failed", request=request, epochs=2))
             s.flush()
-            s.add(EpochRow(job_id="job_nonfinite", epoch=1, metrics=_clean(metrics)))  # as the worker writes them
+            s.add(EpochRow(job_id="job_nonfinite", epoch=1, metrics=json_safe(metrics)))  # cleaned before
             s.add(EpochRow(job_id="job_nonfinite", epoch=2, metrics=metrics))  # not cleaned: still valid JSON
             job = s.get(JobRow, "job_nonfinite")
             job.best_val_accuracy, job.summary = nan, {"final_test": {"loss": inf, "accuracy": 0.1}}

@@ -27,20 +27,21 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
-def _finite(value):
-    """Non-finite floats as the strings the API uses ("NaN", "Infinity", "-Infinity"), at any depth."""
+def json_safe(value):
+    """Non-finite floats as the strings the API uses ("NaN", "Infinity", "-Infinity"), at any depth.
+    Every JSON column is written through it, so metrics with a NaN loss store on PostgreSQL too."""
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def _json_dumps(obj) -> str:
     """Strict JSON for JSON columns: PostgreSQL's ``json`` type rejects the bare NaN and Infinity tokens."""
-    return json.dumps(_finite(obj), default=str, allow_nan=False)
+    return json.dumps(json_safe(obj), default=str, allow_nan=False)
 
 
 class Base(DeclarativeBase):

@@ -98,17 +98,6 @@ def _optimizer(spec, params):
     return cls[spec.name](params, **kwargs)
 
 
-def _clean(value):
-    """JSON-safe: non-finite floats become strings, as the API returns them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def run_job(job_id: str, db_url: str, data_dir: str) -> str:
     """Train job ``job_id`` to completion (or cancellation); returns its final state. Never raises."""
     from forgeml.server.db import Database, JobRow
@@ -186,7 +175,7 @@ def _run(job_id: str, db, data_dir: Path) -> str:
                 os._exit(1)  # the pool's watchdog would end this process within a second anyway
             trainer.save_checkpoint(checkpoint)
             with db.session() as s:
-                s.add(EpochRow(job_id=job_id, epoch=metrics.epoch, metrics=_clean(metrics.as_dict())))
+                s.add(EpochRow(job_id=job_id, epoch=metrics.epoch, metrics=metrics.as_dict()))
                 self.save_events(trainer, s)
                 row = s.get(JobRow, job_id)
                 row.epochs_done = metrics.epoch
@@ -200,7 +189,7 @@ def _run(job_id: str, db, data_dir: Path) -> str:
             """AI events not stored yet (advice that arrived after the last epoch is stored when training ends)."""
             events = getattr(trainer, "events", [])
             for event in events[self.events_saved :]:
-                session.add(AIEventRow(job_id=job_id, epoch=event.epoch, event=_clean(event.model_dump(mode="json"))))
+                session.add(AIEventRow(job_id=job_id, epoch=event.epoch, event=event.model_dump(mode="json")))
             self.events_saved = len(events)
             with self.calls_lock:
                 calls, self.calls = self.calls, []
@@ -232,7 +221,7 @@ def _run(job_id: str, db, data_dir: Path) -> str:
     if remaining > 0:
         if request.ai is not None:
             metrics = trainer.fit(train_loader, test_loader, epochs=remaining)
-            summary = _clean(metrics.model_dump(mode="json", exclude={"history", "events"}))
+            summary = metrics.model_dump(mode="json", exclude={"history", "events"})
         else:
             trainer.fit(train_loader, test_loader, epochs=remaining)
 
@@ -265,14 +254,12 @@ def _run(job_id: str, db, data_dir: Path) -> str:
                 job_id=job_id,
                 kind=extras["input"],
                 spec=spec.model_dump(mode="json"),
-                metrics=_clean(
-                    {"test_loss": final["loss"], "test_accuracy": final["accuracy"], "epochs": trainer.epoch}
-                ),
+                metrics={"test_loss": final["loss"], "test_accuracy": final["accuracy"], "epochs": trainer.epoch},
                 weights=str(weights.relative_to(data_dir)),
-                extras=_clean(model_extras),
+                extras=model_extras,
             )
         )
         row = s.get(JobRow, job_id)
         row.state, row.finished, row.model_id = "completed", time.time(), model_id
-        row.summary = summary or {"final_test": _clean(final)}
+        row.summary = summary or {"final_test": final}
     return "completed"
