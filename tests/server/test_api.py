@@ -58,6 +58,17 @@ def test_presets_are_listed_with_their_defaults(api):
     assert presets["mnist_mlp"]["model"]["layers"][0]["args"] == {"in_features": 784, "out_features": 512}
 
 
+def test_an_explicit_null_turns_a_presets_ai_guidance_off(api):
+    guided = api.post("/v1/jobs", json={"preset": "mnist_ai_enhanced", "epochs": 1}).json()
+    plain = api.post("/v1/jobs", json={"preset": "mnist_ai_enhanced", "epochs": 1, "ai": None}).json()
+    assert guided["ai_enabled"] and not plain["ai_enabled"]
+    request = api.get(f"/v1/jobs/{plain['id']}").json()["request"]
+    assert request["ai"] is None and request["optimizer"]["lr"] == 0.001
+    for job in (guided, plain):
+        assert api.post(f"/v1/jobs/{job['id']}/cancel").status_code in (200, 409)
+        wait_for_job(api, job["id"])
+
+
 def test_job_from_a_full_spec_with_overrides(api):
     body = {
         "model": TINY_MLP,

@@ -175,6 +175,9 @@ def test_start_a_job_and_watch_it_live(server, tab):
     page.select_option("#preset", "mnist_ai_enhanced")
     expect(page.locator("#ai-enabled")).to_be_checked()
     expect(page.locator("#epochs")).to_have_attribute("placeholder", "10")
+    page.uncheck("#ai-enabled")  # a preset's AI guidance can be turned off: the request says "ai": null
+    assert page.evaluate("async () => (await import('/static/js/jobs.js')).jobRequest().ai") is None
+    page.check("#ai-enabled")
     page.fill("#job-name", "digits with AI guidance")
     page.fill("#epochs", "3")
     page.fill("#ai-guidance", "1")

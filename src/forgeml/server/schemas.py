@@ -117,7 +117,8 @@ class JobCreate(BaseModel):
     def _apply_preset(cls, values):
         if isinstance(values, dict) and values.get("preset") in PRESETS:
             merged = dict(PRESETS[values["preset"]])
-            merged.update({k: v for k, v in values.items() if v is not None})
+            # a null field takes the preset's value, except "ai": null, which turns a preset's AI guidance off
+            merged.update({k: v for k, v in values.items() if v is not None or k == "ai"})
             return merged
         return values
 

@@ -143,9 +143,8 @@ function onPresetChange() {
   $("#optimizer").options[0].textContent = `preset (${p.optimizer.name})`;
   const aiBox = $("#ai-enabled");
   aiBox.checked = Boolean(p.ai);
-  aiBox.disabled = Boolean(p.ai);
   $("#ai-hint").textContent = p.ai
-    ? "This preset always trains with AI guidance; the settings below replace its defaults."
+    ? "This preset trains with AI guidance; the settings below replace its defaults (untick to train without)."
     : "AI services analyse the run between epochs and recommend changes; without API keys the offline advisor answers.";
   setAIFields(p.ai, effectiveDataset());
   syncAIEnabled();
@@ -224,6 +223,8 @@ export function jobRequest() {
     };
     for (const box of $$("#ai-providers input")) ai[`${box.value}_enabled`] = box.checked;
     body.ai = ai;
+  } else if (p.ai) {
+    body.ai = null; // the preset trains with AI guidance: an explicit null turns it off
   }
   return body;
 }
