@@ -167,6 +167,34 @@ def test_predict_digits_batched(api, mnist_model):
     assert accuracy > 0.85
 
 
+def test_a_busy_model_never_blocks_the_event_loop(api, mnist_model):
+    """While another request holds the model, a small prediction waits in the thread pool, not on the loop."""
+    import threading
+
+    model_id = mnist_model["model_id"]
+    digit = {"inputs": [[0.0] * 784]}
+    assert api.post(f"/v1/models/{model_id}/predict", json=digit).status_code == 200  # loaded and cached
+    predictor = api.app.state.predictors.cached(model_id)
+    assert predictor is not None and predictor.is_cheap(1)
+    answers = []
+    with predictor._lock:  # as a big batch running in a worker thread would
+        assert predictor.predict(digit["inputs"], wait=False) is None
+        waiting = threading.Thread(
+            target=lambda: answers.append(api.post(f"/v1/models/{model_id}/predict", json=digit))
+        )
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and not answers  # the prediction waits for the model...
+        health = []
+        probe = threading.Thread(target=lambda: health.append(api.get("/healthz").status_code), daemon=True)
+        probe.start()
+        probe.join(10)
+        held_up = probe.is_alive()
+    waiting.join(30)
+    assert not held_up and health == [200], "the event loop was blocked by a prediction waiting for its model"
+    assert answers and answers[0].status_code == 200, answers
+
+
 def test_predict_matches_the_model_run_locally(api, mnist_model):
     from forgeml.nn import build
     from forgeml.server.worker import MNIST_MEAN, MNIST_STD

@@ -79,13 +79,19 @@ class Predictor:
         std = np.asarray(self.extras.get("std", 1.0), dtype=np.float32)
         return fm.from_numpy(np.ascontiguousarray((x - mean) / std, dtype=np.float32))
 
-    def predict(self, inputs) -> tuple[list[str], list[str], list[list[float]]]:
-        """``(classes, predicted class per input, probabilities per input)``."""
+    def predict(self, inputs, *, wait: bool = True) -> tuple[list[str], list[str], list[list[float]]] | None:
+        """``(classes, predicted class per input, probabilities per input)``; with ``wait=False``, None
+        instead of waiting while another request has the model (so the event loop never blocks on it)."""
         import forgeml as fm
 
         batch = self._prepare(inputs)
-        with self._lock, fm.no_grad():
-            logits = self.model(batch)
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
+            with fm.no_grad():
+                logits = self.model(batch)
+        finally:
+            self._lock.release()
         z = np.asarray(logits.numpy(), dtype=np.float64)
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)

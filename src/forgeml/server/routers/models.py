@@ -79,12 +79,13 @@ async def predict(request: Request, model_id: str, body: PredictRequest) -> Pred
         return predictor.predict(body.inputs)
 
     try:
-        loaded = cache.cached(model_id)
+        loaded, result = cache.cached(model_id), None
         if loaded is not None and loaded.is_cheap(len(body.inputs)):
             # a few rows through a small loaded model cost less than the hop to a worker thread
-            classes, predictions, probabilities = loaded.predict(body.inputs)
-        else:  # loading a model, big batches and tokenising text go to the thread pool
-            classes, predictions, probabilities = await run_in_threadpool(run)
+            result = loaded.predict(body.inputs, wait=False)
+        if result is None:  # loading a model, big batches, text, or the model busy: the thread pool waits
+            result = await run_in_threadpool(run)
+        classes, predictions, probabilities = result
     except InputError as exc:
         raise HTTPException(422, f"inputs: {exc}") from None
     return PredictResponse(model_id=model_id, classes=classes, predictions=predictions, probabilities=probabilities)
