@@ -9,12 +9,15 @@
 """
 
 from . import (
+    amp,
     autograd,
+    cuda,
     data,
     nn,
     optim,
 )
 from ._methods import narrow, select
+from .amp import autocast
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import (
     Device,
@@ -139,6 +142,7 @@ multiply, subtract, divide, true_divide, negative = mul, sub, div, div, neg
 swapaxes = transpose
 
 float16 = half = _dtypes.float16
+bfloat16 = _dtypes.bfloat16
 float32 = float = _dtypes.float32
 float64 = double = _dtypes.float64
 uint8 = _dtypes.uint8

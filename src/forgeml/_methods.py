@@ -7,7 +7,7 @@ costs no extra call. Reflected operators (``2 - x``) swap their operands.
 from __future__ import annotations
 
 from .ops import conversion, elementwise, indexing, inplace, linalg, nn, reduce, shape
-from .ops._util import is_number, normalize_dim
+from .ops._util import is_number, no_grad_op, normalize_dim
 from .tensor import Tensor
 
 
@@ -67,15 +67,17 @@ def _invert(self):
 
 
 def _bitwise(logical, name):
+    ufunc_name = f"bitwise_{name}"
+
+    def compute(xp, a, b):
+        return getattr(xp, ufunc_name)(a, b)
+
     def method(self, other):
         a = self.data
         b = other.data if isinstance(other, Tensor) else other
         if a.dtype.kind == "b" and getattr(b, "dtype", None) is not None and b.dtype.kind == "b":
             return logical(self, other)
-        import numpy as np
-
-        fn = {"and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor}[name]
-        return Tensor._make(np.asarray(fn(a, b)), False, None)
+        return no_grad_op(compute, self, other, name=ufunc_name)
 
     return method
 
@@ -250,7 +252,7 @@ _METHODS = {
     "__gt__": _comparison(elementwise.gt),
     "__ge__": _comparison(elementwise.ge),
     "__getitem__": indexing.getitem,
-    "__setitem__": indexing.setitem,
+    "__setitem__": inplace.setitem,
     "__iadd__": _inplace_operator(inplace.add_),
     "__isub__": _inplace_operator(inplace.sub_),
     "__imul__": _inplace_operator(inplace.mul_),

@@ -27,6 +27,9 @@ def format_array(data: np.ndarray) -> str:
     if data.size == 0:
         return "[]"
     kind = data.dtype.kind
+    if data.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 has kind 'V'; print it as the float it is
+        data = data.astype(np.float32)
+        kind = "f"
     if kind == "f":
         shown = data if data.size <= 1000 else np.concatenate([data.ravel()[:3], data.ravel()[-3:]])
         fmt = _float_format(shown)

@@ -1,6 +1,7 @@
 """The ``forgeml`` command.
 
-forgeml serve [--host H] [--port P] [--data-dir DIR]   the platform: REST API and dashboard
+forgeml serve [--host H] [--port P] [--data-dir DIR] [--device auto|cpu|cuda|cuda:N]
+                                        the platform: REST API and dashboard
 forgeml ai status                       each AI provider's configuration and health (never a key)
 forgeml ai research "<question>"        research insights with citations
 forgeml ai analyze metrics.json         diagnose a training run from its per-epoch metrics
@@ -83,7 +84,9 @@ def _serve(args) -> int:
     from .server.settings import ServerSettings
 
     try:
-        settings = ServerSettings.from_env(host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers)
+        settings = ServerSettings.from_env(
+            host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers, device=args.device
+        )
     except ValueError as exc:
         print(f"forgeml: invalid server settings: {exc}", file=sys.stderr)
         return 2
@@ -104,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers", type=int, default=None, help="training jobs at once (default 2, or FORGEML_WORKERS)"
+    )
+    serve.add_argument(
+        "--device",
+        default=None,
+        help="where training jobs and predictions run: auto (a GPU when one is there, else the CPU), cpu, cuda or "
+        "cuda:N (default auto, or FORGEML_DEVICE); a device this machine lacks stops the server at start",
     )
     serve.set_defaults(run=_serve)
     ai = commands.add_parser("ai", help="the AI services").add_subparsers(dest="ai_command", required=True)

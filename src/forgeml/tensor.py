@@ -13,13 +13,13 @@ from __future__ import annotations
 import itertools
 import weakref
 
-import numpy as np
-
 from ._tensor_str import format_array
 from .autograd import engine as _engine
 from .autograd.function import AccumulateGrad, RemovableHandle, bind_tensor_class
-from .backend.device import CPU, device_of
-from .backend.dtypes import dtype_of_array, get_default_dtype
+from .backend.convert import as_array
+from .backend.device import CPU, HOST_ARRAY, as_device, device_of, is_array, to_device, to_host
+from .backend.dtypes import dtype_of_array, get_default_dtype, is_float
+from .backend.shapes import normalize_dim
 
 __all__ = ["Tensor"]
 
@@ -39,7 +39,7 @@ class _RetainGrad:
         t = self.tensor_ref()
         if t is not None:
             if t._grad is None:
-                t._grad = Tensor._make(np.array(grad.data, copy=True), False, None)
+                t._grad = Tensor._make(grad.data.copy(), False, None)
             else:
                 t._grad.data = t._grad.data + grad.data
 
@@ -89,9 +89,7 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False) -> None:
         if isinstance(data, Tensor):
             data = data.data
-        elif not (isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__")):
-            from .ops.creation import as_array
-
+        elif not is_array(data):
             data = as_array(data, get_default_dtype())
         dtype_of_array(data)  # validates the element type
         _init_slots(self, data, False, None)
@@ -150,7 +148,7 @@ class Tensor:
                     "variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach()."
                 )
             return self
-        if requires_grad and self.data.dtype.kind not in "fc":
+        if requires_grad and self.data.dtype.kind not in "fc" and not is_float(self.data.dtype):
             raise RuntimeError(
                 f"only Tensors of floating point dtype can require gradients; this tensor is {self.dtype}"
             )
@@ -247,8 +245,6 @@ class Tensor:
     def size(self, dim: int | None = None):
         if dim is None:
             return self.data.shape
-        from .ops._util import normalize_dim
-
         return self.data.shape[normalize_dim(dim, self.data.ndim)]
 
     @property
@@ -280,41 +276,42 @@ class Tensor:
 
     @property
     def device(self):
-        return CPU if type(self.data) is np.ndarray else device_of(self.data)
+        return CPU if type(self.data) is HOST_ARRAY else device_of(self.data)
 
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
     def is_floating_point(self) -> bool:
-        return self.data.dtype.kind == "f"
+        return is_float(self.data.dtype)
 
     def stride(self, dim: int | None = None):
         """Strides in elements, as PyTorch counts them (NumPy counts bytes)."""
         strides = tuple(s // self.data.itemsize for s in self.data.strides)
         if dim is None:
             return strides
-        from .ops._util import normalize_dim
-
         return strides[normalize_dim(dim, self.data.ndim)]
 
     def is_contiguous(self) -> bool:
         return bool(self.data.flags.c_contiguous)
 
     # -- conversion ---------------------------------------------------------------
-    def numpy(self, *, force: bool = False) -> np.ndarray:
+    def numpy(self, *, force: bool = False):
         """The data as a NumPy array, sharing storage (``force=True`` detaches and copies to host)."""
+        data = self.data
         if force:
-            data = self.data
-            return data.get() if hasattr(data, "get") and not isinstance(data, np.ndarray) else data.copy()
+            return data.copy() if type(data) is HOST_ARRAY else to_host(data)
         if self._requires_grad:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
-        if not isinstance(self.data, np.ndarray):
-            raise TypeError(f"can't convert {self.device} tensor to numpy; use tensor.cpu() first")
-        return self.data
+        if type(data) is not HOST_ARRAY:
+            raise TypeError(
+                f"can't convert {self.device} device type tensor to numpy. Use Tensor.cpu() to copy the tensor to "
+                "host memory first."
+            )
+        return data
 
     def __array__(self, dtype=None, copy=None):
-        data = self.data if isinstance(self.data, np.ndarray) else self.data.get()
+        data = to_host(self.data)
         if dtype is not None and data.dtype != dtype:
             return data.astype(dtype)
         return data.copy() if copy else data
@@ -362,8 +359,7 @@ class Tensor:
         return id(self)
 
     def __reduce_ex__(self, protocol):
-        data = self.data if isinstance(self.data, np.ndarray) else self.data.get()
-        return (_rebuild_tensor, (data, self._requires_grad))
+        return (_rebuild_tensor, (to_host(self.data), self._requires_grad, str(self.device)))
 
     def __deepcopy__(self, memo):
         if self.grad_fn is not None:
@@ -377,7 +373,7 @@ class Tensor:
         return t
 
     def __repr__(self) -> str:
-        data = self.data if isinstance(self.data, np.ndarray) else self.data.get()
+        data = to_host(self.data)
         body = format_array(data)
         extras = []
         if self.device.type != "cpu":
@@ -402,8 +398,8 @@ class Tensor:
         return repr(self)
 
 
-def _rebuild_tensor(data, requires_grad):
-    t = Tensor._make(data, False, None)
+def _rebuild_tensor(data, requires_grad, device="cpu"):
+    t = Tensor._make(to_device(data, as_device(device)) if device != "cpu" else data, False, None)
     if requires_grad:
         t.requires_grad_(True)
     return t

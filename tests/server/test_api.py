@@ -595,13 +595,28 @@ def test_dashboard_security_headers_and_csp(api):
 def test_health_readiness_and_metrics(api, mnist_model):
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["checks"] == {"database": "ok", "jobs": "ok"}
+    assert ready["status"] == "ready" and ready["checks"] == {"database": "ok", "jobs": "ok", "device": "ok"}
+    # FORGEML_DEVICE is unset: auto, the GPU when there is one
+    assert ready["device"] == "cpu" if not fm.cuda.is_available() else ready["device"].startswith("cuda:0")
     api.post("/v1/ai/analyze", json={"model_description": "m", "performance_metrics": {"train_loss": [1.0, 0.5]}})
     text = api.get("/metrics").text
     assert 'forgeml_jobs{state="completed"}' in text
     assert 'forgeml_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="200"}' in text
     assert 'forgeml_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/v1/ai/analyze"}' in text
     assert 'forgeml_ai_calls_total{outcome="ok",provider="local",task="analysis"}' in text
+
+
+def test_jobs_record_their_device_and_a_missing_device_fails_the_job_clearly(api, mnist_model):
+    detail = api.get(f"/v1/jobs/{mnist_model['job']['id']}").json()
+    assert detail["summary"]["device"] == ("cuda:0" if fm.cuda.is_available() else "cpu")
+    if fm.cuda.is_available():
+        pytest.skip("this machine has a GPU: a job asking for one would train")
+    job = api.post("/v1/jobs", json={"preset": "mnist_mlp", "epochs": 1, "device": "cuda", "name": "no gpu"})
+    assert job.status_code == 201, job.text
+    done = wait_for_job(api, job.json()["id"])
+    assert done["state"] == "failed" and done["model_id"] is None and done["request"]["device"] == "cuda"
+    assert "DeviceUnavailableError: device 'cuda' was asked for, but CUDA is not available" in done["error"]
+    assert api.get("/readyz").status_code == 200  # the server carries on
 
 
 def test_structured_json_access_log(api):

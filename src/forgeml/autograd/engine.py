@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
+from ..backend.convert import as_array
+from ..backend.device import device_of, ignore_float_errors, namespace_of, to_device
 from . import function as _function
 from .function import FREED_GRAPH_MESSAGE, AccumulateGrad
 from .grad_mode import state as _grad_state
@@ -35,8 +35,11 @@ def _root_grad(tensor, gradient, index: int):
                 f"grad can be implicitly created only for scalar outputs; output {index} has shape "
                 f"{list(data.shape)}: pass gradient= (a tensor of that shape)"
             )
-        return np.ones(data.shape, dtype=data.dtype) if isinstance(data, np.ndarray) else data * 0 + 1
-    g = gradient.data if isinstance(gradient, _function._tensor_cls) else np.asarray(gradient, dtype=data.dtype)
+        return namespace_of(data).ones(data.shape, dtype=data.dtype)
+    if isinstance(gradient, _function._tensor_cls):
+        g = gradient.data
+    else:
+        g = to_device(as_array(gradient, data.dtype), device_of(data))
     if g.shape != data.shape:
         raise RuntimeError(
             f"Mismatch in shape: grad_output[{index}] has a shape of {list(g.shape)} and "
@@ -89,7 +92,7 @@ def _run_hooks(hooks, g):
     for hook in list(hooks):
         result = hook(tensor_cls._make(g, False, None))
         if result is not None:
-            new = result.data if isinstance(result, tensor_cls) else np.asarray(result)
+            new = result.data if isinstance(result, tensor_cls) else namespace_of(g).asarray(result)
             if new.shape != g.shape:
                 raise RuntimeError(f"a hook returned a gradient of shape {list(new.shape)}; expected {list(g.shape)}")
             g = new
@@ -106,23 +109,28 @@ def _accumulate_leaf(variable, g) -> None:
     if current is None:
         data = variable.data
         if (
-            type(g) is np.ndarray
+            type(g) is type(data)
             and g.base is None
             and sys.getrefcount(g) <= _ENGINE_ONLY_REFS
             and g.dtype == data.dtype
             and g.shape == data.shape
-            and g.flags.writeable
+            and getattr(g.flags, "writeable", True)
         ):
             owned = g  # a fresh array nobody else can see: keep it instead of copying (as PyTorch steals)
-        elif isinstance(g, np.ndarray) or np.isscalar(g):
-            owned = np.array(g, dtype=data.dtype, copy=True)
         else:
-            owned = g.astype(data.dtype, copy=True)
-        if owned.shape != data.shape:
-            owned = np.ascontiguousarray(np.broadcast_to(owned, data.shape))
+            owned = _owned_copy(g, data)
         variable._grad = _function._tensor_cls._make(owned, False, None)
     else:
         current.data += g
+
+
+def _owned_copy(g, like):
+    """A new C-contiguous array of ``like``'s dtype and shape holding ``g`` (broadcast when smaller)."""
+    xp = namespace_of(like)
+    owned = xp.array(g, dtype=like.dtype, copy=True)
+    if owned.shape != like.shape:
+        owned = xp.ascontiguousarray(xp.broadcast_to(owned, like.shape))
+    return owned
 
 
 def run_backward(tensors, grad_tensors, retain_graph: bool, inputs=None, accumulate: bool = True):
@@ -162,7 +170,7 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, inputs=None, accumul
     prev_mode = _grad_state.enabled
     _grad_state.enabled = False  # gradient arithmetic records nothing
     # Like PyTorch, gradients through inf/nan (sqrt'(0), 1/0) propagate silently.
-    errstate = np.errstate(all="ignore")
+    errstate = ignore_float_errors()
     errstate.__enter__()
     try:
         ready = [n for n in dict.fromkeys(root_nodes) if deps.get(n, 0) == 0]
@@ -266,7 +274,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         if g is None:
             continue
         if t._grad is None:
-            t._grad = tensor_cls._make(np.array(g, dtype=t.data.dtype, copy=True), False, None)
+            t._grad = tensor_cls._make(_owned_copy(g, t.data), False, None)
         else:
             t._grad.data += g
 
@@ -305,10 +313,9 @@ def grad(
                     f"One of the differentiated Tensors (input {i}) appears to not have been used in the graph. "
                     "Set allow_unused=True if this is the desired behavior."
                 )
-            result.append(tensor_cls._make(np.zeros_like(t.data), False, None) if materialize_grads else None)
+            result.append(
+                tensor_cls._make(namespace_of(t.data).zeros_like(t.data), False, None) if materialize_grads else None
+            )
             continue
-        arr = np.array(g, dtype=t.data.dtype, copy=True)
-        if arr.shape != t.data.shape:
-            arr = np.ascontiguousarray(np.broadcast_to(arr, t.data.shape))
-        result.append(tensor_cls._make(arr, False, None))
+        result.append(tensor_cls._make(_owned_copy(g, t.data), False, None))
     return tuple(result)

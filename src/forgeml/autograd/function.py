@@ -6,21 +6,27 @@ side. ``apply`` runs ``forward``; when grad mode is on and an input requires
 grad, the ``ctx`` instance becomes the output's ``grad_fn``, remembering the
 edges to its inputs' nodes and what ``forward`` saved.
 
-Built-in ops set ``_raw = True``: their ``forward`` and ``backward`` work on
-the backing arrays directly, which keeps per-op overhead low. User-defined
-functions (the default) see and return :class:`~forgeml.Tensor` objects, as in
-PyTorch.
+Built-in ops subclass :class:`ArrayFunction`: their ``forward`` and
+``backward`` work on the backing arrays directly, which keeps per-op overhead
+low, and compute through ``ctx.xp``, the array namespace (NumPy or CuPy) of
+their inputs, which ``apply`` finds once. ``apply`` also records the shapes of
+inputs that differ from the output's, and sums each gradient ``backward``
+returns back to its input's shape, so no op undoes broadcasting itself.
+User-defined functions (plain ``Function`` subclasses) see and return
+:class:`~forgeml.Tensor` objects, as in PyTorch.
 """
 
 from __future__ import annotations
 
 import weakref
 
-import numpy as np
-
+from ..backend.device import HOST_ARRAY, namespace_for_type, namespace_of
+from ..backend.shapes import sum_to_shape
 from .grad_mode import state as _grad_state
 
-__all__ = ["AccumulateGrad", "Function", "RemovableHandle"]
+_HOST_XP = namespace_for_type(HOST_ARRAY)
+
+__all__ = ["AccumulateGrad", "ArrayFunction", "Function", "RemovableHandle", "no_graph_context"]
 
 _tensor_cls = None  # bound by forgeml.tensor, which sits above this layer
 
@@ -52,9 +58,15 @@ class _AllFalse:
 
 
 class _NoGraphContext:
-    """The ``ctx`` that ops see when no graph is recorded: it keeps nothing."""
+    """The ``ctx`` that ops see when no graph is recorded: it keeps nothing but the array namespace.
+
+    One instance is shared per namespace; what an op stores on it is never read.
+    """
 
     needs_input_grad = _AllFalse()
+
+    def __init__(self, xp) -> None:
+        self.xp = xp
 
     def save_for_backward(self, *items) -> None:
         pass
@@ -63,7 +75,16 @@ class _NoGraphContext:
         pass
 
 
-_NO_GRAPH_CTX = _NoGraphContext()
+_NO_GRAPH_HOST = _NoGraphContext(_HOST_XP)
+_NO_GRAPH_BY_XP = {_HOST_XP: _NO_GRAPH_HOST}
+
+
+def no_graph_context(xp) -> _NoGraphContext:
+    """The shared record-nothing ``ctx`` for ops computing in namespace ``xp``."""
+    ctx = _NO_GRAPH_BY_XP.get(xp)
+    if ctx is None:
+        ctx = _NO_GRAPH_BY_XP[xp] = _NoGraphContext(xp)
+    return ctx
 
 
 class RemovableHandle:
@@ -117,7 +138,8 @@ class Function:
     returns one gradient (or ``None``) per input of ``forward``.
     """
 
-    _raw = False  # built-in ops compute on arrays
+    _raw = False  # ArrayFunction (the built-in ops) computes on arrays
+    _reduce_to = None  # ((input index, input shape), ...) where the input's shape differs from the output's
     is_view = False  # the output shares the first input's storage
     _n_outputs = 1
     _saved: tuple = ()
@@ -212,37 +234,50 @@ class Function:
             else:
                 arrays.append(arg)
                 needs.append(False)
+        if array_type is HOST_ARRAY:
+            xp = _HOST_XP
+        else:
+            xp = _namespace_of_inputs(cls, args, arrays, array_type)
         if not (True in needs and _grad_state.enabled):
-            out = cls.forward(_NO_GRAPH_CTX, *arrays, **kwargs)
-            if type(out) is not np.ndarray:
+            out = cls.forward(_NO_GRAPH_HOST if xp is _HOST_XP else no_graph_context(xp), *arrays, **kwargs)
+            if type(out) is not array_type:
                 if type(out) is tuple:
-                    return _wrap_many(cls, out, args[0], None)
-                out = _as_array(out)
+                    return _wrap_many(cls, out, args[0], None, xp)
+                out = _as_array(out, xp)
             if cls.is_view:
                 return tensor_cls._make_view(out, args[0], False, None)
             return tensor_cls._make(out, False, None)
         ctx = cls.__new__(cls)
         ctx.needs_input_grad = tuple(needs)
+        ctx.xp = xp
         out = cls.forward(ctx, *arrays, **kwargs)
         many = False
-        if type(out) is not np.ndarray:
+        if type(out) is not array_type:
             if type(out) is tuple:
                 many = True
             else:
-                out = _as_array(out)
+                out = _as_array(out, xp)
+        out_shape = out[0].shape if many else out.shape
         edges = []
-        for arg, need in zip(args, needs):
+        mismatch = False
+        for arg, need, data in zip(args, needs, arrays):
             if need:
                 if arg._base is not None and arg._version_counter[0] != arg._view_version:
                     _raise_stale_view(arg)
                 fn = arg.grad_fn
                 edges.append((fn, arg._output_nr) if fn is not None else (arg._accumulator(), 0))
+                if data.shape != out_shape:
+                    mismatch = True
             else:
                 edges.append(None)
         ctx.next_edges = tuple(edges)
+        if mismatch:
+            ctx._reduce_to = tuple(
+                (i, a.shape) for i, (a, n) in enumerate(zip(arrays, needs)) if n and a.shape != out_shape
+            )
         if many:
             ctx._n_outputs = len(out)
-            return _wrap_many(cls, out, args[0], ctx)
+            return _wrap_many(cls, out, args[0], ctx, xp)
         if cls.is_view:
             result = tensor_cls._make_view(out, args[0], True, ctx)
         else:
@@ -252,20 +287,71 @@ class Function:
         return result
 
     def _call_backward(self, grad):
-        """Run ``backward`` on arrays; returns one array (or None) per input."""
+        """Run ``backward`` on arrays; returns one array (or None) per input, each of its input's shape."""
         if self._raw:
             grads = self.backward(self, *grad) if self._n_outputs > 1 else self.backward(self, grad)
-            return grads if type(grads) is tuple else (grads,)
+            if type(grads) is not tuple:
+                grads = (grads,)
+            if self._reduce_to is not None:
+                grads = _sum_to_inputs(self, grads)
+            return grads
         return _call_user_backward(self, grad)
 
 
-def _wrap_many(cls, outs, source, ctx):
+class ArrayFunction(Function):
+    """Base class of the built-in ops: ``forward``/``backward`` take and return arrays, computed with ``ctx.xp``.
+
+    ``backward`` may return a gradient with the broadcast shape of the output;
+    autograd sums it back to the input's shape. A subclass sets ``is_view``
+    when its output shares the first input's storage.
+    """
+
+    _raw = True
+
+
+def _namespace_of_inputs(cls, args, arrays, array_type):
+    """The namespace of a non-host op: the tensors' (all on one device), else that of any array argument."""
+    if array_type is None:
+        for a in arrays:
+            if hasattr(a, "shape") and hasattr(a, "dtype"):
+                return namespace_of(a)
+        return _HOST_XP
+    xp = namespace_for_type(array_type)
+    first = None
+    for arg in args:
+        if isinstance(arg, _tensor_cls):
+            index = arg.data.device.id
+            if first is None:
+                first = index
+            elif index != first:
+                _raise_device_mismatch(cls, args)
+    return xp
+
+
+def _sum_to_inputs(node, grads):
+    """Sum each gradient that has the output's broadcast shape back to its input's shape."""
+    grads = list(grads)
+    for i, shape in node._reduce_to:
+        g = grads[i] if i < len(grads) else None
+        if g is None or g.shape == shape:
+            continue
+        try:
+            grads[i] = sum_to_shape(g, shape)
+        except ValueError:
+            raise RuntimeError(
+                f"{node.name()} returned a gradient of shape {list(g.shape)} for input {i}, whose shape is "
+                f"{list(shape)}; a gradient must have the input's shape or broadcast from it"
+            ) from None
+    return tuple(grads)
+
+
+def _wrap_many(cls, outs, source, ctx, xp):
     """Tensors for a raw op with several outputs (output ``i`` is edge ``(ctx, i)``)."""
     tensor_cls = _tensor_cls
     results = []
     for nr, out in enumerate(outs):
-        if type(out) is not np.ndarray:
-            out = _as_array(out)
+        if type(out) is not HOST_ARRAY:
+            out = _as_array(out, xp)
         if cls.is_view:
             t = tensor_cls._make_view(out, source, ctx is not None, ctx)
         else:
@@ -275,11 +361,13 @@ def _wrap_many(cls, outs, source, ctx):
     return tuple(results)
 
 
-def _as_array(value):
-    """Ops may produce NumPy scalars (from 0-d reductions); tensors always hold arrays."""
-    if isinstance(value, (np.generic, int, float, bool)):
-        return np.asarray(value)
-    if hasattr(value, "__cuda_array_interface__") or isinstance(value, np.ndarray):
+def _as_array(value, xp):
+    """Ops may produce NumPy scalars (from 0-d reductions) or Python numbers; tensors always hold arrays."""
+    if isinstance(value, HOST_ARRAY):
+        return value
+    if isinstance(value, (int, float, bool)) or type(value).__module__ == "numpy":  # Python or NumPy scalars
+        return xp.asarray(value)
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
         return value
     raise TypeError(f"an op produced {type(value).__name__}, not an array")
 
@@ -361,7 +449,7 @@ def _apply_user_function(cls, args, kwargs):
         ctx.next_edges = tuple(edges)
         ctx._n_outputs = len(outs)
         ctx._output_meta = meta
-        ctx._input_meta = [(a.data.shape, a.data.dtype) if n else None for a, n in zip(args, needs)]
+        ctx._input_meta = [(a.data.shape, a.data.dtype, type(a.data)) if n else None for a, n in zip(args, needs)]
         ctx._input_is_tensor = [isinstance(a, tensor_cls) for a in args]
     return tuple(results) if is_tuple else results[0]
 
@@ -372,7 +460,7 @@ def _call_user_backward(node, grad):
     wrapped = []
     for g, meta in zip(grads, node._output_meta):
         if g is None and meta is not None:  # PyTorch materialises missing output grads as zeros
-            g = np.zeros(meta[0], dtype=meta[1])
+            g = namespace_for_type(meta[2]).zeros(meta[0], dtype=meta[1])
         wrapped.append(None if g is None else tensor_cls._make(g, False, None))
     prev = _grad_state.enabled
     _grad_state.enabled = False
@@ -400,7 +488,7 @@ def _call_user_backward(node, grad):
         if not need:
             arrays.append(None)
             continue
-        arr = r.data if isinstance(r, tensor_cls) else np.asarray(r)
+        arr = r.data if isinstance(r, tensor_cls) else _as_array(r, namespace_for_type(meta[2]))
         if arr.shape != meta[0]:
             arr = _sum_to_input(arr, meta[0], node.name(), i)
         if arr.dtype != meta[1]:
@@ -412,19 +500,12 @@ def _call_user_backward(node, grad):
 def _sum_to_input(arr, shape, name, index):
     """A gradient with extra broadcast dims is summed down to the input's shape, as PyTorch does."""
     try:
-        expandable = np.broadcast_shapes(shape, arr.shape) == arr.shape
+        return sum_to_shape(arr, shape)
     except ValueError:
-        expandable = False
-    if not expandable:
         raise RuntimeError(
             f"function {name} returned an invalid gradient at index {index} - got {list(arr.shape)} "
             f"but expected shape compatible with {list(shape)}"
-        )
-    extra = arr.ndim - len(shape)
-    if extra:
-        arr = arr.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, size in enumerate(shape) if size == 1 and arr.shape[i] != 1)
-    return arr.sum(axis=axes, keepdims=True) if axes else arr
+        ) from None
 
 
 def weak(tensor):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
-import numpy as np
-
+from ..backend.device import HOST_XP, namespace_of, to_host
 from . import function as _function
 from .engine import grad as _grad
 from .grad_mode import no_grad
@@ -30,27 +30,34 @@ def _numerical_jacobian(fn, inputs, diff_inputs, n_out, eps):
     with no_grad():
         for x in diff_inputs:
             arr = x.data
-            block = np.zeros((n_out, arr.size))
-            for col, idx in enumerate(np.ndindex(arr.shape)):
+            block = HOST_XP.zeros((n_out, arr.size))
+            for col, idx in enumerate(itertools.product(*(range(n) for n in arr.shape))):
                 orig = arr[idx].copy()
                 arr[idx] = orig + eps
-                plus = np.concatenate([o.data.ravel().astype(np.float64) for o in _outputs_of(fn, inputs)])
+                plus = _flat_outputs(fn, inputs)
                 arr[idx] = orig - eps
-                minus = np.concatenate([o.data.ravel().astype(np.float64) for o in _outputs_of(fn, inputs)])
+                minus = _flat_outputs(fn, inputs)
                 arr[idx] = orig
                 block[:, col] = (plus - minus) / (2 * eps)
             blocks.append(block)
     return blocks
 
 
+def _flat_outputs(fn, inputs):
+    """Every output element as one float64 host vector (the Jacobians are assembled on the host)."""
+    return HOST_XP.concatenate([to_host(o.data).ravel().astype(HOST_XP.float64) for o in _outputs_of(fn, inputs)])
+
+
 def _analytical_jacobian(outputs, diff_inputs):
     tensor_cls = _function._tensor_cls
-    blocks = [np.zeros((sum(o.data.size for o in outputs), x.data.size)) for x in diff_inputs]
+    blocks = [HOST_XP.zeros((sum(o.data.size for o in outputs), x.data.size)) for x in diff_inputs]
     row = 0
     for out in outputs:
+        xp = namespace_of(out.data)
         for k in range(out.data.size):
-            seed = np.zeros(out.data.shape, dtype=out.data.dtype)
-            seed.flat[k] = 1
+            seed = xp.zeros(out.data.size, dtype=out.data.dtype)
+            seed[k] = 1
+            seed = seed.reshape(out.data.shape)
             if not out.requires_grad:
                 row += 1
                 continue
@@ -59,7 +66,7 @@ def _analytical_jacobian(outputs, diff_inputs):
             )
             for block, g in zip(blocks, grads):
                 if g is not None:
-                    block[row] = g.data.ravel()
+                    block[row] = to_host(g.data).ravel()
             row += 1
     return blocks
 
@@ -88,7 +95,7 @@ def gradcheck(
     if not diff_inputs:
         raise ValueError("gradcheck expects at least one input tensor with requires_grad=True")
     for x in diff_inputs:
-        if x.data.dtype != np.float64:
+        if x.data.dtype.name != "float64":
             warnings.warn(
                 f"gradcheck input of dtype {x.dtype} is not float64; finite differences will be imprecise",
                 stacklevel=2,
@@ -100,9 +107,9 @@ def gradcheck(
     analytical = _analytical_jacobian(outputs, diff_inputs)
     numerical = _numerical_jacobian(fn, inputs, diff_inputs, n_out, eps)
     for i, (a, n) in enumerate(zip(analytical, numerical)):
-        bad = ~np.isclose(a, n, rtol=rtol, atol=atol)
+        bad = ~HOST_XP.isclose(a, n, rtol=rtol, atol=atol)
         if bad.any():
-            r, c = np.unravel_index(np.argmax(np.abs(a - n) * bad), a.shape)
+            r, c = HOST_XP.unravel_index(HOST_XP.argmax(HOST_XP.abs(a - n) * bad), a.shape)
             message = (
                 f"Jacobian mismatch for input {i} (shape {list(diff_inputs[i].shape)}): "
                 f"{int(bad.sum())} of {a.size} entries differ; worst at output element {r}, input element {c}: "

@@ -14,6 +14,7 @@ import numpy as np
 
 __all__ = [
     "DType",
+    "is_float",
     "as_dtype",
     "dtype_of_array",
     "get_default_dtype",
@@ -51,7 +52,30 @@ class DType:
         return (as_dtype, (self.name,))
 
 
+class _LazyDType(DType):
+    """A dtype whose NumPy type comes from an optional package, resolved on first use (bfloat16: ml_dtypes)."""
+
+    __slots__ = ("_module", "_attr")
+
+    def __init__(self, name: str, module: str, attr: str, itemsize: int, category: int) -> None:
+        self.name, self.category, self.itemsize = name, category, itemsize
+        self._module, self._attr = module, attr
+
+    @property
+    def numpy(self):
+        try:
+            module = __import__(self._module)
+        except ImportError as exc:
+            raise TypeError(
+                f"{self.name} tensors need the {self._module} package (pip install {self._module.replace('_', '-')})"
+            ) from exc
+        resolved = np.dtype(getattr(module, self._attr))
+        _BY_NUMPY.setdefault(resolved, self)
+        return resolved
+
+
 float16 = DType("float16", np.float16, FLOAT)
+bfloat16 = _LazyDType("bfloat16", "ml_dtypes", "bfloat16", 2, FLOAT)
 float32 = DType("float32", np.float32, FLOAT)
 float64 = DType("float64", np.float64, FLOAT)
 uint8 = DType("uint8", np.uint8, INT)
@@ -61,8 +85,8 @@ int32 = DType("int32", np.int32, INT)
 int64 = DType("int64", np.int64, INT)
 bool_ = DType("bool", np.bool_, BOOL)
 
-ALL_DTYPES = (float16, float32, float64, uint8, int8, int16, int32, int64, bool_)
-_BY_NUMPY = {d.numpy: d for d in ALL_DTYPES}
+ALL_DTYPES = (float16, bfloat16, float32, float64, uint8, int8, int16, int32, int64, bool_)
+_BY_NUMPY = {d.numpy: d for d in ALL_DTYPES if d is not bfloat16}
 _BY_NAME = {d.name: d for d in ALL_DTYPES}
 _BY_NAME.update(
     {
@@ -112,6 +136,9 @@ def as_dtype(dtype) -> DType:
     except TypeError:
         np_dtype = None
     found = _BY_NUMPY.get(np_dtype)
+    if found is None and np_dtype is not None and np_dtype.name == "bfloat16":
+        bfloat16.numpy  # noqa: B018 - registers ml_dtypes' bfloat16
+        found = _BY_NUMPY.get(np_dtype)
     if found is None:
         names = ", ".join(d.name for d in ALL_DTYPES)
         raise TypeError(f"unsupported dtype {dtype!r}; ForgeML supports {names}")
@@ -121,10 +148,18 @@ def as_dtype(dtype) -> DType:
 def dtype_of_array(array) -> DType:
     """The :class:`DType` of a NumPy/CuPy array; raises for element types ForgeML does not support."""
     found = _BY_NUMPY.get(array.dtype)
+    if found is None and array.dtype.name == "bfloat16":
+        bfloat16.numpy  # noqa: B018 - registers ml_dtypes' bfloat16
+        found = _BY_NUMPY.get(array.dtype)
     if found is None:
         names = ", ".join(d.name for d in ALL_DTYPES)
         raise TypeError(f"unsupported array dtype {array.dtype}; ForgeML supports {names}")
     return found
+
+
+def is_float(np_dtype) -> bool:
+    """True for a floating NumPy/CuPy dtype, bfloat16 included (ml_dtypes gives it kind 'V', not 'f')."""
+    return np_dtype.kind == "f" or np_dtype.name == "bfloat16"
 
 
 def promote_types(a: DType, b: DType) -> DType:
@@ -133,6 +168,9 @@ def promote_types(a: DType, b: DType) -> DType:
         return a
     if a.category != b.category:
         return a if a.category > b.category else b
+    if a is bfloat16 or b is bfloat16:  # bfloat16 with float16 gives float32; with a wider float, the wider one
+        other = b if a is bfloat16 else a
+        return float32 if other is float16 else other
     return _BY_NUMPY[np.promote_types(a.numpy, b.numpy)]
 
 

@@ -5,8 +5,9 @@
 ==========================  ==============================================================
 sample element              batch
 ==========================  ==============================================================
-ForgeML tensor              the tensors stacked along a new dim 0
+ForgeML tensor              the tensors stacked along a new dim 0 (on their device)
 NumPy array                 converted to tensors, then stacked (string/object arrays: error)
+CuPy array                  stacked on its device
 NumPy scalar                a 1-D tensor of the scalars' dtype
 Python float                a float64 tensor
 Python int / bool           an int64 / bool tensor
@@ -16,6 +17,11 @@ namedtuple                  the same namedtuple, each field collated
 tuple                       a *list*, each position collated (PyTorch does the same)
 other sequence (list, ...)  the same sequence type, each position collated
 ==========================  ==============================================================
+
+Batches built from host data (NumPy arrays, Python numbers) are CPU tensors,
+as in PyTorch; tensors already on a CUDA device are stacked there. Moving
+batches to the training device is the training loop's job (``Trainer``
+does it, or ``batch.to(device)``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import copy
 
 import numpy as np
 
+from ..backend.device import is_array
 from ..ops.creation import from_numpy, tensor
 from ..ops.shape import stack
 from ..tensor import Tensor
@@ -89,6 +96,8 @@ def default_collate(batch):
         return _collate_tensors(batch)
     if isinstance(elem, np.ndarray):
         return _collate_arrays(batch)
+    if is_array(elem):  # a device (CuPy) array: stacked where it is
+        return _collate_tensors([Tensor._make(a, False, None) if is_array(a) else a for a in batch])
     if isinstance(elem, (np.bool_, np.number)):
         return from_numpy(np.asarray(batch))
     if isinstance(elem, float):
@@ -146,6 +155,8 @@ def default_convert(data):
         return from_numpy(data)
     if isinstance(data, (np.bool_, np.number)):
         return from_numpy(np.asarray(data))
+    if is_array(data):  # a device (CuPy) array: wrapped where it is
+        return Tensor._make(data, False, None)
     if isinstance(data, (str, bytes)):
         return data
     if isinstance(data, collections.abc.Mapping):

@@ -3,7 +3,12 @@
 Batches are fetched in the calling process. ``num_workers > 0`` is accepted
 for compatibility with PyTorch code and runs in-process too (no worker
 processes are started; NumPy's fancy indexing already does the heavy lifting
-of a vectorised fetch). ``pin_memory`` is accepted and has no effect.
+of a vectorised fetch).
+
+Devices: batches of host data are CPU tensors, as in PyTorch; the training
+loop moves them to its device (``Trainer`` does, or ``x.to('cuda')``). A
+:class:`~forgeml.data.TensorDataset` of CUDA tensors yields CUDA batches.
+``pin_memory`` is accepted and has no effect (see :class:`DataLoader`).
 """
 
 from __future__ import annotations
@@ -53,7 +58,10 @@ class DataLoader:
         num_workers: accepted for PyTorch compatibility; loading always runs in the calling
             process, whatever the value (no worker processes are started).
         collate_fn: merges a list of samples into a batch (default :func:`default_collate`).
-        pin_memory: accepted; no effect.
+        pin_memory: accepted; no effect. PyTorch copies batches into page-locked host memory
+            so that ``.to('cuda', non_blocking=True)`` can overlap the copy with compute; ForgeML's
+            batches stay in ordinary NumPy memory and CuPy copies them to the GPU from there, so
+            the result is the same, without the overlap. ``pin_memory_device`` is accepted too.
         drop_last: drop the last batch when it is smaller than ``batch_size``.
         timeout, worker_init_fn, prefetch_factor, persistent_workers: accepted and
             validated as PyTorch does; they concern worker processes, so have no effect.
@@ -85,6 +93,7 @@ class DataLoader:
         *,
         prefetch_factor: int | None = None,
         persistent_workers: bool = False,
+        pin_memory_device: str = "",
     ) -> None:
         if not hasattr(dataset, "__getitem__"):
             raise TypeError(
@@ -130,6 +139,7 @@ class DataLoader:
         self.batch_sampler = batch_sampler
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.pin_memory_device = pin_memory_device
         self.timeout = timeout
         self.worker_init_fn = worker_init_fn
         self.generator = generator

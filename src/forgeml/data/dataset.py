@@ -18,6 +18,11 @@ datasets (:class:`~forgeml.data.datasets.MNIST`,
 :class:`~forgeml.data.datasets.CSVDataset`) implement both. A subclass that
 overrides ``__getitem__`` gets the per-item path automatically, so its own
 ``__getitem__`` is never bypassed.
+
+Devices. Indices are host-side (Python ints and NumPy arrays). A
+:class:`TensorDataset` may hold CUDA tensors, as PyTorch allows with
+``num_workers=0``: its samples and batches are then indexed on their device
+(the index array is copied there once per batch) and stay there.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..backend.device import HOST_ARRAY, is_array, to_device, to_host
 from ..backend.random import Generator
 from ..ops.creation import from_numpy, randperm
 from ..tensor import Tensor
@@ -60,7 +66,9 @@ def index_array(indices) -> np.ndarray:
         return indices
     if isinstance(indices, range):
         return np.arange(indices.start, indices.stop, indices.step, dtype=np.intp)
-    arr = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+    if isinstance(indices, Tensor):
+        indices = indices.data
+    arr = to_host(indices) if is_array(indices) else np.asarray(indices)  # a CUDA index tensor comes to the host
     if arr.ndim != 1:
         raise IndexError(f"batch indices must be a 1-D sequence of integers, got shape {list(arr.shape)}")
     if arr.size == 0:
@@ -89,7 +97,9 @@ def batch_to_samples(batch) -> list:
 class TensorDataset(Dataset):
     """Samples are ``tuple(t[i] for t in tensors)``: tensors that share their first dimension.
 
-    NumPy arrays are accepted too and wrapped without a copy.
+    NumPy arrays are accepted too and wrapped without a copy. The tensors may
+    live on a CUDA device (all on the same one or not): samples and batches are
+    then taken on that device.
     """
 
     def __init__(self, *tensors) -> None:
@@ -99,6 +109,8 @@ class TensorDataset(Dataset):
         for i, t in enumerate(tensors):
             if isinstance(t, np.ndarray):
                 t = from_numpy(t)
+            elif is_array(t):  # a CuPy array: wrapped where it is
+                t = Tensor._make(t, False, None)
             elif not isinstance(t, Tensor):
                 raise TypeError(
                     f"TensorDataset: argument {i} must be a Tensor or a NumPy array, got {type(t).__name__}"
@@ -127,11 +139,20 @@ class TensorDataset(Dataset):
         idx = index_array(indices)
         _check_in_range(idx, len(self), type(self).__name__)
         out = []
+        on_device: dict = {}  # the index array copied to each device the tensors live on, once per batch
         for t in self.tensors:
-            if type(t.data) is np.ndarray and not t.requires_grad:
-                out.append(Tensor._make(t.data[idx], False, None))
-            else:  # keeps the graph (and the device) through the indexing op
-                out.append(t[idx])
+            data = t.data
+            if type(data) is HOST_ARRAY:
+                index = idx
+            else:
+                device = t.device
+                index = on_device.get(device)
+                if index is None:
+                    index = on_device[device] = to_device(idx, device)
+            if not t.requires_grad:
+                out.append(Tensor._make(data[index], False, None))
+            else:  # keeps the graph through the indexing op
+                out.append(t[index if index is idx else Tensor._make(index, False, None)])
         return out
 
     def __getitems__(self, indices) -> list:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence, Sized
 
 import numpy as np
 
+from ..backend.device import is_array, to_host
 from ..backend.random import Generator, numpy_generator
 from ..tensor import Tensor
 
@@ -131,7 +132,9 @@ class WeightedRandomSampler(Sampler):
         if not isinstance(replacement, bool):
             raise ValueError(f"replacement should be a boolean value, but got replacement={replacement}")
         _check_generator(generator)
-        w = np.asarray(weights.data if isinstance(weights, Tensor) else weights, dtype=np.float64)
+        if isinstance(weights, Tensor):
+            weights = weights.data
+        w = np.asarray(to_host(weights) if is_array(weights) else weights, dtype=np.float64)  # sampling is host-side
         if w.ndim != 1 or w.size == 0:
             raise ValueError(f"weights should be a non-empty 1-D sequence, got shape {list(w.shape)}")
         if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:

@@ -12,6 +12,12 @@ nested structure such as ``{"model": model.state_dict(), "optimizer":
 opt.state_dict(), "epoch": 3}``: tensors are stored under dotted paths and
 everything else (numbers, strings, lists, dicts with int keys) as JSON in the
 header's metadata.
+
+Devices. The file always holds host bytes: CUDA tensors are copied to the host
+as they are written, and the structure notes the device each came from.
+``load`` returns CPU tensors unless ``map_location`` says otherwise, as
+``torch.load(..., map_location=...)`` does: a device for every tensor, a dict
+that maps saved locations to devices, or a function of (tensor, location).
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ import os
 import struct
 import tempfile
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from ..backend.device import device_of, to_device
+from ..backend.device import CPU, Device, as_device, cuda_is_available, device_of, is_array, to_device, to_host
 from ..tensor import Tensor
 
 __all__ = ["CheckpointError", "load", "save"]
@@ -45,6 +52,23 @@ _TO_CODE = {
     np.dtype(np.bool_): "BOOL",
 }
 _FROM_CODE = {code: dt for dt, code in _TO_CODE.items()}
+_BF16 = "BF16"  # bfloat16 (ml_dtypes' NumPy dtype), resolved on first use
+_CODES = (*sorted(_FROM_CODE), _BF16)
+
+
+def _code_of(dtype) -> str | None:
+    code = _TO_CODE.get(dtype)
+    if code is None and dtype.name == "bfloat16":
+        return _BF16
+    return code
+
+
+def _dtype_of(code: str):
+    if code == _BF16:
+        from ..backend.dtypes import bfloat16
+
+        return bfloat16.numpy  # a TypeError naming ml_dtypes when it is missing
+    return _FROM_CODE[code]
 
 
 class CheckpointError(ValueError):
@@ -54,17 +78,21 @@ class CheckpointError(ValueError):
 # ---------------------------------------------------------------- structure
 def _encode(value, path: str, tensors: dict):
     """JSON-able description of ``value``; arrays go into ``tensors`` under ``path``."""
-    if isinstance(value, Tensor) or isinstance(value, np.ndarray):
+    if isinstance(value, (Tensor, np.ndarray)) or is_array(value):
         key = path or "tensor"
         if key in tensors:
             raise ValueError(f"two tensors would be stored under the same name {key!r}")
         array = value.data if isinstance(value, Tensor) else value
-        if device_of(array).type != "cpu":
-            array = to_device(array, "cpu")
-        if array.dtype not in _TO_CODE:
+        if _code_of(array.dtype) is None:
             raise TypeError(f"cannot save a tensor of dtype {array.dtype} (at {key!r})")
+        node = {"__tensor__": key, "parameter": type(value).__name__ == "Parameter"}
+        if type(array) is not np.ndarray:
+            device = device_of(array)
+            if device.type != "cpu":
+                node["device"] = str(device)  # where it came from: map_location may send it back there
+                array = to_host(array)  # the file holds host bytes
         tensors[key] = array
-        return {"__tensor__": key, "parameter": type(value).__name__ == "Parameter"}
+        return node
     if isinstance(value, dict):
         items = []
         for k, v in value.items():
@@ -82,24 +110,77 @@ def _encode(value, path: str, tensors: dict):
     raise TypeError(f"cannot save a {type(value).__name__} in a checkpoint (at {path or 'the top level'!r})")
 
 
-def _decode(node, tensors: dict):
+def _decode(node, tensors: dict, place):
     if isinstance(node, dict):
         if "__tensor__" in node:
-            array = tensors[node["__tensor__"]]
+            tensor = place(tensors[node["__tensor__"]], node.get("device", "cpu"))
             if node.get("parameter"):
                 from ..nn.parameter import Parameter
 
-                return Parameter(array)
-            return Tensor._make(array, False, None)
+                return Parameter(tensor)
+            return tensor
         if "__dict__" in node:
             cls = OrderedDict if node.get("ordered") else dict
-            return cls((k, _decode(v, tensors)) for k, v in node["__dict__"])
+            return cls((k, _decode(v, tensors, place)) for k, v in node["__dict__"])
         if "__tuple__" in node:
-            return tuple(_decode(v, tensors) for v in node["__tuple__"])
+            return tuple(_decode(v, tensors, place) for v in node["__tuple__"])
         if "__list__" in node:
-            return [_decode(v, tensors) for v in node["__list__"]]
+            return [_decode(v, tensors, place) for v in node["__list__"]]
         raise CheckpointError(f"unknown entry in the checkpoint structure: {sorted(node)}")
     return node
+
+
+# ------------------------------------------------------------ map_location
+def _check_usable(device: Device, name: str) -> Device:
+    if device.type == "cuda" and not cuda_is_available():
+        raise RuntimeError(
+            f"cannot load {name} onto {device}: CUDA is not available (no CuPy, or no GPU that CuPy sees). "
+            "On a machine without a GPU, pass map_location='cpu'."
+        )
+    return device
+
+
+def _placer(map_location, name: str):
+    """``place(host_array, saved_location) -> Tensor`` for ``map_location`` (see :func:`load`)."""
+    if map_location is None:
+        return lambda array, location: Tensor._make(array, False, None)
+    if isinstance(map_location, (str, Device, int)) and not isinstance(map_location, bool):
+        target = _check_usable(as_device(map_location), name)
+        if target == CPU:
+            return lambda array, location: Tensor._make(array, False, None)
+        return lambda array, location: Tensor._make(to_device(array, target), False, None)
+    if isinstance(map_location, Mapping):
+        table = {}
+        for k, v in map_location.items():
+            try:
+                table[str(as_device(k))] = _check_usable(as_device(v), name)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"map_location: cannot map {k!r} to {v!r}: {exc}") from None
+
+        def place(array, location):
+            target = table.get(str(as_device(location)), CPU)
+            return Tensor._make(to_device(array, target) if target != CPU else array, False, None)
+
+        return place
+    if callable(map_location):
+
+        def place(array, location):
+            result = map_location(Tensor._make(array, False, None), location)
+            if result is None:  # as in torch.load: None keeps the default placement
+                return Tensor._make(array, False, None)
+            if isinstance(result, Tensor):
+                return result
+            if is_array(result):
+                return Tensor._make(result, False, None)
+            raise TypeError(
+                f"map_location function must return a Tensor, an array or None, got {type(result).__name__}"
+            )
+
+        return place
+    raise TypeError(
+        "map_location must be None, a device ('cpu', 'cuda', 'cuda:1', a forgeml.device or a CUDA index), "
+        f"a dict from saved locations to devices, or a function (tensor, location) -> tensor; got {type(map_location).__name__}"
+    )
 
 
 # ------------------------------------------------------------------- write
@@ -121,7 +202,7 @@ def save(obj, path, metadata: dict | None = None) -> None:
         array = tensors[key]
         nbytes = int(array.nbytes)
         header[key] = {
-            "dtype": _TO_CODE[array.dtype],
+            "dtype": _code_of(array.dtype),
             "shape": list(array.shape),
             "data_offsets": [offset, offset + nbytes],
         }
@@ -169,15 +250,34 @@ def _read_header(raw: bytes, name: str):
     return header, 8 + size
 
 
-def load(path, map_location=None):
+def load(path, map_location=None, *, weights_only: bool | None = None):
     """Read a checkpoint written by :func:`save` (or any safetensors file) back into tensors.
 
     Returns what was saved: a state_dict (``OrderedDict`` of name -> tensor) or
     the nested structure. Every tensor's byte range is validated before any
     tensor is built.
+
+    ``map_location`` says where the tensors go, as in ``torch.load``:
+
+    * ``None`` (default): the CPU, whatever device they were saved from;
+    * a device (``'cpu'``, ``'cuda'``, ``'cuda:1'``, ``forgeml.device(...)`` or a CUDA
+      index): every tensor goes there;
+    * a dict from saved locations to devices (``{'cuda:0': 'cpu'}``,
+      ``{'cpu': 'cuda:1'}``): a tensor saved from a location in the dict goes to its
+      device, any other to the CPU. Tensors of plain safetensors files count as
+      saved from ``'cpu'``;
+    * a function ``f(tensor, location)`` given each tensor on the CPU and the
+      location it was saved from (``'cpu'``, ``'cuda:0'`` ...); it returns the
+      tensor to use, or ``None`` for the CPU one.
+
+    Asking for a CUDA device where CUDA is not available raises a RuntimeError
+    before the file is read. ``weights_only`` is accepted for ``torch.load``
+    compatibility: a safetensors file never runs code, so loading is always
+    weights-only.
     """
     target = Path(path)
     name = str(target)
+    place = _placer(map_location, name)
     try:
         raw = target.read_bytes()
     except FileNotFoundError:
@@ -187,13 +287,13 @@ def load(path, map_location=None):
     data_len = len(raw) - start
     tensors = {}
     for key, info in header.items():
-        if isinstance(info, dict) and info.get("dtype") not in _FROM_CODE and "dtype" in info:
-            supported = ", ".join(sorted(_FROM_CODE))
+        if isinstance(info, dict) and info.get("dtype") not in _CODES and "dtype" in info:
+            supported = ", ".join(_CODES)
             raise CheckpointError(
                 f"{name}: tensor {key!r} has dtype {info['dtype']}, which ForgeML cannot hold ({supported})"
             )
         try:
-            dtype = _FROM_CODE[info["dtype"]]
+            dtype = _dtype_of(info["dtype"])
             shape = tuple(int(s) for s in info["shape"])
             begin, end = (int(o) for o in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
@@ -208,14 +308,16 @@ def load(path, map_location=None):
             raw, dtype=dtype.newbyteorder("<"), count=expected // dtype.itemsize, offset=start + begin
         )
         tensors[key] = array.astype(dtype, copy=True).reshape(shape)
-    if map_location is not None:
-        tensors = {k: to_device(v, map_location) for k, v in tensors.items()}
     structure = meta.get(FORMAT_KEY)
     if structure is None:
-        return OrderedDict((k, Tensor._make(v, False, None)) for k, v in tensors.items())
+        return OrderedDict((k, place(v, "cpu")) for k, v in tensors.items())
     try:
-        return _decode(json.loads(structure), tensors)
-    except (json.JSONDecodeError, KeyError) as exc:
+        structure = json.loads(structure)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{name}: corrupt structure metadata ({exc})") from None
+    try:
+        return _decode(structure, tensors, place)
+    except KeyError as exc:
         raise CheckpointError(f"{name}: corrupt structure metadata ({exc})") from None
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
+from ..backend.convert import as_array
+from ..backend.device import namespace_of, to_device
 from ..ops.attention import scaled_dot_product_attention
 from ..ops.creation import empty
 from ..ops.nn import linear, softmax
@@ -19,10 +19,21 @@ from .parameter import Parameter
 __all__ = ["MultiHeadAttention", "MultiheadAttention"]
 
 
-def _as_allowed(mask, kind: str):
-    """A mask as (boolean 'may attend' array, additive float array): exactly one of them is set."""
-    m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
-    if m.dtype == np.bool_:
+def _mask_array(mask, like: Tensor, kind: str):
+    """``mask`` (a tensor on ``like``'s device, an array or nested lists) as an array on ``like``'s device."""
+    if isinstance(mask, Tensor):
+        if mask.device != like.device:
+            raise RuntimeError(
+                f"{kind} is on {mask.device} but the query is on {like.device}: expected all tensors on one device "
+                f"(move the mask with .to('{like.device}'))"
+            )
+        return mask.data
+    return to_device(as_array(mask), like.device)
+
+
+def _as_allowed(m, kind: str):
+    """A mask array as (boolean 'may attend' array, additive float array): exactly one of them is set."""
+    if m.dtype.kind == "b":
         return ~m, None  # in MultiheadAttention True means "not allowed"
     if m.dtype.kind != "f":
         raise TypeError(f"{kind} must be a bool or float mask, got {m.dtype}")
@@ -113,17 +124,20 @@ class MultiHeadAttention(Module):
     def _heads(self, x, batch: int, length: int):
         return x.reshape(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def _mask(self, attn_mask, key_padding_mask, batch: int, L: int, S: int, dtype):
-        """Combine the masks into one for scaled_dot_product_attention (True / 0 = may attend)."""
+    def _mask(self, attn_mask, key_padding_mask, batch: int, L: int, S: int, like: Tensor):
+        """Combine the masks into one for scaled_dot_product_attention (True / 0 = may attend).
+
+        The result lives on ``like``'s device and, when additive, has its dtype.
+        """
         allowed = additive = None
         if attn_mask is not None:
-            a, f = _as_allowed(attn_mask, "attn_mask")
+            a, f = _as_allowed(_mask_array(attn_mask, like, "attn_mask"), "attn_mask")
             if (a if a is not None else f).ndim == 3:  # [B*H, L, S]
                 a = a.reshape(batch, self.num_heads, L, S) if a is not None else None
                 f = f.reshape(batch, self.num_heads, L, S) if f is not None else None
             allowed, additive = a, f
         if key_padding_mask is not None:
-            kp = key_padding_mask.data if isinstance(key_padding_mask, Tensor) else np.asarray(key_padding_mask)
+            kp = _mask_array(key_padding_mask, like, "key_padding_mask")
             if kp.shape != (batch, S):
                 raise RuntimeError(f"key_padding_mask must have shape [{batch}, {S}], got {list(kp.shape)}")
             a, f = _as_allowed(kp, "key_padding_mask")
@@ -132,11 +146,12 @@ class MultiHeadAttention(Module):
             allowed = a if allowed is None else (allowed & a if a is not None else allowed)
             additive = f if additive is None else (additive + f if f is not None else additive)
         if additive is None:
-            return None if allowed is None else Tensor._make(np.asarray(allowed), False, None)
+            return None if allowed is None else Tensor._make(allowed, False, None)
+        dtype = like.data.dtype
         combined = additive.astype(dtype, copy=False)
         if allowed is not None:
-            combined = np.where(allowed, combined, -np.inf).astype(dtype, copy=False)
-        return Tensor._make(np.asarray(combined), False, None)
+            combined = namespace_of(combined).where(allowed, combined, -math.inf).astype(dtype, copy=False)
+        return Tensor._make(combined, False, None)
 
     def forward(
         self,
@@ -168,7 +183,7 @@ class MultiHeadAttention(Module):
         S = key.shape[1]
         q, k, v = self._project(query, key, value)
         qh, kh, vh = self._heads(q, B, L), self._heads(k, B, S), self._heads(v, B, S)
-        mask = self._mask(attn_mask, key_padding_mask, B, L, S, query.data.dtype)
+        mask = self._mask(attn_mask, key_padding_mask, B, L, S, qh)
         causal = is_causal and attn_mask is None
         dropout = self.dropout if self.training else 0.0
         out = scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, dropout_p=dropout, is_causal=causal)
@@ -188,12 +203,13 @@ class MultiHeadAttention(Module):
         scores = (qh @ kh.mT) * (1.0 / math.sqrt(self.head_dim))
         if causal:
             L, S = scores.shape[-2:]
-            mask = Tensor._make(np.tril(np.ones((L, S), dtype=bool)), False, None)
+            xp = namespace_of(scores.data)
+            mask = Tensor._make(xp.tril(xp.ones((L, S), dtype=xp.bool_)), False, None)
         if mask is not None:
             m = mask.data
             scores = (
                 scores.masked_fill(Tensor._make(~m, False, None), float("-inf"))
-                if m.dtype == np.bool_
+                if m.dtype.kind == "b"
                 else scores + mask
             )
         weights = softmax(scores, -1)

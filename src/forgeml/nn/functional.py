@@ -1,7 +1,14 @@
-"""Stateless neural-network functions, as in ``torch.nn.functional``."""
+"""Stateless neural-network functions, as in ``torch.nn.functional``.
+
+The losses here follow autocast as PyTorch's do: they compute in float32
+under autocast on either device type; ``binary_cross_entropy`` raises under
+CUDA autocast (PyTorch bans it there) and runs in float32 under CPU autocast.
+"""
 
 from __future__ import annotations
 
+from ..backend.device import HOST_ARRAY
+from ..ops import _autocast
 from ..ops.attention import scaled_dot_product_attention
 from ..ops.conv import adaptive_avg_pool2d, avg_pool2d, batch_norm, conv2d, max_pool2d
 from ..ops.elementwise import abs as _abs
@@ -66,6 +73,8 @@ def _check_pair(input, target, name: str) -> None:
 def mse_loss(input, target, reduction: str = "mean"):
     """Mean squared error ``(input - target)^2``."""
     _check_pair(input, target, "mse_loss")
+    if _autocast.state.active:
+        input, target = _autocast.full(input, target)
     diff = input - target
     return _reduce(diff * diff, reduction)
 
@@ -73,12 +82,16 @@ def mse_loss(input, target, reduction: str = "mean"):
 def l1_loss(input, target, reduction: str = "mean"):
     """Mean absolute error ``|input - target|``."""
     _check_pair(input, target, "l1_loss")
+    if _autocast.state.active:
+        input, target = _autocast.full(input, target)
     return _reduce(_abs(input - target), reduction)
 
 
 def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
     """Quadratic ``0.5 d^2 / beta`` for ``|d| < beta``, linear ``|d| - beta/2`` beyond (Huber / beta)."""
     _check_pair(input, target, "smooth_l1_loss")
+    if _autocast.state.active:
+        input, target = _autocast.full(input, target)
     if beta < 0:
         raise RuntimeError(f"smooth_l1_loss does not support negative values for beta, got {beta}")
     diff = _abs(input - target)
@@ -88,9 +101,22 @@ def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
     return _reduce(loss, reduction)
 
 
+_BCE_UNSAFE_TO_AUTOCAST = (
+    "forgeml.nn.functional.binary_cross_entropy and forgeml.nn.BCELoss are unsafe to autocast.\n"
+    "Many models use a sigmoid layer right before the binary cross entropy layer.\n"
+    "In this case, combine the two layers using forgeml.nn.functional.binary_cross_entropy_with_logits\n"
+    "or forgeml.nn.BCEWithLogitsLoss.  binary_cross_entropy_with_logits and BCEWithLogits are\n"
+    "safe to autocast."
+)  # PyTorch's message (torch.* named forgeml.*)
+
+
 def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
     """``-(t log p + (1 - t) log(1 - p))`` for probabilities ``p``; each log is clamped at -100 as in PyTorch."""
     _check_pair(input, target, "binary_cross_entropy")
+    if _autocast.state.active:
+        if type(input.data) is not HOST_ARRAY and _autocast.state.enabled["cuda"]:
+            raise RuntimeError(_BCE_UNSAFE_TO_AUTOCAST)
+        input, target, weight = _autocast.full(input, target, weight)
     if ((input.data < 0) | (input.data > 1)).any():
         raise RuntimeError("binary_cross_entropy: all elements of input should be between 0 and 1")
     log_p = clamp(log(input), min=-100.0)
@@ -104,6 +130,8 @@ def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean", pos_weight=None):
     """Sigmoid + binary cross-entropy in one numerically stable expression; ``pos_weight`` scales positives."""
     _check_pair(input, target, "binary_cross_entropy_with_logits")
+    if _autocast.state.active:
+        input, target, weight, pos_weight = _autocast.full(input, target, weight, pos_weight)
     # log(1 + exp(-|x|)) + max(-x, 0) == -log(sigmoid(x)), without overflow
     neg_log_sigmoid = softplus(-_abs(input)) + _maximum(-input, 0.0)
     if pos_weight is not None:

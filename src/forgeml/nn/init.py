@@ -1,13 +1,18 @@
-"""Weight initialisers, as in ``torch.nn.init``: each fills a tensor in place (without recording) and returns it."""
+"""Weight initialisers, as in ``torch.nn.init``: each fills a tensor in place (without recording) and returns it.
+
+Random initialisers draw on the tensor's own device, from ``generator`` (which
+must be a generator of that device type) or the device's default generator, so
+a CUDA parameter is initialised on the GPU without a host round trip. On the
+CPU the draws are NumPy's, in the same order as always, so initial weights
+under ``forgeml.manual_seed`` do not change.
+"""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..autograd.grad_mode import no_grad
-from ..backend.random import numpy_generator
+from ..backend.random import generator_for
 from ..tensor import Tensor
 
 __all__ = [
@@ -53,34 +58,43 @@ def _fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
             "Fan in and fan out can not be computed for a tensor with fewer than 2 dimensions "
             f"(shape {list(tensor.shape)})"
         )
-    receptive = int(np.prod(tensor.shape[2:])) if tensor.ndim > 2 else 1
+    receptive = math.prod(tensor.shape[2:]) if tensor.ndim > 2 else 1
     return tensor.shape[1] * receptive, tensor.shape[0] * receptive
 
 
 def _fill(tensor: Tensor, values) -> Tensor:
+    """Write ``values`` (a number, or an array on the tensor's device) into the tensor's storage."""
     with no_grad():
         tensor.data[...] = values
         tensor._bump_version()
     return tensor
 
 
+def _generator(tensor: Tensor, generator):
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"nn.init functions fill a Tensor in place, got {type(tensor).__name__}")
+    return generator_for(tensor.device, generator)
+
+
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator=None) -> Tensor:
-    return _fill(tensor, numpy_generator(generator).uniform(a, b, size=tensor.shape))
+    """Fill with samples from U(a, b)."""
+    return _fill(tensor, _generator(tensor, generator).uniform(a, b, tensor.shape))
 
 
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator=None) -> Tensor:
-    return _fill(tensor, numpy_generator(generator).normal(mean, std, size=tensor.shape))
+    """Fill with samples from N(mean, std^2)."""
+    return _fill(tensor, _generator(tensor, generator).normal(mean, std, tensor.shape))
 
 
 def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0, generator=None):
     """Normal samples redrawn until they fall in ``[a, b]`` (absolute bounds, as in PyTorch)."""
     if a >= b:
         raise ValueError(f"trunc_normal_: a ({a}) must be less than b ({b})")
-    rng = numpy_generator(generator)
-    values = rng.normal(mean, std, size=tensor.shape)
+    rng = _generator(tensor, generator)
+    values = rng.normal(mean, std, tensor.shape)
     outside = (values < a) | (values > b)
-    while outside.any():
-        values[outside] = rng.normal(mean, std, size=int(outside.sum()))
+    while outside.any():  # on a GPU each round syncs once; few rounds are needed for sensible bounds
+        values[outside] = rng.normal(mean, std, int(outside.sum()))
         outside = (values < a) | (values > b)
     return _fill(tensor, values)
 

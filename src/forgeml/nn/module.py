@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
 
-import numpy as np
-
 from ..autograd.function import RemovableHandle
 from ..autograd.grad_mode import no_grad
-from ..backend.device import as_device, to_device
+from ..backend.convert import as_array
+from ..backend.device import Device, as_device, is_array, to_device
 from ..backend.dtypes import as_dtype
 from ..tensor import Tensor
 from .masked import MaskedBatch
@@ -297,7 +296,11 @@ class Module:
 
         Every entry is checked first (names with ``strict``, shapes always);
         when anything is wrong nothing is copied and the error lists the missing
-        keys, the unexpected keys and each shape mismatch.
+        keys, the unexpected keys and each shape mismatch. Values (tensors on
+        any device, arrays, nested lists) are copied into each parameter's and
+        buffer's own storage, converted to its dtype and device, so a CPU
+        checkpoint loads into a CUDA model and back. With ``assign=True`` the
+        module takes copies of the values as they are (their dtype and device).
         """
         targets = self._state_targets()
         missing = [k for k in targets if k not in state_dict]
@@ -308,7 +311,12 @@ class Module:
             if key not in state_dict:
                 continue
             value = state_dict[key]
-            array = value.data if isinstance(value, Tensor) else np.asarray(value)
+            if isinstance(value, Tensor):
+                array = value.data
+            elif is_array(value):
+                array = value
+            else:  # Python data, NumPy scalars, other frameworks' tensors: read on the host
+                array = as_array(value, None if assign else current.dtype)
             if tuple(array.shape) != tuple(current.data.shape):
                 problems.append(
                     f"size mismatch for {key}: copying a param with shape {list(array.shape)} from checkpoint, "
@@ -333,37 +341,54 @@ class Module:
                     )
                     setattr(module, name, replacement)
                 else:
-                    current.data[...] = to_device(array, current.device).astype(current.data.dtype, copy=False)
+                    # convert where the value is (a smaller transfer when narrowing), then copy across
+                    converted = to_device(array.astype(current.data.dtype, copy=False), current.device)
+                    current.data[...] = converted
                     current._bump_version()
         return IncompatibleKeys(missing, unexpected)
 
     # -- device and dtype ---------------------------------------------------------
     def _apply_to_tensors(self, convert) -> Module:
-        """Replace every parameter's and buffer's array by ``convert(array)`` (None keeps it)."""
+        """Replace every parameter's and buffer's array by ``convert(array)``, in place.
+
+        The Parameter and buffer objects stay the same (only their ``data``
+        changes), so an optimizer built before ``model.to('cuda')`` keeps
+        updating the moved parameters, as in PyTorch; gradients move with them.
+        """
         for module in self.modules():
             for registry in (module._parameters, module._buffers):
                 for t in registry.values():
                     if t is None:
                         continue
                     new = convert(t.data)
-                    if new is not None and new is not t.data:
+                    if new is not t.data:
                         t.data = new
-                        if t._grad is not None:
-                            converted = convert(t._grad.data)
-                            if converted is not None:
-                                t._grad.data = converted
+                    grad = t._grad
+                    if grad is not None:
+                        new_grad = convert(grad.data)
+                        if new_grad is not grad.data:
+                            grad.data = new_grad
         return self
 
     def to(self, *args, **kwargs) -> Module:
-        """Move to a device and/or convert floating parameters and buffers to a dtype; in place."""
+        """Move parameters and buffers to a device and/or convert the floating ones to a dtype; in place.
+
+        ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(tensor)`` (its
+        device and dtype), as ``torch.nn.Module.to``. Returns ``self``.
+        """
         device = kwargs.pop("device", None)
         dtype = kwargs.pop("dtype", None)
         kwargs.pop("non_blocking", None)
+        kwargs.pop("memory_format", None)
         if kwargs:
             raise TypeError(f"Module.to() got unexpected keyword arguments {sorted(kwargs)}")
         for arg in args:
+            if arg is None or isinstance(arg, bool):  # to(device, None) / to(device, dtype, non_blocking)
+                continue
             if isinstance(arg, Tensor):
                 device, dtype = arg.device, arg.dtype
+            elif isinstance(arg, (Device, int)):
+                device = arg
             else:
                 try:
                     dtype = as_dtype(arg)
@@ -394,10 +419,19 @@ class Module:
         return self.to("float16")
 
     def cpu(self) -> Module:
+        """Move every parameter and buffer to the CPU, in place; returns ``self``."""
         return self.to("cpu")
 
     def cuda(self, device=None) -> Module:
-        return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
+        """Move every parameter and buffer to a CUDA device (``cuda:0`` by default), in place; returns ``self``."""
+        if device is None:
+            return self.to("cuda")
+        if isinstance(device, int) and not isinstance(device, bool):
+            return self.to(Device("cuda", device))
+        dev = as_device(device)
+        if dev.type != "cuda":
+            raise ValueError(f"Module.cuda() expects a CUDA device, got {dev}")
+        return self.to(dev)
 
     # -- specs ----------------------------------------------------------------------
     def to_spec(self, input_shape=None, name: str | None = None):

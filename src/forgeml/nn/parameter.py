@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from ..backend.device import array_module, as_device, is_array, to_device, to_host
 from ..backend.dtypes import get_default_dtype
 from ..tensor import Tensor, _init_slots
 
@@ -20,10 +19,10 @@ class Parameter(Tensor):
 
     def __init__(self, data=None, requires_grad: bool = True) -> None:
         if data is None:
-            array = np.empty((0,), dtype=get_default_dtype().numpy)
+            array = array_module(None).empty((0,), dtype=get_default_dtype().numpy)
         elif isinstance(data, Tensor):
             array = data.data
-        elif isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__"):
+        elif is_array(data):
             array = data
         else:
             raise TypeError(f"Parameter expects a Tensor or an array, got {type(data).__name__}")
@@ -35,8 +34,7 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
     def __reduce_ex__(self, protocol):
-        data = self.data if isinstance(self.data, np.ndarray) else self.data.get()
-        return (Parameter, (data, self._requires_grad))
+        return (_rebuild_parameter, (to_host(self.data), self._requires_grad, str(self.device)))
 
     def __deepcopy__(self, memo):
         result = Parameter(self.data.copy(), self._requires_grad)
@@ -44,3 +42,7 @@ class Parameter(Tensor):
             result._grad = Tensor._make(self._grad.data.copy(), False, None)
         memo[id(self)] = result
         return result
+
+
+def _rebuild_parameter(data, requires_grad, device="cpu"):
+    return Parameter(to_device(data, as_device(device)) if device != "cpu" else data, requires_grad)

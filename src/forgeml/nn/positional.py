@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
+from ..backend.device import array_module
+from ..backend.dtypes import as_dtype
 from ..ops.creation import empty
 from ..tensor import Tensor
 from . import init
@@ -26,17 +26,27 @@ def _check_length(x, max_len: int, name: str) -> int:
 
 class PositionalEncoding(Module):
     """Adds the sinusoids of "Attention Is All You Need": ``PE[pos, 2i] = sin(pos / 10000^(2i/d))``,
-    ``PE[pos, 2i+1] = cos(...)``, then dropout. Inputs are ``[batch, time, d_model]``."""
+    ``PE[pos, 2i+1] = cos(...)``, then dropout. Inputs are ``[batch, time, d_model]``.
 
-    def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0) -> None:
+    The table is a non-persistent buffer ``pe`` computed in float64 on ``device``
+    and stored as ``dtype`` (float32 unless given); ``.to(device)`` moves it
+    with the module's parameters.
+    """
+
+    def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0, device=None, dtype=None) -> None:
         super().__init__()
         self.d_model, self.max_len = d_model, max_len
-        position = np.arange(max_len, dtype=np.float64)[:, None]
-        div = np.exp(np.arange(0, d_model, 2, dtype=np.float64) * (-math.log(10000.0) / d_model))
-        pe = np.zeros((max_len, d_model))
-        pe[:, 0::2] = np.sin(position * div)
-        pe[:, 1::2] = np.cos(position * div)[:, : d_model // 2]
-        self.register_buffer("pe", Tensor(pe.astype(np.float32)), persistent=False)  # a function of the shape
+        xp = array_module(device)
+        position = xp.arange(max_len, dtype=xp.float64)[:, None]
+        div = xp.exp(xp.arange(0, d_model, 2, dtype=xp.float64) * (-math.log(10000.0) / d_model))
+        pe = xp.zeros((max_len, d_model), dtype=xp.float64)
+        pe[:, 0::2] = xp.sin(position * div)
+        pe[:, 1::2] = xp.cos(position * div)[:, : d_model // 2]
+        table_dtype = as_dtype(dtype) if dtype is not None else None
+        if table_dtype is not None and not table_dtype.is_floating_point:
+            raise TypeError(f"PositionalEncoding needs a floating dtype for its table, got {table_dtype}")
+        table_dtype = table_dtype.numpy if table_dtype is not None else xp.float32
+        self.register_buffer("pe", Tensor(pe.astype(table_dtype)), persistent=False)  # a function of the shape
         self.dropout = Dropout(dropout)
 
     def forward(self, x):
@@ -53,10 +63,10 @@ class PositionalEncoding(Module):
 class LearnedPositionalEmbedding(Module):
     """A learned vector per position (``[max_len, d_model]``, init N(0, 0.02^2)) added to the input."""
 
-    def __init__(self, max_len: int, d_model: int, dropout: float = 0.0) -> None:
+    def __init__(self, max_len: int, d_model: int, dropout: float = 0.0, device=None, dtype=None) -> None:
         super().__init__()
         self.max_len, self.d_model = max_len, d_model
-        self.weight = Parameter(empty(max_len, d_model))
+        self.weight = Parameter(empty(max_len, d_model, dtype=dtype, device=device))
         init.normal_(self.weight, 0.0, 0.02)
         self.dropout = Dropout(dropout)
 

@@ -14,8 +14,6 @@ import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .container import Sequential
 from .module import Module
 
@@ -53,8 +51,8 @@ def _plain(value):
     """Tuples become lists and NumPy scalars Python numbers, so the spec is plain JSON."""
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
+    if type(value) not in (bool, int, float, str) and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()  # a NumPy scalar or 0-d array
     return value
 
 

@@ -37,16 +37,19 @@ def _activation(activation):
 class FeedForward(Module):
     """The position-wise block ``Linear(E, H) -> activation -> Dropout -> Linear(H, E)`` (no residual)."""
 
-    def __init__(self, embed_dim: int, hidden_dim: int, activation="gelu", dropout: float = 0.0) -> None:
+    def __init__(
+        self, embed_dim: int, hidden_dim: int, activation="gelu", dropout: float = 0.0, device=None, dtype=None
+    ) -> None:
         super().__init__()
-        self.linear1 = Linear(embed_dim, hidden_dim)
+        kw = {"device": device, "dtype": dtype}
+        self.linear1 = Linear(embed_dim, hidden_dim, **kw)
         self.activation = (
             {"gelu": GELU(), "relu": ReLU()}.get(activation, activation) if isinstance(activation, str) else activation
         )
         if isinstance(self.activation, str):
             raise ValueError(f"activation should be 'relu' or 'gelu' (or a module), not {activation!r}")
         self.dropout = Dropout(dropout)
-        self.linear2 = Linear(hidden_dim, embed_dim)
+        self.linear2 = Linear(hidden_dim, embed_dim, **kw)
 
     def forward(self, input):
         return self.linear2(self.dropout(self.activation(self.linear1(input))))

@@ -1,68 +1,29 @@
-"""Helpers shared by the op families: broadcast gradients, dims, operand promotion."""
+"""Helpers shared by the op families: operand promotion, no-grad array ops, device checks.
+
+Dim and shape helpers live in :mod:`forgeml.backend.shapes` (below both
+tensors and ops); they are re-exported here for the op modules.
+"""
 
 from __future__ import annotations
 
 import numbers
 
-import numpy as np
-
+from ..autograd.function import _as_array, _raise_device_mismatch
+from ..backend.convert import as_array
+from ..backend.device import HOST_ARRAY, namespace_for_type, to_device
 from ..backend.dtypes import BOOL, FLOAT, INT, as_dtype, dtype_of_array, get_default_dtype, result_type
+from ..backend.shapes import broadcasts_to, normalize_dim, normalize_dims, size_args
 from ..tensor import Tensor
 
 __all__ = [
+    "as_tensor_like",
     "binary_operands",
+    "broadcasts_to",
+    "no_grad_op",
     "normalize_dim",
     "normalize_dims",
-    "unbroadcast",
+    "size_args",
 ]
-
-
-def unbroadcast(grad, shape):
-    """Sum ``grad`` back to ``shape``: over the leading dims broadcasting added, then over size-1 dims."""
-    if grad.shape == shape:
-        return grad
-    extra = grad.ndim - len(shape)
-    if extra < 0:
-        return np.broadcast_to(grad, shape)
-    if extra:
-        grad = grad.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, size in enumerate(shape) if size == 1 and grad.shape[i] != 1)
-    if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
-    return grad
-
-
-def broadcasts_to(shape, target) -> bool:
-    """True when an array of ``shape`` broadcasts to exactly ``target`` (what in-place ops and masks need)."""
-    if tuple(shape) == tuple(target):
-        return True
-    try:
-        return np.broadcast_shapes(shape, target) == tuple(target)
-    except ValueError:
-        return False
-
-
-def normalize_dim(dim, ndim: int, *, allow_end: bool = False) -> int:
-    """A dim in ``[-ndim, ndim)`` (``[-ndim-1, ndim]`` with ``allow_end``) as a non-negative int."""
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
-    size = ndim + 1 if allow_end else ndim
-    low, high = -max(size, 1), max(size, 1) - 1
-    if not low <= dim <= high:
-        raise IndexError(f"Dimension out of range (expected to be in range of [{low}, {high}], but got {dim})")
-    return int(dim) % max(size, 1)
-
-
-def normalize_dims(dim, ndim: int) -> tuple[int, ...]:
-    """``dim`` (None, an int, or a sequence of ints) as a sorted tuple of distinct non-negative dims."""
-    if dim is None:
-        return tuple(range(ndim))
-    if isinstance(dim, (list, tuple)):
-        dims = tuple(normalize_dim(d, ndim) for d in dim)
-        if len(set(dims)) != len(dims):
-            raise RuntimeError(f"dim {list(dim)} appears multiple times in the list of dims")
-        return tuple(sorted(dims))
-    return (normalize_dim(dim, ndim),)
 
 
 def is_number(value) -> bool:
@@ -71,9 +32,47 @@ def is_number(value) -> bool:
 
 def python_scalar(value):
     """Plain ``bool``/``int``/``float`` for a NumPy scalar, so it stays a weak (non-promoting) operand."""
-    if isinstance(value, np.generic):
+    if not isinstance(value, (bool, int, float)) and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         return value.item()
     return value
+
+
+class _NoGradOp:
+    """Stands in for a Function class in device-mismatch errors raised by :func:`no_grad_op`."""
+
+    def __init__(self, name: str) -> None:
+        self.__name__ = name
+
+
+def no_grad_op(fn, *operands, name: str = "op"):
+    """``fn(xp, *arrays)`` on the operands (tensors unwrapped, all on one device) as a tensor outside autograd.
+
+    For results that carry no gradient: comparisons, logic, integer arithmetic.
+    """
+    arrays = []
+    array_type = None
+    for operand in operands:
+        if isinstance(operand, Tensor):
+            data = operand.data
+            if array_type is None:
+                array_type = type(data)
+            elif type(data) is not array_type:
+                _raise_device_mismatch(_NoGradOp(name), operands)
+            arrays.append(data)
+        else:
+            arrays.append(operand)
+    xp = namespace_for_type(array_type if array_type is not None else HOST_ARRAY)
+    return Tensor._make(_as_array(fn(xp, *arrays), xp), False, None)
+
+
+def as_tensor_like(data, like, dtype=None) -> Tensor:
+    """``data`` (a tensor, array, list or number) as a tensor on ``like``'s device (the CPU if ``like`` is None)."""
+    if isinstance(data, Tensor):
+        return data
+    arr = as_array(data, dtype)
+    if isinstance(like, Tensor) and type(like.data) is not type(arr):
+        arr = to_device(arr, like.device)
+    return Tensor._make(arr, False, None)
 
 
 def _check_operand(value, op_name: str):

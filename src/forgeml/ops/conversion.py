@@ -1,20 +1,21 @@
-"""Conversions: dtype casts, device transfers, ``clone`` and ``contiguous``; differentiable where PyTorch's are."""
+"""Conversions: dtype casts, device transfers, ``clone`` and ``contiguous``; differentiable where PyTorch's are.
+
+``to('cuda')``/``cuda()``/``cpu()`` copy through ``backend.device.to_device``;
+the gradient of a transfer is copied back to the source device. Casts between
+floating dtypes (bfloat16 included, through ``ml_dtypes``) carry gradients.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..autograd.function import Function
+from ..autograd.function import ArrayFunction
 from ..backend.device import Device, as_device, device_of, to_device
-from ..backend.dtypes import DType, as_dtype
+from ..backend.dtypes import DType, as_dtype, is_float
 from ..tensor import Tensor
 
 __all__ = ["clone", "contiguous", "to"]
 
 
-class Cast(Function):
-    _raw = True
-
+class Cast(ArrayFunction):
     @staticmethod
     def forward(ctx, x, dtype):
         ctx.in_dtype = x.dtype
@@ -25,9 +26,7 @@ class Cast(Function):
         return g.astype(ctx.in_dtype), None
 
 
-class ToDevice(Function):
-    _raw = True
-
+class ToDevice(ArrayFunction):
     @staticmethod
     def forward(ctx, x, device):
         ctx.source = device_of(x)
@@ -38,12 +37,10 @@ class ToDevice(Function):
         return to_device(g, ctx.source), None
 
 
-class Clone(Function):
-    _raw = True
-
+class Clone(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
-        return np.array(x, copy=True, order="C") if isinstance(x, np.ndarray) else x.copy()
+        return ctx.xp.array(x, copy=True, order="C")
 
     @staticmethod
     def backward(ctx, g):
@@ -108,7 +105,7 @@ def to(input, *args, **kwargs):
 
 
 def cast(input, dtype: DType):
-    if dtype.is_floating_point and input.data.dtype.kind == "f":
+    if dtype.is_floating_point and is_float(input.data.dtype):
         return Cast.apply(input, dtype.numpy)
     # Casts to or from integer types carry no gradient.
     return Tensor._make(input.data.astype(dtype.numpy), False, None)

@@ -1,26 +1,29 @@
 """Elementwise ops: arithmetic, activations and comparisons, with broadcasting.
 
-Each differentiable op is a raw :class:`~forgeml.autograd.Function` (forward
-and local gradient on arrays); the functions below it promote dtypes the way
-PyTorch does and turn NumPy's broadcast errors into messages that name the
-shapes.
+Each differentiable op is an :class:`~forgeml.autograd.ArrayFunction`
+(forward and local gradient on arrays, computed with ``ctx.xp``; autograd sums
+broadcast gradients back to each input's shape); the functions below it
+promote dtypes the way PyTorch does and turn broadcast errors into messages
+that name the shapes. GELU has a fused CUDA kernel beside its portable body.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from ..autograd.function import Function
+from ..autograd.function import ArrayFunction
+from ..backend.device import HOST_XP, ignore_float_errors, is_cupy, namespace_of
+from ..backend.shapes import broadcast_shapes
 from ..tensor import Tensor
-from ._util import binary_operands, float_like, is_number, python_scalar, unbroadcast
+from . import _cpu, _fused
+from ._util import as_tensor_like, binary_operands, float_like, is_number, no_grad_op, python_scalar
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 # exp(x) overflows past these; sigmoid clamps its argument there, which changes no representable result
-_EXP_LIMIT = {np.dtype(np.float16): 11.0, np.dtype(np.float32): 88.0, np.dtype(np.float64): 708.0}
+_EXP_LIMIT_BY_NAME = {"float16": 11.0, "float32": 88.0, "float64": 708.0}
+_EXP_LIMIT: dict = {}  # keyed by dtype object, filled on first use (dtype.name is slow to compute)
 
 
 def _shape(x):
@@ -28,113 +31,89 @@ def _shape(x):
 
 
 # ---------------------------------------------------------------- binary ops
-class Add(Function):
-    _raw = True
-
+class Add(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))
         return a + b
 
     @staticmethod
     def backward(ctx, g):
         n = ctx.needs_input_grad
-        sa, sb = ctx.shapes
-        return (unbroadcast(g, sa) if n[0] else None, unbroadcast(g, sb) if n[1] else None)
+        return (g if n[0] else None), (g if n[1] else None)
 
 
-class Sub(Function):
-    _raw = True
-
+class Sub(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))
         return a - b
 
     @staticmethod
     def backward(ctx, g):
         n = ctx.needs_input_grad
-        sa, sb = ctx.shapes
-        return (unbroadcast(g, sa) if n[0] else None, unbroadcast(-g, sb) if n[1] else None)
+        return (g if n[0] else None), (-g if n[1] else None)
 
 
-class Mul(Function):
-    _raw = True
-
+class Mul(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
         n = ctx.needs_input_grad
         ctx.save_for_backward(b if n[0] else None, a if n[1] else None)
-        ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))
         return a * b
 
     @staticmethod
     def backward(ctx, g):
         b, a = ctx.saved_tensors
         n = ctx.needs_input_grad
-        sa, sb = ctx.shapes
-        return (unbroadcast(g * b, sa) if n[0] else None, unbroadcast(g * a, sb) if n[1] else None)
+        return (g * b if n[0] else None), (g * a if n[1] else None)
 
 
-class Div(Function):
-    _raw = True
-
+class Div(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
         out = a / b
         n = ctx.needs_input_grad
         ctx.save_for_backward(b, out if n[1] else None)
-        ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))
         return out
 
     @staticmethod
     def backward(ctx, g):
         b, out = ctx.saved_tensors
         n = ctx.needs_input_grad
-        sa, sb = ctx.shapes
-        ga = unbroadcast(g / b, sa) if n[0] else None
-        gb = unbroadcast(-g * out / b, sb) if n[1] else None
-        return ga, gb
+        return (g / b if n[0] else None), (-g * out / b if n[1] else None)
 
 
-class Pow(Function):
-    _raw = True
-
+class Pow(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
         out = a**b
         ctx.save_for_backward(a, b, out)
-        ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))
         return out
 
     @staticmethod
     def backward(ctx, g):
         a, b, out = ctx.saved_tensors
+        xp = ctx.xp
         n = ctx.needs_input_grad
         ga = gb = None
         if n[0]:
             if is_number(b):
-                ga = np.zeros_like(g * a) if b == 0 else g * (b * a ** (b - 1))
+                ga = xp.zeros_like(g * a) if b == 0 else g * (b * a ** (b - 1))
             else:
-                ga = g * np.where(b == 0, 0, b * a ** np.where(b == 0, 1, b - 1))
-            ga = unbroadcast(ga, ctx.shapes[0])
+                ga = g * xp.where(b == 0, 0, b * a ** xp.where(b == 0, 1, b - 1))
         if n[1]:
-            base = a if not is_number(a) else np.asarray(a, dtype=np.result_type(out))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                local = out * np.log(base)
-            local = np.where((base == 0) & (np.asarray(b) >= 0), 0, local)
-            gb = unbroadcast(g * local, ctx.shapes[1])
+            base = a if not is_number(a) else xp.asarray(a, dtype=out.dtype)
+            with ignore_float_errors():
+                local = out * xp.log(base)
+            local = xp.where((base == 0) & (b >= 0), 0, local)
+            gb = g * local
         return ga, gb
 
 
-class Maximum(Function):
-    _raw = True
-
+class Maximum(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))
-        return np.maximum(a, b)
+        return ctx.xp.maximum(a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -142,14 +121,11 @@ class Maximum(Function):
         return _tie_split(ctx, g, a > b, a == b)
 
 
-class Minimum(Function):
-    _raw = True
-
+class Minimum(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))
-        return np.minimum(a, b)
+        return ctx.xp.minimum(a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -160,69 +136,55 @@ class Minimum(Function):
 def _tie_split(ctx, g, a_wins, tie):
     """Gradient of max/min of two tensors: to the winner, half to each on a tie."""
     n = ctx.needs_input_grad
-    sa, sb = ctx.shapes
     half = (g * tie) * 0.5
-    ga = unbroadcast(g * a_wins + half, sa) if n[0] else None
-    gb = unbroadcast(g * ~(a_wins | tie) + half, sb) if n[1] else None
+    ga = g * a_wins + half if n[0] else None
+    gb = g * ~(a_wins | tie) + half if n[1] else None
     return ga, gb
 
 
-class Remainder(Function):
-    _raw = True
-
+class Remainder(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
         n = ctx.needs_input_grad
         ctx.save_for_backward(a if n[1] else None, b if n[1] else None)
-        ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))
-        return np.remainder(a, b)
+        return ctx.xp.remainder(a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         n = ctx.needs_input_grad
-        sa, sb = ctx.shapes
-        ga = unbroadcast(g, sa) if n[0] else None
-        gb = unbroadcast(-g * np.floor_divide(a, b), sb) if n[1] else None
-        return ga, gb
+        return (g if n[0] else None), (-g * ctx.xp.floor_divide(a, b) if n[1] else None)
 
 
-class FloorDivide(Function):
-    _raw = True
-
+class FloorDivide(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
-        return np.floor_divide(a, b)
+        return ctx.xp.floor_divide(a, b)
 
     @staticmethod
     def backward(ctx, g):
         raise RuntimeError("the derivative of floor_divide (//) is not implemented, as in PyTorch")
 
 
-class Where(Function):
-    _raw = True
-
+class Where(ArrayFunction):
     @staticmethod
     def forward(ctx, cond, a, b):
         ctx.save_for_backward(cond)
-        ctx.shapes = (_shape(a), _shape(b))
-        return np.where(cond, a, b)
+        return ctx.xp.where(cond, a, b)
 
     @staticmethod
     def backward(ctx, g):
         (cond,) = ctx.saved_tensors
+        xp = ctx.xp
         n = ctx.needs_input_grad
-        sa, sb = ctx.shapes
-        zero = np.zeros((), dtype=g.dtype)
-        ga = unbroadcast(np.where(cond, g, zero), sa) if n[1] else None
-        gb = unbroadcast(np.where(cond, zero, g), sb) if n[2] else None
+        zero = xp.zeros((), dtype=g.dtype)
+        ga = xp.where(cond, g, zero) if n[1] else None
+        gb = xp.where(cond, zero, g) if n[2] else None
         return None, ga, gb
 
 
 # ----------------------------------------------------------------- unary ops
-class Neg(Function):
-    _raw = True
-
+class Neg(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
         return -x
@@ -232,26 +194,22 @@ class Neg(Function):
         return -g
 
 
-class Abs(Function):
-    _raw = True
-
+class Abs(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        return np.abs(x)
+        return ctx.xp.abs(x)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        return g * np.sign(x)
+        return g * ctx.xp.sign(x)
 
 
-class Exp(Function):
-    _raw = True
-
+class Exp(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
-        out = np.exp(x)
+        out = ctx.xp.exp(x)
         ctx.save_for_backward(out)
         return out
 
@@ -261,13 +219,11 @@ class Exp(Function):
         return g * out
 
 
-class Log(Function):
-    _raw = True
-
+class Log(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        return np.log(x)
+        return ctx.xp.log(x)
 
     @staticmethod
     def backward(ctx, g):
@@ -275,13 +231,11 @@ class Log(Function):
         return g / x
 
 
-class Log1p(Function):
-    _raw = True
-
+class Log1p(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        return np.log1p(x)
+        return ctx.xp.log1p(x)
 
     @staticmethod
     def backward(ctx, g):
@@ -289,12 +243,10 @@ class Log1p(Function):
         return g / (1 + x)
 
 
-class Sqrt(Function):
-    _raw = True
-
+class Sqrt(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
-        out = np.sqrt(x)
+        out = ctx.xp.sqrt(x)
         ctx.save_for_backward(out)
         return out
 
@@ -304,12 +256,10 @@ class Sqrt(Function):
         return g / (2 * out)
 
 
-class Rsqrt(Function):
-    _raw = True
-
+class Rsqrt(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
-        out = 1 / np.sqrt(x)
+        out = 1 / ctx.xp.sqrt(x)
         ctx.save_for_backward(out)
         return out
 
@@ -319,40 +269,34 @@ class Rsqrt(Function):
         return g * (-0.5 * out * out * out)
 
 
-class Sin(Function):
-    _raw = True
-
+class Sin(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        return np.sin(x)
+        return ctx.xp.sin(x)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        return g * np.cos(x)
+        return g * ctx.xp.cos(x)
 
 
-class Cos(Function):
-    _raw = True
-
+class Cos(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        return np.cos(x)
+        return ctx.xp.cos(x)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        return -g * np.sin(x)
+        return -g * ctx.xp.sin(x)
 
 
-class Tanh(Function):
-    _raw = True
-
+class Tanh(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
-        out = np.tanh(x)
+        out = ctx.xp.tanh(x)
         ctx.save_for_backward(out)
         return out
 
@@ -362,17 +306,19 @@ class Tanh(Function):
         return g * (1 - out * out)
 
 
-def sigmoid_array(x):
+def sigmoid_array(x, xp=None):
     """Logistic function without overflow warnings: exp's argument is clamped where it would overflow."""
-    return 1 / (1 + np.exp(np.minimum(-x, _EXP_LIMIT[x.dtype])))
+    xp = xp or namespace_of(x)
+    limit = _EXP_LIMIT.get(x.dtype)
+    if limit is None:
+        limit = _EXP_LIMIT[x.dtype] = _EXP_LIMIT_BY_NAME[x.dtype.name]
+    return 1 / (1 + xp.exp(xp.minimum(-x, limit)))
 
 
-class Sigmoid(Function):
-    _raw = True
-
+class Sigmoid(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
-        out = sigmoid_array(x)
+        out = sigmoid_array(x, ctx.xp)
         ctx.save_for_backward(out)
         return out
 
@@ -382,12 +328,10 @@ class Sigmoid(Function):
         return g * (out * (1 - out))
 
 
-class Relu(Function):
-    _raw = True
-
+class Relu(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
-        out = np.maximum(x, 0)
+        out = ctx.xp.maximum(x, 0)
         ctx.save_for_backward(out)
         return out
 
@@ -397,27 +341,24 @@ class Relu(Function):
         return g * (out > 0)
 
 
-class LeakyRelu(Function):
-    _raw = True
-
+class LeakyRelu(ArrayFunction):
     @staticmethod
     def forward(ctx, x, negative_slope):
         ctx.save_for_backward(x)
         ctx.slope = negative_slope
-        return np.where(x > 0, x, x * negative_slope)
+        return ctx.xp.where(x > 0, x, x * negative_slope)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        return g * np.where(x > 0, 1, ctx.slope).astype(g.dtype, copy=False), None
+        return g * ctx.xp.where(x > 0, 1, ctx.slope).astype(g.dtype, copy=False), None
 
 
-class Elu(Function):
-    _raw = True
-
+class Elu(ArrayFunction):
     @staticmethod
     def forward(ctx, x, alpha):
-        out = np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+        xp = ctx.xp
+        out = xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
         ctx.save_for_backward(x, out)
         ctx.alpha = alpha
         return out
@@ -425,15 +366,13 @@ class Elu(Function):
     @staticmethod
     def backward(ctx, g):
         x, out = ctx.saved_tensors
-        return g * np.where(x > 0, 1, out + ctx.alpha).astype(g.dtype, copy=False), None
+        return g * ctx.xp.where(x > 0, 1, out + ctx.alpha).astype(g.dtype, copy=False), None
 
 
-class Silu(Function):
-    _raw = True
-
+class Silu(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
-        s = sigmoid_array(x)
+        s = sigmoid_array(x, ctx.xp)
         ctx.save_for_backward(x, s)
         return x * s
 
@@ -443,21 +382,21 @@ class Silu(Function):
         return g * (s * (1 + x * (1 - s)))
 
 
-class Softplus(Function):
-    _raw = True
-
+class Softplus(ArrayFunction):
     @staticmethod
     def forward(ctx, x, beta, threshold):
+        xp = ctx.xp
         z = x * beta
         linear = z > threshold
-        out = np.where(linear, x, np.log1p(np.exp(np.minimum(z, threshold))) / beta)
+        out = xp.where(linear, x, xp.log1p(xp.exp(xp.minimum(z, threshold))) / beta)
         ctx.save_for_backward(z, linear)
         return out.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         z, linear = ctx.saved_tensors
-        return g * np.where(linear, 1, sigmoid_array(z)).astype(g.dtype, copy=False), None, None
+        xp = ctx.xp
+        return g * xp.where(linear, 1, sigmoid_array(z, xp)).astype(g.dtype, copy=False), None, None
 
 
 _ERFC_COEFFICIENTS = (
@@ -474,7 +413,7 @@ _ERFC_COEFFICIENTS = (
 )  # Numerical Recipes' Chebyshev fit of erfc, highest power first: fractional error below 1.2e-7
 
 
-def _half_erfc_of_scaled(a):
+def _half_erfc_of_scaled(a, xp):
     """``erfc(a / sqrt(2)) / 2`` for ``a >= 0`` in float32, i.e. the normal tail ``P(X > a)``.
 
     Numerical Recipes' fit gives ``erfc(z) = t exp(-z^2 + poly(t))``. The exponent
@@ -483,94 +422,128 @@ def _half_erfc_of_scaled(a):
     small, as libm's erfc does it; the two parts are exponentiated separately. Relative error below
     5e-7 up to ``a = 9``.
     """
-    t = np.multiply(a, np.float32(0.5 * _INV_SQRT_2))
-    t += np.float32(1.0)
-    np.reciprocal(t, out=t)
-    poly = np.full_like(a, _ERFC_COEFFICIENTS[0])
+    f32 = xp.float32
+    t = xp.multiply(a, f32(0.5 * _INV_SQRT_2))
+    t += f32(1.0)
+    xp.reciprocal(t, out=t)
+    poly = xp.full_like(a, _ERFC_COEFFICIENTS[0])
     for c in _ERFC_COEFFICIENTS[1:]:  # Horner's rule
         poly *= t
-        poly += np.float32(c)
-    ah = np.multiply(a, np.float32(16.0))
-    np.floor(ah, out=ah)
-    ah *= np.float32(1.0 / 16.0)
-    rest = np.subtract(a, ah)
+        poly += f32(c)
+    ah = xp.multiply(a, f32(16.0))
+    xp.floor(ah, out=ah)
+    ah *= f32(1.0 / 16.0)
+    rest = xp.subtract(a, ah)
     rest *= a + ah  # (a - ah)(a + ah) = a^2 - ah^2, accurately
-    rest *= np.float32(0.5)
+    rest *= f32(0.5)
     poly -= rest
-    np.exp(poly, out=poly)
+    xp.exp(poly, out=poly)
     ah *= ah  # exact: ah has at most 8 significant bits
-    ah *= np.float32(-0.5)
-    np.exp(ah, out=ah)  # exp(-ah^2/2) of an exact argument
+    ah *= f32(-0.5)
+    xp.exp(ah, out=ah)  # exp(-ah^2/2) of an exact argument
     poly *= ah
     poly *= t
-    poly *= np.float32(0.5)
+    poly *= f32(0.5)
     return poly
 
 
-_erfc_exact = np.frompyfunc(math.erfc, 1, 1)
+def erfc64_portable(z, xp):
+    """``erfc(z)`` for float64 ``z >= 0`` with array ops alone, to about 2e-13 relative.
+
+    Below 2 it is ``1 - erf(z)`` from erf's Maclaurin series (40 terms); from 2
+    up, the continued fraction ``erfc(z) = exp(-z^2)/sqrt(pi) / (z + (1/2)/(z +
+    1/(z + (3/2)/(z + ...))))`` evaluated from its 60th level inward.
+    """
+    small = xp.minimum(z, 2.0)
+    z2 = small * small
+    term = small.copy()
+    total = small.copy()
+    for n in range(1, 40):
+        term = term * (-z2) / n
+        total = total + term / (2 * n + 1)
+    series = 1.0 - total * (2.0 / math.sqrt(math.pi))
+    big = xp.maximum(z, 2.0)
+    frac = big.copy()
+    for k in range(60, 0, -1):
+        frac = big + (k / 2.0) / frac
+    tail = xp.exp(-big * big) / (math.sqrt(math.pi) * frac)
+    return xp.where(z < 2.0, series, tail)
 
 
-def normal_cdf(x):
+def normal_cdf(x, xp=None):
     """Phi(x), the standard normal CDF, accurate in relative terms in both tails.
 
-    float64 uses libm's erfc (exact); float32 and float16 a float32 fit whose
-    error is below float32 precision in the body and about 2e-7 relative in the
-    tails (NumPy has no vectorised erf).
+    float64 uses an exact erfc (libm's on the CPU, CUDA's on a GPU, a float64
+    rational fit elsewhere); float32 and float16 a float32 fit whose error is
+    below float32 precision in the body and about 2e-7 relative in the tails.
     """
-    if x.dtype == np.float64:
-        z = np.abs(x) * _INV_SQRT_2
-        tail = 0.5 * _erfc_exact(z).astype(np.float64)
-        return np.where(x < 0, tail, 1.0 - tail)
-    tail = _half_erfc_of_scaled(np.abs(x).astype(np.float32, copy=False))
+    xp = xp or namespace_of(x)
+    if x.dtype.name == "float64":
+        z = xp.abs(x) * _INV_SQRT_2
+        if xp is HOST_XP:
+            erfc = _cpu.erfc64(z)
+        elif is_cupy(xp):
+            erfc = _fused.erfc64(xp, z)
+        else:
+            erfc = erfc64_portable(z, xp)
+        tail = 0.5 * erfc
+        return xp.where(x < 0, tail, 1.0 - tail)
+    f32 = xp.float32
+    tail = _half_erfc_of_scaled(xp.abs(x).astype(f32, copy=False), xp)
     # Phi(x) is the tail for x < 0 and 1 - tail otherwise: tail + [x >= 0] (1 - 2 tail), cheaper than a select.
-    flip = np.multiply(tail, np.float32(-2.0))
-    flip += np.float32(1.0)
+    flip = xp.multiply(tail, f32(-2.0))
+    flip += f32(1.0)
     flip *= x >= 0
     tail += flip
     return tail.astype(x.dtype, copy=False)
 
 
-class Gelu(Function):
-    _raw = True
-
+class Gelu(ArrayFunction):
     @staticmethod
     def forward(ctx, x, approximate):
+        xp = ctx.xp
         ctx.approximate = approximate
+        if is_cupy(xp):
+            ctx.save_for_backward(x)
+            return _fused.gelu_forward(xp, x, approximate)
         if approximate == "tanh":
             inner = _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
-            t = np.tanh(inner)
+            t = xp.tanh(inner)
             ctx.save_for_backward(x, t)
             return 0.5 * x * (1 + t)
-        cdf = normal_cdf(x)
+        cdf = normal_cdf(x, xp)
         ctx.save_for_backward(x, cdf)
         return x * cdf
 
     @staticmethod
     def backward(ctx, g):
+        xp = ctx.xp
+        if is_cupy(xp):
+            (x,) = ctx.saved_tensors
+            return _fused.gelu_backward(xp, g, x, ctx.approximate), None
         x, aux = ctx.saved_tensors
         if ctx.approximate == "tanh":
             t = aux
             d_inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
             local = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d_inner
         else:
-            local = aux + x * (_INV_SQRT_2PI * np.exp(-0.5 * x * x))
+            local = aux + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x))
         return g * local.astype(g.dtype, copy=False), None
 
 
-class Clamp(Function):
-    _raw = True
-
+class Clamp(ArrayFunction):
     @staticmethod
     def forward(ctx, x, low, high):
+        xp = ctx.xp
         out = x
         if low is not None:
-            out = np.maximum(out, low)
+            out = xp.maximum(out, low)
         if high is not None:
-            out = np.minimum(out, high)
+            out = xp.minimum(out, high)
         if out is x:
             out = x.copy()
         if ctx.needs_input_grad[0]:
-            keep = np.ones(x.shape, dtype=bool)
+            keep = xp.ones(x.shape, dtype=bool)
             if low is not None:
                 keep &= x >= low
             if high is not None:
@@ -584,23 +557,31 @@ class Clamp(Function):
         return g * keep, None, None
 
 
-class ZeroGrad(Function):
+class ZeroGrad(ArrayFunction):
     """Piecewise-constant ops (floor, ceil, round, trunc, sign): the gradient is zero."""
-
-    _raw = True
 
     @staticmethod
     def forward(ctx, x, fn):
-        return fn(x)
+        return getattr(ctx.xp, fn)(x)
 
     @staticmethod
     def backward(ctx, g):
-        return np.zeros_like(g), None
+        return ctx.xp.zeros_like(g), None
 
 
-class Reciprocal(Function):
-    _raw = True
+class Round(ArrayFunction):
+    """Rounding to ``decimals`` places (half to even, as PyTorch): the gradient is zero."""
 
+    @staticmethod
+    def forward(ctx, x, decimals):
+        return ctx.xp.round(x, decimals)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.xp.zeros_like(g), None
+
+
+class Reciprocal(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
         out = 1 / x
@@ -617,7 +598,7 @@ class Reciprocal(Function):
 def _broadcast_error(a, b, op_name):
     sa, sb = _shape(a.data if isinstance(a, Tensor) else a), _shape(b.data if isinstance(b, Tensor) else b)
     try:
-        np.broadcast_shapes(sa, sb)
+        broadcast_shapes(sa, sb)
     except ValueError:
         ra, rb = sa[::-1], sb[::-1]
         for i in range(min(len(ra), len(rb))):
@@ -657,7 +638,7 @@ def add(input, other, *, alpha=1):
 
 
 def _is_bool(x) -> bool:
-    return isinstance(x, bool) or (isinstance(x, Tensor) and x.data.dtype == np.bool_)
+    return isinstance(x, bool) or (isinstance(x, Tensor) and x.data.dtype.kind == "b")
 
 
 def sub(input, other, *, alpha=1):
@@ -724,8 +705,10 @@ def where(condition, input=None, other=None):
         from .indexing import nonzero
 
         return nonzero(condition, as_tuple=True)
-    cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
-    if cond.dtype != np.bool_:
+    if not isinstance(condition, Tensor):
+        condition = as_tensor_like(condition, input if isinstance(input, Tensor) else other)
+    cond = condition.data
+    if cond.dtype.kind != "b":
         raise TypeError(f"where expected condition to be a boolean tensor, but got a tensor with dtype {cond.dtype}")
     a, b = binary_operands(input, other, "where")
     try:
@@ -831,72 +814,78 @@ def _bound(value, input, name):
 clip = clamp
 
 
-def _zero_grad_op(fn):
+def _zero_grad_op(name):
     def op(input):
         if input.data.dtype.kind in "biu":
-            return Tensor._make(fn(input.data), False, None)
-        return ZeroGrad.apply(input, fn)
+            return no_grad_op(lambda xp, a: getattr(xp, name)(a), input)
+        return ZeroGrad.apply(input, name)
 
+    op.__name__ = name
     return op
 
 
-floor = _zero_grad_op(np.floor)
-ceil = _zero_grad_op(np.ceil)
-trunc = _zero_grad_op(np.trunc)
-sign = _zero_grad_op(np.sign)
+floor = _zero_grad_op("floor")
+ceil = _zero_grad_op("ceil")
+trunc = _zero_grad_op("trunc")
+sign = _zero_grad_op("sign")
 
 
 def round(input, decimals: int = 0):
-    return _zero_grad_op(lambda a: np.round(a, decimals))(input)
+    if input.data.dtype.kind in "biu":
+        return no_grad_op(lambda xp, a: xp.round(a, decimals), input)
+    return Round.apply(input, decimals)
 
 
 # --------------------------------------------------------- comparisons, logic
-def _compare(ufunc, op_name):
+def _compare(ufunc_name, op_name):
     def op(input, other):
         a, b = binary_operands(input, other, op_name)
         try:
-            out = ufunc(_data(a), _data(b))
+            return no_grad_op(lambda xp, x, y: getattr(xp, ufunc_name)(x, y), a, b, name=op_name)
         except ValueError as exc:
             error = _broadcast_error(a, b, op_name)
             if error is None:
                 raise
             raise error from exc
-        return Tensor._make(np.asarray(out), False, None)
 
+    op.__name__ = op_name
     return op
 
 
-eq = _compare(np.equal, "eq")
-ne = _compare(np.not_equal, "ne")
-lt = _compare(np.less, "lt")
-le = _compare(np.less_equal, "le")
-gt = _compare(np.greater, "gt")
-ge = _compare(np.greater_equal, "ge")
-logical_and = _compare(np.logical_and, "logical_and")
-logical_or = _compare(np.logical_or, "logical_or")
-logical_xor = _compare(np.logical_xor, "logical_xor")
+eq = _compare("equal", "eq")
+ne = _compare("not_equal", "ne")
+lt = _compare("less", "lt")
+le = _compare("less_equal", "le")
+gt = _compare("greater", "gt")
+ge = _compare("greater_equal", "ge")
+logical_and = _compare("logical_and", "logical_and")
+logical_or = _compare("logical_or", "logical_or")
+logical_xor = _compare("logical_xor", "logical_xor")
 
 
 def logical_not(input):
-    return Tensor._make(np.logical_not(input.data), False, None)
+    return no_grad_op(lambda xp, a: xp.logical_not(a), input)
 
 
 def isnan(input):
-    return Tensor._make(np.isnan(input.data), False, None)
+    return no_grad_op(lambda xp, a: xp.isnan(a), input)
 
 
 def isinf(input):
-    return Tensor._make(np.isinf(input.data), False, None)
+    return no_grad_op(lambda xp, a: xp.isinf(a), input)
 
 
 def isfinite(input):
-    return Tensor._make(np.isfinite(input.data), False, None)
+    return no_grad_op(lambda xp, a: xp.isfinite(a), input)
 
 
 def allclose(input, other, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> bool:
-    return bool(np.allclose(input.data, _data(other), rtol=rtol, atol=atol, equal_nan=equal_nan))
+    close = no_grad_op(lambda xp, a, b: xp.allclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan), input, other)
+    return bool(close.data)
 
 
 def equal(input, other) -> bool:
     """True when both tensors have the same shape and elements."""
-    return input.data.shape == other.data.shape and bool(np.array_equal(input.data, other.data))
+    if input.data.shape != other.data.shape:
+        return False
+    return bool(no_grad_op(lambda xp, a, b: xp.array_equal(a, b), input, other).data)

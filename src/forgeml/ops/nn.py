@@ -1,54 +1,132 @@
-"""Neural-network kernels: softmax and log-softmax with fused backward passes, one-hot encoding."""
+"""Neural-network kernels: softmax and log-softmax, one-hot encoding, linear, dropout and the class losses.
+
+Each op is an :class:`~forgeml.autograd.ArrayFunction` computing with
+``ctx.xp``. On CUDA (``backend.is_cupy(xp)``) the row-wise ops run the fused
+kernels of :mod:`forgeml.ops._fused_nn`: softmax and log-softmax over the last
+dim, cross-entropy of logits against class indices (class weights,
+``ignore_index`` and label smoothing included; probability targets and
+``nll_loss`` keep the portable body), the dropout mask and scale, and the bias
+add after the linear layer's GEMM. Everywhere else (the CPU, and the checked
+CuPy stand-in in the tests) the portable body runs, which on the CPU is the
+code ForgeML always ran.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from ..autograd.function import Function
+from ..autograd.function import ArrayFunction
+from ..backend.device import HOST_ARRAY, HOST_XP, ignore_float_errors, is_cupy, namespace_of
+from ..backend.dtypes import is_float
+from ..backend.random import generator_for
 from ..tensor import Tensor
-from ._util import normalize_dim
+from . import _autocast, _fused_nn
+from ._util import as_tensor_like, normalize_dim
 
-__all__ = ["log_softmax", "one_hot", "softmax"]
+__all__ = ["cross_entropy", "dropout", "linear", "log_softmax", "nll_loss", "one_hot", "softmax"]
 
 
-def _stable_exp(x, dim):
+def on_device_of(value, like: Tensor, what: str, name: str) -> Tensor:
+    """``value`` (a tensor, array, list or number) as a tensor on ``like``'s device.
+
+    Python data and NumPy arrays are copied there; a tensor on another device
+    is an error, as in PyTorch.
+    """
+    if isinstance(value, Tensor):
+        if type(value.data) is type(like.data) and (type(value.data) is HOST_ARRAY or value.device == like.device):
+            return value
+        raise RuntimeError(
+            f"{name}: expected all tensors to be on the same device, but {what} is on {value.device} and the input "
+            f"on {like.device} (move it with .to('{like.device}'))"
+        )
+    return as_tensor_like(value, like)
+
+
+def full_on_cuda(*tensors):
+    """``tensors`` in float32 under CUDA autocast; CPU autocast leaves them alone.
+
+    For ops that PyTorch runs in float32 under CUDA autocast only (softmax,
+    log_softmax, layer_norm): its CPU autocast lists omit them.
+    """
+    first = tensors[0]
+    if type(first.data) is HOST_ARRAY:
+        return tensors
+    return _autocast.full(*tensors)
+
+
+def _row_kernel_dtype(xp, x, dim):
+    """The dtype the fused row kernels compute ``x`` in along ``dim`` (CUDA, last dim only), else None."""
+    if not is_cupy(xp) or dim != x.ndim - 1:
+        return None
+    return _fused_nn.kernel_dtype(xp, x.dtype)
+
+
+# ----------------------------------------------------------------- softmax
+def _stable_exp(x, dim, xp):
     shifted = x - x.max(axis=dim, keepdims=True)
-    return shifted, np.exp(shifted)
+    return shifted, xp.exp(shifted)
 
 
-class Softmax(Function):
-    _raw = True
+def _softmax_rows(xp, x, kd, log):
+    """The fused row softmax of ``x`` over its last dim, computed in ``kd``, in ``x``'s dtype and shape."""
+    rows = xp.ascontiguousarray(x.astype(kd, copy=False)).reshape(-1, x.shape[-1])
+    return _fused_nn.softmax_forward(xp, rows, log).reshape(x.shape).astype(x.dtype, copy=False)
 
+
+def _softmax_rows_backward(xp, g, out, kd, log):
+    n = out.shape[-1]
+    rows = xp.ascontiguousarray(out.astype(kd, copy=False)).reshape(-1, n)
+    dx = _fused_nn.softmax_backward(xp, g.reshape(-1, n), rows, log)
+    return dx.reshape(out.shape).astype(g.dtype, copy=False)
+
+
+class Softmax(ArrayFunction):
     @staticmethod
     def forward(ctx, x, dim):
-        _, e = _stable_exp(x, dim)
-        out = e / e.sum(axis=dim, keepdims=True)
-        ctx.save_for_backward(out)
+        xp = ctx.xp
         ctx.dim = dim
+        kd = _row_kernel_dtype(xp, x, dim)
+        if kd is not None:
+            out = _softmax_rows(xp, x, kd, False)
+        else:
+            _, e = _stable_exp(x, dim, xp)
+            out = e / e.sum(axis=dim, keepdims=True)
+        ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
+        xp = ctx.xp
+        kd = _row_kernel_dtype(xp, out, ctx.dim)
+        if kd is not None:
+            return _softmax_rows_backward(xp, g, out, kd, False), None
         go = g * out
         return go - out * go.sum(axis=ctx.dim, keepdims=True), None
 
 
-class LogSoftmax(Function):
-    _raw = True
-
+class LogSoftmax(ArrayFunction):
     @staticmethod
     def forward(ctx, x, dim):
-        shifted, e = _stable_exp(x, dim)
-        out = shifted - np.log(e.sum(axis=dim, keepdims=True))
-        ctx.save_for_backward(out)
+        xp = ctx.xp
         ctx.dim = dim
+        kd = _row_kernel_dtype(xp, x, dim)
+        if kd is not None:
+            out = _softmax_rows(xp, x, kd, True)
+        else:
+            shifted, e = _stable_exp(x, dim, xp)
+            out = shifted - xp.log(e.sum(axis=dim, keepdims=True))
+        ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
-        return g - np.exp(out) * g.sum(axis=ctx.dim, keepdims=True), None
+        xp = ctx.xp
+        kd = _row_kernel_dtype(xp, out, ctx.dim)
+        if kd is not None:
+            return _softmax_rows_backward(xp, g, out, kd, True), None
+        return g - xp.exp(out) * g.sum(axis=ctx.dim, keepdims=True), None
 
 
 def _prepare(input, dim, dtype, name):
@@ -56,7 +134,9 @@ def _prepare(input, dim, dtype, name):
         raise TypeError(f"{name}() requires dim (the dimension to normalise over)")
     if dtype is not None:
         input = input.to(dtype)
-    if input.data.dtype.kind != "f":
+    elif _autocast.state.active:
+        (input,) = full_on_cuda(input)
+    if not is_float(input.data.dtype):
         raise RuntimeError(f"{name}(): expected a floating point tensor, got {input.dtype}")
     return input, normalize_dim(dim, max(input.data.ndim, 1))
 
@@ -82,6 +162,7 @@ def one_hot(tensor, num_classes: int = -1):
     if not isinstance(tensor, Tensor) or tensor.data.dtype.kind not in "iu":
         raise RuntimeError("one_hot is only applicable to index tensors (int64)")
     idx = tensor.data
+    xp = namespace_of(idx)
     if idx.size and idx.min() < 0:
         raise RuntimeError("one_hot: class values must be non-negative")
     if num_classes == -1:
@@ -92,16 +173,17 @@ def one_hot(tensor, num_classes: int = -1):
         raise RuntimeError(
             f"one_hot: class values must be smaller than num_classes ({num_classes}), got {int(idx.max())}"
         )
-    out = np.zeros(idx.shape + (num_classes,), dtype=np.int64)
-    np.put_along_axis(out, idx[..., None].astype(np.int64), 1, axis=-1)
+    out = xp.zeros(idx.shape + (num_classes,), dtype=xp.int64)
+    xp.put_along_axis(out, idx[..., None].astype(xp.int64), 1, axis=-1)
     return Tensor._make(out, False, None)
 
 
 # ----------------------------------------------------------------- layers
-class Linear(Function):
-    """``x @ weight.T + bias`` as one op: one matmul and an in-place bias add forward, three products back."""
+class Linear(ArrayFunction):
+    """``x @ weight.T + bias`` as one op: one matmul and an in-place bias add forward, three products back.
 
-    _raw = True
+    On CUDA the bias add is a fused kernel over the GEMM's output.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -112,7 +194,13 @@ class Linear(Function):
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
         out = x2 @ weight.T
         if bias is not None:
-            out += bias
+            xp = ctx.xp
+            if xp is not HOST_XP and is_cupy(xp):
+                _fused_nn.bias_add_(xp, out, bias.astype(out.dtype, copy=False))
+            else:
+                out += bias
+        if out.dtype != x.dtype:  # ml_dtypes' bfloat16 matmul returns float32: round once, after the bias
+            out = out.astype(x.dtype)
         return out.reshape(x.shape[:-1] + (weight.shape[0],)) if x.ndim != 2 else out
 
     @staticmethod
@@ -127,11 +215,18 @@ class Linear(Function):
                 gx = gx.reshape(g.shape[:-1] + (weight.shape[1],))
         gw = g2.T @ x.reshape(-1, x.shape[-1]) if n[1] else None
         gb = g2.sum(axis=0) if n[2] else None
+        # x and weight share a dtype (linear checks); NumPy returns bfloat16 products as float32
+        if gx is not None and gx.dtype != weight.dtype:
+            gx = gx.astype(weight.dtype)
+        if gw is not None and gw.dtype != x.dtype:
+            gw = gw.astype(x.dtype)
         return gx, gw, gb
 
 
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias`` (``weight`` is ``[out_features, in_features]``, as in PyTorch)."""
+    if _autocast.state.active:
+        input, weight, bias = _autocast.lower(input, weight, bias)
     if input.data.ndim == 0 or weight.data.ndim != 2:
         raise RuntimeError(
             "linear: expected input of at least 1 dim and a 2-D weight, "
@@ -155,36 +250,52 @@ def linear(input, weight, bias=None):
     return Linear.apply(input, weight, bias)
 
 
-class Dropout(Function):
-    _raw = True
+class Dropout(ArrayFunction):
+    """Inverted dropout from uniform draws ``u``: keep where ``u >= p``, scale survivors by ``1/(1-p)``.
+
+    The CPU (and portable) body saves the mask times the scale; the CUDA half
+    makes the output and a boolean mask in one kernel and saves the mask.
+    """
+
+    fused_scale = None  # the scale when the CUDA kernel made the (boolean) saved mask
 
     @staticmethod
-    def forward(ctx, x, p, rng):
+    def forward(ctx, x, p, gen):
+        xp = ctx.xp
         if p >= 1.0:
-            mask = np.zeros(x.shape, dtype=x.dtype)
+            mask = xp.zeros(x.shape, dtype=x.dtype)
         else:
-            keep = rng.random(x.shape, dtype=np.float32) >= p
-            mask = np.multiply(keep, x.dtype.type(1.0 / (1.0 - p)))
+            u = gen.random(x.shape, dtype=xp.float32)
+            scale = x.dtype.type(1.0 / (1.0 - p))
+            if is_cupy(xp):
+                out, keep = _fused_nn.dropout_forward(xp, x, u, p, scale)
+                ctx.save_for_backward(keep)
+                ctx.fused_scale = scale
+                return out
+            mask = xp.multiply(u >= p, scale)
         ctx.save_for_backward(mask)
         return x * mask
 
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
+        if ctx.fused_scale is not None:
+            return _fused_nn.dropout_backward(ctx.xp, g, mask, ctx.fused_scale), None, None
         return g * mask, None, None
 
 
 def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False, *, generator=None):
-    """Zero each element with probability ``p`` and scale survivors by ``1/(1-p)`` (training only)."""
-    from ..backend.random import numpy_generator
+    """Zero each element with probability ``p`` and scale survivors by ``1/(1-p)`` (training only).
 
+    The uniform draws come from ``generator`` or the default generator of the input's device.
+    """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
         return input
-    if input.data.dtype.kind != "f":
+    if not is_float(input.data.dtype):
         raise RuntimeError(f"dropout expects a floating point tensor, got {input.dtype}")
-    out = Dropout.apply(input, p, numpy_generator(generator))
+    out = Dropout.apply(input, p, generator_for(input.device, generator))
     if inplace:
         return input.copy_(out) if not input.requires_grad else out
     return out
@@ -199,17 +310,52 @@ def check_reduction(reduction: str) -> None:
         raise ValueError(f"{reduction!r} is not a valid value for reduction; expected one of {_REDUCTIONS}")
 
 
-def _rows(x):
+def _rows(x, xp):
     """Class scores as an (M, C) matrix: (C,) -> (1, C); (N, C, d1, ...) -> (N*d1*..., C), classes last."""
     if x.ndim == 1:
-        return x.reshape(1, -1), None
+        return x.reshape(1, -1)
     if x.ndim == 2:
-        return x, None
-    moved = np.moveaxis(x, 1, -1)
-    return moved.reshape(-1, x.shape[1]), moved.shape[:-1]
+        return x
+    return xp.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
 
 
-class ClassLoss(Function):
+def _unrows(grad, shape, xp):
+    """The (M, C) gradient of :func:`_rows` back in the input's layout."""
+    if len(shape) > 2:
+        moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
+        return xp.moveaxis(grad.reshape(moved), -1, 1)
+    if len(shape) == 1:
+        return grad.reshape(shape)
+    return grad
+
+
+def _reduce_rows(xp, per_row, dtype, reduction, denom, out_shape):
+    """The loss from one value per row: as it is (``none``), summed, or divided by ``denom`` (``mean``)."""
+    if reduction == "none":
+        return per_row.reshape(out_shape).astype(dtype, copy=False)
+    total = per_row.sum(dtype=xp.float64 if dtype.itemsize == 2 else dtype)
+    if reduction == "mean":
+        if xp is HOST_XP:
+            total = total / denom if denom else math.nan  # every row ignored: 0/0, as in PyTorch
+        else:
+            with ignore_float_errors():
+                total = total / denom  # 0/0 = NaN on the device itself, without a sync
+    return xp.asarray(total, dtype=dtype)
+
+
+def _row_scale(xp, g, reduction, denom):
+    """The upstream gradient per row: ``g`` itself per row (``none``), or one value for all rows."""
+    if reduction == "none":
+        return g.reshape(-1, 1)
+    if reduction == "mean":  # every row ignored (denom 0): the loss is NaN, its gradient 0, as in PyTorch
+        if xp is HOST_XP:
+            return g / denom if denom else g * 0.0
+        with ignore_float_errors():
+            return xp.where(denom == 0, 0, g / denom)
+    return g
+
+
+class ClassLoss(ArrayFunction):
     """Cross-entropy (``from_logits``) or NLL over class scores, one fused op.
 
     ``coef`` is the (M, C) matrix of per-row class coefficients a (one-hot
@@ -219,45 +365,34 @@ class ClassLoss(Function):
     (unweighted, unsmoothed, nothing ignored): the fast path.
     """
 
-    _raw = True
-
     @staticmethod
     def forward(ctx, x, target_idx, coef, denom, reduction, from_logits, out_shape):
-        x2, _ = _rows(x)
+        xp = ctx.xp
+        x2 = _rows(x, xp)
         if from_logits:
             shifted = x2 - x2.max(axis=1, keepdims=True)
-            e = np.exp(shifted)
+            e = xp.exp(shifted)
             s = e.sum(axis=1, keepdims=True)
-            logp = shifted - np.log(s)
+            logp = shifted - xp.log(s)
         else:
             logp = x2
-        rows = np.arange(x2.shape[0])
         if coef is None:
-            per_row = -logp[rows, target_idx]
+            per_row = -logp[xp.arange(x2.shape[0]), target_idx]
         else:
             per_row = -(coef * logp).sum(axis=1)
         ctx.meta = (x.shape, reduction, denom, from_logits, out_shape)
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(e / s if from_logits else None, target_idx, coef)
-        if reduction == "none":
-            return per_row.reshape(out_shape).astype(x.dtype, copy=False)
-        total = per_row.sum(dtype=np.float64 if x.dtype == np.float16 else x.dtype)
-        if reduction == "mean":
-            total = total / denom if denom else np.nan  # every row ignored: 0/0, as in PyTorch
-        return np.asarray(total, dtype=x.dtype)
+        return _reduce_rows(xp, per_row, x.dtype, reduction, denom, out_shape)
 
     @staticmethod
     def backward(ctx, g):
         probs, target_idx, coef = ctx.saved_tensors
         shape, reduction, denom, from_logits, _ = ctx.meta
-        if reduction == "none":
-            scale = g.reshape(-1, 1)
-        elif reduction == "mean":
-            scale = g / denom if denom else g * np.nan
-        else:
-            scale = g
+        xp = ctx.xp
+        scale = _row_scale(xp, g, reduction, denom)
         m = target_idx.shape[0] if coef is None else coef.shape[0]
-        rows = np.arange(m)
+        rows = xp.arange(m)
         if from_logits:
             if coef is None:
                 grad = probs.copy()
@@ -265,44 +400,94 @@ class ClassLoss(Function):
             else:
                 grad = probs * coef.sum(axis=1, keepdims=True) - coef
         elif coef is None:
-            grad = np.zeros((m, shape[1] if len(shape) > 1 else shape[0]), dtype=g.dtype)
+            grad = xp.zeros((m, shape[1] if len(shape) > 1 else shape[0]), dtype=g.dtype)
             grad[rows, target_idx] = -1
         else:
             grad = -coef
         grad = (grad * scale).astype(g.dtype, copy=False)
-        if len(shape) > 2:
-            moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
-            grad = np.moveaxis(grad.reshape(moved), -1, 1)
-        elif len(shape) == 1:
-            grad = grad.reshape(shape)
-        return grad, None, None, None, None, None, None
+        return _unrows(grad, shape, xp), None, None, None, None, None, None
 
 
-def _class_targets(input, target, weight, ignore_index, label_smoothing, name):
-    """Validate and lay out targets: (idx, coef, denom, out_shape) for ClassLoss."""
+class CrossEntropyRows(ArrayFunction):
+    """Cross-entropy of logits against class indices with the fused CUDA row kernels (ClassLoss's CUDA half).
+
+    Forward keeps the logits (as contiguous rows) and one log-sum-exp per row;
+    backward rebuilds the softmax from them in the gradient kernel.
+    """
+
+    @staticmethod
+    def forward(ctx, x, idx, weight, ignore_index, smoothing, reduction, denom, out_shape, kd):
+        xp = ctx.xp
+        x2 = xp.ascontiguousarray(_rows(x, xp).astype(kd, copy=False))
+        w = None if weight is None else xp.ascontiguousarray(weight.astype(kd, copy=False))
+        loss, lse = _fused_nn.cross_entropy_forward(xp, x2, idx, w, ignore_index, smoothing)
+        ctx.meta = (x.shape, reduction, denom, ignore_index, smoothing)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(x2, lse, idx, w)
+        return _reduce_rows(xp, loss, x.dtype, reduction, denom, out_shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, lse, idx, w = ctx.saved_tensors
+        shape, reduction, denom, ignore_index, smoothing = ctx.meta
+        xp = ctx.xp
+        scale = _row_scale(xp, g, reduction, denom)
+        if reduction == "none":
+            scale = scale.reshape(-1)
+        grad = _fused_nn.cross_entropy_backward(xp, x2, lse, idx, w, ignore_index, smoothing, scale)
+        return _unrows(grad.astype(g.dtype, copy=False), shape, xp), None, None, None, None, None, None, None, None
+
+
+def _probability_coef(xp, x, t, w, label_smoothing, n_classes, name):
+    """(coef, denom) of probability targets ``t`` (the input's shape), smoothed and weighted."""
+    if t.shape != x.shape:
+        raise RuntimeError(
+            f"{name}: probability targets must have the input's shape {list(x.shape)}, got {list(t.shape)}"
+        )
+    probs = _rows(t.astype(x.dtype, copy=False), xp)
+    if label_smoothing:
+        probs = probs * (1 - label_smoothing) + label_smoothing / n_classes
+    coef = probs * w if w is not None else probs
+    return coef, max(coef.shape[0], 1)
+
+
+def _index_coef(xp, x, idx, ignored, w, label_smoothing, n_classes):
+    """(safe index, coef, denom) of class-index targets with weights, ``ignore_index`` or smoothing."""
+    safe = xp.where(ignored, 0, idx)
+    m = idx.shape[0]
+    coef = xp.zeros((m, n_classes), dtype=x.dtype)
+    kept = (~ignored).astype(x.dtype)
+    target_weight = (w[safe] if w is not None else xp.ones(m, dtype=x.dtype)) * kept
+    coef[xp.arange(m), safe] = (1 - label_smoothing) * target_weight
+    if label_smoothing:
+        coef += (label_smoothing / n_classes) * (w if w is not None else 1) * kept[:, None]
+    return safe, coef, target_weight.sum()
+
+
+def _class_loss(input, target, weight, ignore_index, reduction, label_smoothing, from_logits, name):
+    check_reduction(reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{name}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    if not is_float(input.data.dtype):
+        raise RuntimeError(f"{name}: expected floating point input, got {input.dtype}")
     x = input.data
     if x.ndim == 0:
         raise RuntimeError(f"{name}: input must have at least 1 dimension (the classes)")
+    xp = HOST_XP if type(x) is HOST_ARRAY else namespace_of(x)
     n_classes = x.shape[1] if x.ndim > 1 else x.shape[0]
     batch_shape = (x.shape[0],) + x.shape[2:] if x.ndim > 1 else ()
-    t = target.data if hasattr(target, "data") else np.asarray(target)
+    t = on_device_of(target, input, "target", name).data
     w = None
     if weight is not None:
-        w = weight.data.astype(x.dtype, copy=False)
+        w = on_device_of(weight, input, "weight", name).data.astype(x.dtype, copy=False)
         if w.shape != (n_classes,):
             raise RuntimeError(
                 f"{name}: weight should have {n_classes} elements (one per class), got shape {list(w.shape)}"
             )
-    if t.dtype.kind == "f":  # class probabilities
-        if t.shape != x.shape:
-            raise RuntimeError(
-                f"{name}: probability targets must have the input's shape {list(x.shape)}, got {list(t.shape)}"
-            )
-        probs, _ = _rows(t.astype(x.dtype, copy=False))
-        if label_smoothing:
-            probs = probs * (1 - label_smoothing) + label_smoothing / n_classes
-        coef = probs * w if w is not None else probs
-        return np.zeros(coef.shape[0], dtype=np.int64), coef, max(coef.shape[0], 1), batch_shape
+    if is_float(t.dtype):  # class probabilities
+        coef, denom = _probability_coef(xp, x, t, w, label_smoothing, n_classes, name)
+        idx = xp.zeros(coef.shape[0], dtype=xp.int64)
+        return ClassLoss.apply(input, idx, coef, denom, reduction, from_logits, batch_shape)
     if t.dtype.kind not in "iu":
         raise RuntimeError(
             f"{name}: expected class-index targets of an integer dtype (or float probabilities), got {t.dtype}"
@@ -312,43 +497,38 @@ def _class_targets(input, target, weight, ignore_index, label_smoothing, name):
             f"{name}: expected target of shape {list(batch_shape)} for input of shape {list(x.shape)}, "
             f"got {list(t.shape)}"
         )
-    idx = t.reshape(-1).astype(np.int64, copy=False)
+    idx = t.reshape(-1).astype(xp.int64, copy=False)
     ignored = idx == ignore_index
     bad = (~ignored) & ((idx < 0) | (idx >= n_classes))
     if bad.any():
         raise IndexError(f"{name}: Target {int(idx[bad][0])} is out of bounds for {n_classes} classes.")
+    kd = _fused_nn.kernel_dtype(xp, x.dtype) if from_logits and is_cupy(xp) else None
+    if kd is not None:  # CUDA: the fused kernels handle weights, ignore_index and smoothing themselves
+        kept = (~ignored).astype(kd)
+        denom = (w.astype(kd, copy=False)[xp.where(ignored, 0, idx)] * kept).sum() if w is not None else kept.sum()
+        idx = xp.ascontiguousarray(idx)
+        return CrossEntropyRows.apply(
+            input, idx, w, ignore_index, float(label_smoothing), reduction, denom, batch_shape, kd
+        )
     if w is None and not label_smoothing and not ignored.any():
-        return idx, None, max(idx.shape[0], 1), batch_shape
-    safe = np.where(ignored, 0, idx)
-    m = idx.shape[0]
-    coef = np.zeros((m, n_classes), dtype=x.dtype)
-    kept = (~ignored).astype(x.dtype)
-    target_weight = (w[safe] if w is not None else np.ones(m, dtype=x.dtype)) * kept
-    coef[np.arange(m), safe] = (1 - label_smoothing) * target_weight
-    if label_smoothing:
-        coef += (label_smoothing / n_classes) * (w if w is not None else 1) * kept[:, None]
-    return safe, coef, target_weight.sum(), batch_shape
-
-
-def _class_loss(input, target, weight, ignore_index, reduction, label_smoothing, from_logits, name):
-    check_reduction(reduction)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"{name}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
-    if input.data.dtype.kind != "f":
-        raise RuntimeError(f"{name}: expected floating point input, got {input.dtype}")
-    idx, coef, denom, out_shape = _class_targets(input, target, weight, ignore_index, label_smoothing, name)
-    return ClassLoss.apply(input, idx, coef, denom, reduction, from_logits, out_shape)
+        return ClassLoss.apply(input, idx, None, max(idx.shape[0], 1), reduction, from_logits, batch_shape)
+    safe, coef, denom = _index_coef(xp, x, idx, ignored, w, label_smoothing, n_classes)
+    return ClassLoss.apply(input, safe, coef, denom, reduction, from_logits, batch_shape)
 
 
 def cross_entropy(
     input, target, weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0
 ):
     """Softmax cross-entropy of logits ``input`` against class indices or class probabilities ``target``."""
+    if _autocast.state.active:
+        input, target, weight = _autocast.full(input, target, weight)
     return _class_loss(input, target, weight, ignore_index, reduction, label_smoothing, True, "cross_entropy")
 
 
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
     """Negative log-likelihood of log-probabilities ``input`` at the target classes."""
-    if hasattr(target, "data") and target.data.dtype.kind == "f":
+    if hasattr(target, "data") and is_float(target.data.dtype):
         raise RuntimeError("nll_loss expects class-index targets of an integer dtype")
+    if _autocast.state.active:
+        input, weight = _autocast.full(input, weight)
     return _class_loss(input, target, weight, ignore_index, reduction, 0.0, False, "nll_loss")

@@ -1,10 +1,20 @@
-"""Layer normalisation and RMS normalisation, each one op with a fused backward."""
+"""Layer normalisation and RMS normalisation, each one op with a fused backward.
+
+On CUDA LayerNorm runs the fused row kernels of :mod:`forgeml.ops._fused_nn`
+(mean, variance, normalise, scale and shift in one launch; the input gradient
+in another; the weight and bias gradients are column sums). RMSNorm, and
+LayerNorm elsewhere, run the portable body, which on the CPU is the code
+ForgeML always ran.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from ..autograd.function import Function
+from ..autograd.function import ArrayFunction
+from ..backend.device import HOST_ARRAY, is_cupy
+from . import _autocast, _fused_nn
+from .nn import full_on_cuda
 
 __all__ = ["layer_norm", "rms_norm"]
 
@@ -19,28 +29,34 @@ def _norm_axes(x, normalized_shape, name):
     return tuple(range(x.ndim - k, x.ndim))
 
 
-def _row_mean_of_products(a, b, axes):
+def _row_mean_of_products(a, b, axes, xp):
     """mean(a * b) over the trailing ``axes`` without materialising the product (one fused dot per row)."""
     k = len(axes)
-    rows = a.reshape(-1, int(np.prod(a.shape[a.ndim - k :])))
+    rows = a.reshape(-1, math.prod(a.shape[a.ndim - k :]))
     other = b.reshape(rows.shape)
-    out = np.einsum("ij,ij->i", rows, other) / rows.shape[1]
+    out = xp.einsum("ij,ij->i", rows, other) / rows.shape[1]
     return out.reshape(a.shape[: a.ndim - k] + (1,) * k)
 
 
-class LayerNorm(Function):
+class LayerNorm(ArrayFunction):
     """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last dims (biased variance, as PyTorch).
 
     Written for few passes over memory: the variance is a per-row dot product, and the
-    normalisation, scale and shift run in place on one fresh array.
+    normalisation, scale and shift run in place on one fresh array. On CUDA the fused
+    row kernels run instead, and backward recomputes ``xhat`` from the saved mean and rstd.
     """
 
-    _raw = True
+    fused_dtype = None  # the dtype the CUDA kernels computed in (None: the portable body ran)
 
     @staticmethod
     def forward(ctx, x, weight, bias, axes, eps):
+        xp = ctx.xp
+        if is_cupy(xp):
+            kd = _fused_nn.kernel_dtype(xp, x.dtype)
+            if kd is not None:
+                return _layer_norm_cuda(ctx, xp, x, weight, bias, axes, eps, kd)
         xhat = x - x.mean(axis=axes, keepdims=True)
-        rstd = 1.0 / np.sqrt(_row_mean_of_products(xhat, xhat, axes) + eps)
+        rstd = 1.0 / xp.sqrt(_row_mean_of_products(xhat, xhat, axes, xp) + eps)
         xhat *= rstd
         out = xhat * weight if weight is not None else xhat.copy()
         if bias is not None:
@@ -51,19 +67,22 @@ class LayerNorm(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.fused_dtype is not None:
+            return _layer_norm_cuda_backward(ctx, g)
         xhat, rstd, weight = ctx.saved_tensors
+        xp = ctx.xp
         axes = ctx.axes
         n = ctx.needs_input_grad
         lead = g.ndim - len(axes)
         gw = gb = gx = None
         if n[1]:
             size = weight.size
-            gw = np.einsum("ij,ij->j", g.reshape(-1, size), xhat.reshape(-1, size)).reshape(weight.shape)
+            gw = xp.einsum("ij,ij->j", g.reshape(-1, size), xhat.reshape(-1, size)).reshape(weight.shape)
         if n[2]:
             gb = g.sum(axis=tuple(range(lead)))
         if n[0]:
             gxhat = g * weight if weight is not None else g.copy()
-            mean_gx = _row_mean_of_products(gxhat, xhat, axes)
+            mean_gx = _row_mean_of_products(gxhat, xhat, axes, xp)
             gxhat -= gxhat.mean(axis=axes, keepdims=True)
             gxhat -= xhat * mean_gx
             gxhat *= rstd
@@ -71,22 +90,58 @@ class LayerNorm(Function):
         return gx, gw, gb, None, None
 
 
+def _layer_norm_cuda(ctx, xp, x, weight, bias, axes, eps, kd):
+    """LayerNorm's CUDA half: the fused row kernel in ``kd`` (float16 data computes in float32)."""
+    n = math.prod(x.shape[x.ndim - len(axes) :])
+    x2 = xp.ascontiguousarray(x.astype(kd, copy=False)).reshape(-1, n)
+    w = None if weight is None else xp.ascontiguousarray(weight.astype(kd, copy=False)).reshape(n)
+    b = None if bias is None else xp.ascontiguousarray(bias.astype(kd, copy=False)).reshape(n)
+    y, mean, rstd = _fused_nn.layer_norm_forward(xp, x2, w, b, eps)
+    ctx.fused_dtype = kd
+    ctx.axes = axes
+    ctx.save_for_backward(x2, w, mean, rstd)
+    ctx.param_dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
+    return y.reshape(x.shape).astype(x.dtype, copy=False)
+
+
+def _layer_norm_cuda_backward(ctx, g):
+    x2, w, mean, rstd = ctx.saved_tensors
+    xp = ctx.xp
+    n = ctx.needs_input_grad
+    size = x2.shape[1]
+    g2 = g.reshape(-1, size)
+    normalized = g.shape[g.ndim - len(ctx.axes) :]
+    gx = gw = gb = None
+    if n[0]:
+        gx = _fused_nn.layer_norm_backward(xp, g2, x2, w, mean, rstd).reshape(g.shape).astype(g.dtype, copy=False)
+    if n[1]:
+        xhat = (x2 - mean[:, None]) * rstd[:, None]
+        gw = (g2.astype(ctx.fused_dtype, copy=False) * xhat).sum(axis=0)
+        gw = gw.reshape(normalized).astype(ctx.param_dtypes[0], copy=False)
+    if n[2]:
+        gb = g2.sum(axis=0).reshape(normalized).astype(ctx.param_dtypes[1], copy=False)
+    return gx, gw, gb, None, None
+
+
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
     """Normalise over the trailing ``normalized_shape`` dims, then scale and shift (``F.layer_norm``)."""
+    if _autocast.state.active:
+        input, weight, bias = full_on_cuda(input, weight, bias)
     if isinstance(normalized_shape, int):
         normalized_shape = (normalized_shape,)
     axes = _norm_axes(input.data, normalized_shape, "layer_norm")
+    if input.data.dtype.kind != "f" and type(input.data) is HOST_ARRAY:
+        # bfloat16 (ml_dtypes) on the CPU: NumPy's einsum has no loop for it; compute in float32, as PyTorch does
+        return LayerNorm.apply(input.float(), weight, bias, axes, eps).to(input.dtype)
     return LayerNorm.apply(input, weight, bias, axes, eps)
 
 
-class RMSNorm(Function):
+class RMSNorm(ArrayFunction):
     """``x / sqrt(mean(x^2) + eps) * weight`` over the last dims."""
-
-    _raw = True
 
     @staticmethod
     def forward(ctx, x, weight, axes, eps):
-        rstd = 1.0 / np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + eps)
+        rstd = 1.0 / ctx.xp.sqrt((x * x).mean(axis=axes, keepdims=True) + eps)
         xr = x * rstd
         ctx.save_for_backward(xr, rstd, weight)
         ctx.axes = axes
@@ -111,5 +166,13 @@ def rms_norm(input, normalized_shape, weight=None, eps: float | None = None):
         normalized_shape = (normalized_shape,)
     axes = _norm_axes(input.data, normalized_shape, "rms_norm")
     if eps is None:
-        eps = float(np.finfo(input.data.dtype).eps)
+        eps = _EPS.get(input.data.dtype.name)
+        if eps is None:
+            raise RuntimeError(f"rms_norm: expected a floating point input, got {input.dtype}")
+    if input.data.dtype.kind != "f" and type(input.data) is HOST_ARRAY:
+        return RMSNorm.apply(input.float(), weight, axes, eps).to(input.dtype)  # bfloat16: in float32, as PyTorch
     return RMSNorm.apply(input, weight, axes, eps)
+
+
+# machine epsilon per floating dtype (torch.finfo(dtype).eps), the default eps of rms_norm
+_EPS = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64": 2.0**-52}

@@ -2,19 +2,23 @@
 
 ``dim`` is an int, a tuple of ints or None (every dim); ``keepdim`` keeps the
 reduced dims with size 1. Gradients of ``max()``/``amax`` split evenly among
-tied elements; ``max(dim)`` sends the gradient to the returned index.
+tied elements; ``max(dim)`` sends the gradient to the returned index. Each op
+computes through ``ctx.xp``, so it runs on the device of its input; under
+``forgeml.autocast``, ``sum``, ``prod``, ``norm`` and ``logsumexp`` run in
+float32 (PyTorch's float32 list).
 """
 
 from __future__ import annotations
 
 import builtins
+import math
 from collections import namedtuple
 
-import numpy as np
-
-from ..autograd.function import Function
-from ..backend.dtypes import as_dtype
+from ..autograd.function import ArrayFunction
+from ..backend.device import ignore_float_errors, namespace_of
+from ..backend.dtypes import as_dtype, is_float
 from ..tensor import Tensor
+from . import _autocast
 from ._util import normalize_dim, normalize_dims
 
 __all__ = [
@@ -35,6 +39,9 @@ __all__ = [
 
 MaxMin = namedtuple("MaxMin", ["values", "indices"])
 
+_INT64 = as_dtype("int64").numpy
+_autocast_state = _autocast.state
+
 
 def _dims(input: Tensor, dim):
     if isinstance(dim, (list, tuple)) and len(dim) == 0:
@@ -42,21 +49,21 @@ def _dims(input: Tensor, dim):
     return normalize_dims(dim, input.data.ndim)
 
 
-def _expand_grad(g, shape, axes, keepdim):
+def _expand_grad(xp, g, shape, axes, keepdim):
     """Broadcast a reduction's output gradient back over the reduced ``axes`` of ``shape``."""
     if not keepdim and axes:
-        g = np.expand_dims(g, axes)
-    return np.broadcast_to(g, shape)
+        g = xp.expand_dims(g, axes)
+    return xp.broadcast_to(g, shape)
 
 
-def _kept(g, axes, keepdim):
+def _kept(xp, g, axes, keepdim):
     """A reduction's output (or its gradient) with the reduced dims present, as size 1."""
-    return g if keepdim or not axes else np.expand_dims(g, axes)
+    return g if keepdim or not axes else xp.expand_dims(g, axes)
 
 
 def _dropped(out_k, axes, keepdim):
     """A reduction computed with ``keepdims=True``, shaped as the caller asked."""
-    return out_k if keepdim else np.squeeze(out_k, axis=axes)
+    return out_k if keepdim else out_k.squeeze(axis=axes)
 
 
 def _count(shape, axes) -> int:
@@ -66,9 +73,7 @@ def _count(shape, axes) -> int:
     return n
 
 
-class Sum(Function):
-    _raw = True
-
+class Sum(ArrayFunction):
     @staticmethod
     def forward(ctx, x, axes, keepdim, dtype):
         ctx.meta = (x.shape, axes, keepdim)
@@ -77,14 +82,13 @@ class Sum(Function):
     @staticmethod
     def backward(ctx, g):
         shape, axes, keepdim = ctx.meta
+        xp = ctx.xp
         if len(axes) == len(shape):
-            return np.full(shape, g, dtype=g.dtype), None, None, None
-        return _expand_grad(g, shape, axes, keepdim), None, None, None
+            return xp.full(shape, g, dtype=g.dtype), None, None, None
+        return _expand_grad(xp, g, shape, axes, keepdim), None, None, None
 
 
-class Mean(Function):
-    _raw = True
-
+class Mean(ArrayFunction):
     @staticmethod
     def forward(ctx, x, axes, keepdim):
         ctx.meta = (x.shape, axes, keepdim)
@@ -93,23 +97,22 @@ class Mean(Function):
     @staticmethod
     def backward(ctx, g):
         shape, axes, keepdim = ctx.meta
+        xp = ctx.xp
         g = g / _count(shape, axes) if axes else g
         if len(axes) == len(shape):
-            return np.full(shape, g, dtype=g.dtype), None, None
-        return _expand_grad(g, shape, axes, keepdim), None, None
+            return xp.full(shape, g, dtype=g.dtype), None, None
+        return _expand_grad(xp, g, shape, axes, keepdim), None, None
 
 
-class Var(Function):
-    _raw = True
-
+class Var(ArrayFunction):
     @staticmethod
     def forward(ctx, x, axes, correction, keepdim, take_sqrt):
         centered = x - x.mean(axis=axes, keepdims=True)
         dof = _count(x.shape, axes) - correction
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with ignore_float_errors():
             out_k = (centered * centered).sum(axis=axes, keepdims=True) / builtins.max(dof, 0)
         if take_sqrt:
-            out_k = np.sqrt(out_k)
+            out_k = ctx.xp.sqrt(out_k)
         ctx.save_for_backward(centered, out_k if take_sqrt else None)
         ctx.meta = (axes, keepdim, dof)
         out_k = out_k.astype(x.dtype, copy=False)
@@ -119,24 +122,22 @@ class Var(Function):
     def backward(ctx, g):
         centered, std_k = ctx.saved_tensors
         axes, keepdim, dof = ctx.meta
-        g_k = _kept(g, axes, keepdim)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        g_k = _kept(ctx.xp, g, axes, keepdim)
+        with ignore_float_errors():
             if std_k is not None:
                 g_k = g_k / (2 * std_k)
-            grad = g_k * centered * (2.0 / dof if dof > 0 else np.nan)
+            grad = g_k * centered * (2.0 / dof if dof > 0 else math.nan)
         return grad.astype(centered.dtype, copy=False), None, None, None, None
 
 
-def _tie_mask_grad(x, out, g, axes, keepdim):
+def _tie_mask_grad(xp, x, out, g, axes, keepdim):
     """Gradient of amax/amin: shared evenly among the elements equal to the extreme."""
-    mask = x == _kept(out, axes, keepdim)
+    mask = x == _kept(xp, out, axes, keepdim)
     count = mask.sum(axis=axes, keepdims=True)
-    return mask * (_kept(g, axes, keepdim) / count)
+    return mask * (_kept(xp, g, axes, keepdim) / count)
 
 
-class AMax(Function):
-    _raw = True
-
+class AMax(ArrayFunction):
     @staticmethod
     def forward(ctx, x, axes, keepdim, largest):
         out = x.max(axis=axes, keepdims=keepdim) if largest else x.min(axis=axes, keepdims=keepdim)
@@ -148,20 +149,19 @@ class AMax(Function):
     def backward(ctx, g):
         x, out = ctx.saved_tensors
         axes, keepdim = ctx.meta
-        return _tie_mask_grad(x, out, g, axes, keepdim).astype(g.dtype, copy=False), None, None, None
+        return _tie_mask_grad(ctx.xp, x, out, g, axes, keepdim).astype(g.dtype, copy=False), None, None, None
 
 
-class MaxDim(Function):
+class MaxDim(ArrayFunction):
     """max/min along one dim: the values; the gradient goes to the index that was returned."""
-
-    _raw = True
 
     @staticmethod
     def forward(ctx, x, indices, dim, keepdim):
-        idx_k = np.expand_dims(indices, dim)
-        out = np.take_along_axis(x, idx_k, axis=dim)
+        xp = ctx.xp
+        idx_k = xp.expand_dims(indices, dim)
+        out = xp.take_along_axis(x, idx_k, axis=dim)
         if not keepdim:
-            out = np.squeeze(out, axis=dim)
+            out = out.squeeze(axis=dim)
         ctx.save_for_backward(idx_k)
         ctx.meta = (x.shape, dim)
         return out
@@ -170,14 +170,13 @@ class MaxDim(Function):
     def backward(ctx, g):
         (idx_k,) = ctx.saved_tensors
         shape, dim = ctx.meta
-        grad = np.zeros(shape, dtype=g.dtype)
-        np.put_along_axis(grad, idx_k, g.reshape(idx_k.shape), axis=dim)
+        xp = ctx.xp
+        grad = xp.zeros(shape, dtype=g.dtype)
+        xp.put_along_axis(grad, idx_k, g.reshape(idx_k.shape), axis=dim)
         return grad, None, None, None
 
 
-class Prod(Function):
-    _raw = True
-
+class Prod(ArrayFunction):
     @staticmethod
     def forward(ctx, x, axes, keepdim, dtype):
         out = x.prod(axis=axes, keepdims=keepdim, dtype=dtype)
@@ -189,22 +188,22 @@ class Prod(Function):
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         axes, keepdim = ctx.meta
+        xp = ctx.xp
         is_zero = x == 0
-        x_nz = np.where(is_zero, 1, x)
+        x_nz = xp.where(is_zero, 1, x)
         prod_nz = x_nz.prod(axis=axes, keepdims=True)
         zeros = is_zero.sum(axis=axes, keepdims=True)
-        others = np.where(zeros == 0, prod_nz / x_nz, np.where((zeros == 1) & is_zero, prod_nz, 0))
-        return (_kept(g, axes, keepdim) * others).astype(g.dtype, copy=False), None, None, None
+        others = xp.where(zeros == 0, prod_nz / x_nz, xp.where((zeros == 1) & is_zero, prod_nz, 0))
+        return (_kept(xp, g, axes, keepdim) * others).astype(g.dtype, copy=False), None, None, None
 
 
-class LogSumExp(Function):
-    _raw = True
-
+class LogSumExp(ArrayFunction):
     @staticmethod
     def forward(ctx, x, axes, keepdim):
+        xp = ctx.xp
         m = x.max(axis=axes, keepdims=True)
-        m = np.where(np.isfinite(m), m, 0)
-        out_k = np.log(np.exp(x - m).sum(axis=axes, keepdims=True)) + m
+        m = xp.where(xp.isfinite(m), m, 0)
+        out_k = xp.log(xp.exp(x - m).sum(axis=axes, keepdims=True)) + m
         ctx.save_for_backward(x, out_k)
         ctx.meta = (axes, keepdim)
         return _dropped(out_k, axes, keepdim)
@@ -213,15 +212,14 @@ class LogSumExp(Function):
     def backward(ctx, g):
         x, out_k = ctx.saved_tensors
         axes, keepdim = ctx.meta
-        return _kept(g, axes, keepdim) * np.exp(x - out_k), None, None
+        xp = ctx.xp
+        return _kept(xp, g, axes, keepdim) * xp.exp(x - out_k), None, None
 
 
-class Norm2(Function):
-    _raw = True
-
+class Norm2(ArrayFunction):
     @staticmethod
     def forward(ctx, x, axes, keepdim):
-        out_k = np.sqrt((x * x).sum(axis=axes, keepdims=True))
+        out_k = ctx.xp.sqrt((x * x).sum(axis=axes, keepdims=True))
         ctx.save_for_backward(x, out_k)
         ctx.meta = (axes, keepdim)
         return _dropped(out_k, axes, keepdim)
@@ -230,14 +228,15 @@ class Norm2(Function):
     def backward(ctx, g):
         x, out_k = ctx.saved_tensors
         axes, keepdim = ctx.meta
-        g_k = _kept(g, axes, keepdim)
-        safe = np.where(out_k == 0, 1, out_k)
-        return np.where(out_k == 0, 0, g_k * x / safe).astype(x.dtype, copy=False), None, None
+        xp = ctx.xp
+        g_k = _kept(xp, g, axes, keepdim)
+        safe = xp.where(out_k == 0, 1, out_k)
+        return xp.where(out_k == 0, 0, g_k * x / safe).astype(x.dtype, copy=False), None, None
 
 
 # ------------------------------------------------------------------ functions
 def _require_float(input: Tensor, name: str):
-    if input.data.dtype.kind != "f":
+    if not is_float(input.data.dtype):
         raise RuntimeError(
             f"{name}(): could not infer output dtype. Input dtype must be a floating point dtype. Got: {input.dtype}"
         )
@@ -245,10 +244,12 @@ def _require_float(input: Tensor, name: str):
 
 def sum(input, dim=None, keepdim: bool = False, *, dtype=None):
     """Sum over ``dim`` (all dims by default); integer and bool inputs sum to int64."""
+    if _autocast_state.active:
+        (input,) = _autocast.full(input)
     axes = _dims(input, dim)
     np_dtype = as_dtype(dtype).numpy if dtype is not None else None
     if np_dtype is None and input.data.dtype.kind in "biu":
-        np_dtype = np.int64
+        np_dtype = _INT64
     return Sum.apply(input, axes, keepdim, np_dtype)
 
 
@@ -303,14 +304,15 @@ def _max_min(input, dim, keepdim, other, largest, name):
     _check_nonempty(input, name, dim)
     if dim is None:
         return AMax.apply(input, tuple(range(input.data.ndim)), False, largest)
-    d = normalize_dim(dim, input.data.ndim) if input.data.ndim else 0
-    if input.data.ndim == 0:
-        return MaxMin(input.clone(), Tensor._make(np.zeros((), dtype=np.int64), False, None))
-    arg = np.argmax if largest else np.argmin
-    indices = arg(input.data, axis=d)
+    data = input.data
+    d = normalize_dim(dim, data.ndim) if data.ndim else 0
+    xp = namespace_of(data)
+    if data.ndim == 0:
+        return MaxMin(input.clone(), Tensor._make(xp.zeros((), dtype=_INT64), False, None))
+    indices = data.argmax(axis=d) if largest else data.argmin(axis=d)
     values = MaxDim.apply(input, indices, d, keepdim)
-    idx = np.expand_dims(indices, d) if keepdim else indices
-    return MaxMin(values, Tensor._make(idx.astype(np.int64, copy=False), False, None))
+    idx = xp.expand_dims(indices, d) if keepdim else indices
+    return MaxMin(values, Tensor._make(idx.astype(_INT64, copy=False), False, None))
 
 
 def max(input, dim=None, keepdim: bool = False, *, other=None):
@@ -323,46 +325,56 @@ def min(input, dim=None, keepdim: bool = False, *, other=None):
 
 
 def argmax(input, dim=None, keepdim: bool = False):
-    return _arg(input, dim, keepdim, np.argmax, "argmax")
+    return _arg(input, dim, keepdim, True, "argmax")
 
 
 def argmin(input, dim=None, keepdim: bool = False):
-    return _arg(input, dim, keepdim, np.argmin, "argmin")
+    return _arg(input, dim, keepdim, False, "argmin")
 
 
-def _arg(input, dim, keepdim, fn, name):
+def _arg(input, dim, keepdim, largest, name):
     _check_nonempty(input, name, dim)
+    data = input.data
+    xp = namespace_of(data)
     if dim is None:
-        out = np.asarray(fn(input.data))
+        out = xp.asarray(data.argmax() if largest else data.argmin())
         if keepdim:
-            out = out.reshape((1,) * input.data.ndim)
+            out = out.reshape((1,) * data.ndim)
+    elif data.ndim == 0:
+        out = xp.zeros((), dtype=_INT64)
     else:
-        d = normalize_dim(dim, input.data.ndim) if input.data.ndim else 0
-        out = np.asarray(fn(input.data, axis=d)) if input.data.ndim else np.zeros((), dtype=np.int64)
-        if keepdim and input.data.ndim:
-            out = np.expand_dims(out, d)
-    return Tensor._make(out.astype(np.int64, copy=False), False, None)
+        d = normalize_dim(dim, data.ndim)
+        out = xp.asarray(data.argmax(axis=d) if largest else data.argmin(axis=d))
+        if keepdim:
+            out = xp.expand_dims(out, d)
+    return Tensor._make(out.astype(_INT64, copy=False), False, None)
 
 
 def prod(input, dim=None, keepdim: bool = False, *, dtype=None):
     """Product over ``dim`` (one int, or all dims); the gradient is exact when inputs contain zeros."""
+    if _autocast_state.active:
+        (input,) = _autocast.full(input)
     if isinstance(dim, (list, tuple)):
         raise TypeError("prod(): dim must be a single int or None, as in PyTorch")
     axes = _dims(input, dim)
     np_dtype = as_dtype(dtype).numpy if dtype is not None else None
     if np_dtype is None and input.data.dtype.kind in "biu":
-        np_dtype = np.int64
+        np_dtype = _INT64
     return Prod.apply(input, axes, keepdim, np_dtype)
 
 
 def logsumexp(input, dim, keepdim: bool = False):
     """``log(sum(exp(input), dim))``, computed without overflow."""
+    if _autocast_state.active:
+        (input,) = _autocast.full(input)
     _require_float(input, "logsumexp")
     return LogSumExp.apply(input, _dims(input, dim), keepdim)
 
 
 def norm(input, p="fro", dim=None, keepdim: bool = False):
     """The vector p-norm over ``dim`` (all elements by default): ``p`` = 2/'fro', 1, inf, -inf, 0 or any float."""
+    if _autocast_state.active:
+        (input,) = _autocast.full(input)
     _require_float(input, "norm")
     axes = _dims(input, dim)
     if p in ("fro", 2, 2.0):

@@ -1,18 +1,20 @@
 """Shape ops: reshape/view, squeeze, transpose, permute, expand, repeat, cat, stack, split, tril ...
 
 Ops that can return a view of their input's storage do so (``is_view``):
-the result shares the input's version counter, as in PyTorch.
+the result shares the input's version counter, as in PyTorch. Each op computes
+through ``ctx.xp`` (or array methods), so it runs on the device of its inputs.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
-import numpy as np
-
-from ..autograd.function import Function
+from ..autograd.function import ArrayFunction
+from ..backend.device import HOST_ARRAY, HOST_XP
+from ..backend.shapes import size_args
 from ..tensor import Tensor
-from ._util import normalize_dim, operand_result_type, unbroadcast
+from ._util import normalize_dim, operand_result_type
 
 __all__ = [
     "cat",
@@ -24,6 +26,7 @@ __all__ = [
     "permute",
     "repeat",
     "reshape",
+    "size_args",
     "split",
     "squeeze",
     "stack",
@@ -36,20 +39,6 @@ __all__ = [
     "unsqueeze",
     "view",
 ]
-
-
-def size_args(sizes, name: str) -> tuple[int, ...]:
-    """Accept ``f(2, 3)`` and ``f((2, 3))`` alike; every size must be an int."""
-    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
-        sizes = tuple(sizes[0])
-    out = []
-    for s in sizes:
-        if isinstance(s, Tensor):
-            s = s.item()
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-            raise TypeError(f"{name}(): sizes must be ints, got {type(s).__name__} in {list(sizes)}")
-        out.append(int(s))
-    return tuple(out)
 
 
 def _infer_shape(shape, numel: int, name: str) -> tuple[int, ...]:
@@ -68,29 +57,26 @@ def _infer_shape(shape, numel: int, name: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-class ViewAs(Function):
-    """Reshape without copying (fails when the strides do not allow it)."""
+class ViewAs(ArrayFunction):
+    """Reshape without copying (only called where the strides allow it: see ``_can_view``)."""
 
-    _raw = True
     is_view = True
 
     @staticmethod
     def forward(ctx, x, shape):
         ctx.in_shape = x.shape
-        return np.reshape(x, shape, copy=False)
+        return x.reshape(shape)
 
     @staticmethod
     def backward(ctx, g):
         return g.reshape(ctx.in_shape), None
 
 
-class ReshapeCopy(Function):
-    _raw = True
-
+class ReshapeCopy(ArrayFunction):
     @staticmethod
     def forward(ctx, x, shape):
         ctx.in_shape = x.shape
-        return np.reshape(x, shape)
+        return x.reshape(shape)
 
     @staticmethod
     def backward(ctx, g):
@@ -100,11 +86,42 @@ class ReshapeCopy(Function):
 def _can_view(x, shape) -> bool:
     if x.flags.c_contiguous:
         return True
-    try:
-        np.reshape(x, shape, copy=False)
+    if type(x) is HOST_ARRAY:
+        try:
+            HOST_XP.reshape(x, shape, copy=False)
+            return True
+        except ValueError:
+            return False
+    return _strides_allow_view(x.shape, x.strides, shape)
+
+
+def _strides_allow_view(old_shape, old_strides, new_shape) -> bool:
+    """Whether a C-order reshape of an array with these strides can be a view (NumPy's and CuPy's rule).
+
+    The dims of the new shape are matched to runs of old dims with equal
+    products; each run must be contiguous in memory (each dim's stride the next
+    one's stride times its size) for the run to be re-split without a copy.
+    """
+    if 0 in old_shape:
         return True
-    except ValueError:
-        return False
+    old = [(n, st) for n, st in zip(old_shape, old_strides) if n != 1]
+    new = [n for n in new_shape if n != 1]
+    oi = ni = 0
+    while oi < len(old) and ni < len(new):
+        oj, nj = oi + 1, ni + 1
+        op, np_ = old[oi][0], new[ni]
+        while op != np_:
+            if np_ < op:
+                np_ *= new[nj]
+                nj += 1
+            else:
+                op *= old[oj][0]
+                oj += 1
+        for k in range(oi, oj - 1):
+            if old[k][1] != old[k + 1][0] * old[k + 1][1]:
+                return False
+        oi, ni = oj, nj
+    return True
 
 
 def _reshape_to(input: Tensor, shape: tuple[int, ...], *, must_view: bool, name: str) -> Tensor:
@@ -126,7 +143,7 @@ def reshape(input, *shape):
 
 def view(input, *shape):
     """Like ``reshape``, but always a view: raises if the data would have to be copied."""
-    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer, tuple, list)):
+    if len(shape) == 1 and not isinstance(shape[0], (numbers.Integral, tuple, list)):
         from .conversion import to  # view(dtype) is PyTorch's reinterpretation; not supported
 
         raise TypeError(f"view(dtype) is not supported; use .to({shape[0]}) to convert (see {to.__name__})")
@@ -178,18 +195,17 @@ def unsqueeze(input, dim: int):
     return reshape(input, shape[:d] + (1,) + shape[d:])
 
 
-class Permute(Function):
-    _raw = True
+class Permute(ArrayFunction):
     is_view = True
 
     @staticmethod
     def forward(ctx, x, dims):
-        ctx.inverse = tuple(np.argsort(dims))
-        return np.transpose(x, dims)
+        ctx.inverse = tuple(sorted(range(len(dims)), key=dims.__getitem__))
+        return x.transpose(dims)
 
     @staticmethod
     def backward(ctx, g):
-        return np.transpose(g, ctx.inverse), None
+        return g.transpose(ctx.inverse), None
 
 
 def permute(input, *dims):
@@ -237,18 +253,16 @@ def mT(input):  # noqa: N802 - PyTorch's name
     return transpose(input, -2, -1)
 
 
-class Expand(Function):
-    _raw = True
+class Expand(ArrayFunction):
     is_view = True
 
     @staticmethod
     def forward(ctx, x, shape):
-        ctx.in_shape = x.shape
-        return np.broadcast_to(x, shape)
+        return ctx.xp.broadcast_to(x, shape)
 
     @staticmethod
     def backward(ctx, g):
-        return unbroadcast(g, ctx.in_shape), None
+        return g, None  # autograd sums it back to the input's shape
 
 
 def expand(input, *sizes):
@@ -289,14 +303,12 @@ def broadcast_to(input, shape):
     return expand(input, tuple(shape))
 
 
-class Repeat(Function):
-    _raw = True
-
+class Repeat(ArrayFunction):
     @staticmethod
     def forward(ctx, x, reps):
         padded = (1,) * (len(reps) - x.ndim) + x.shape
         ctx.meta = (x.shape, padded, reps)
-        return np.tile(x.reshape(padded), reps)
+        return ctx.xp.tile(x.reshape(padded), reps)
 
     @staticmethod
     def backward(ctx, g):
@@ -328,13 +340,11 @@ def tile(input, dims):
     return Repeat.apply(input, dims)
 
 
-class Cat(Function):
-    _raw = True
-
+class Cat(ArrayFunction):
     @staticmethod
     def forward(ctx, *arrays, dim):
         ctx.meta = (dim, [a.shape[dim] for a in arrays])
-        return np.concatenate(arrays, axis=dim)
+        return ctx.xp.concatenate(arrays, axis=dim)
 
     @staticmethod
     def backward(ctx, g):
@@ -386,18 +396,17 @@ def cat(tensors, dim: int = 0):
 concat = concatenate = cat
 
 
-class Stack(Function):
-    _raw = True
-
+class Stack(ArrayFunction):
     @staticmethod
     def forward(ctx, *arrays, dim):
         ctx.dim = dim
-        return np.stack(arrays, axis=dim)
+        return ctx.xp.stack(arrays, axis=dim)
 
     @staticmethod
     def backward(ctx, g):
         n = ctx.needs_input_grad
-        return tuple(np.take(g, i, axis=ctx.dim) if n[i] else None for i in range(g.shape[ctx.dim]))
+        take = ctx.xp.take
+        return tuple(take(g, i, axis=ctx.dim) if n[i] else None for i in range(g.shape[ctx.dim]))
 
 
 def stack(tensors, dim: int = 0):
@@ -414,10 +423,9 @@ def stack(tensors, dim: int = 0):
     return Stack.apply(*tensors, dim=d)
 
 
-class Split(Function):
+class Split(ArrayFunction):
     """One op, several outputs: views of consecutive pieces along ``dim``."""
 
-    _raw = True
     is_view = True
 
     @staticmethod
@@ -438,15 +446,14 @@ class Split(Function):
             if g is None:
                 piece_shape = list(shape)
                 piece_shape[dim] = stop - start
-                g = np.zeros(piece_shape, dtype=dtype)
+                g = ctx.xp.zeros(piece_shape, dtype=dtype)
             parts.append(g)
-        return np.concatenate(parts, axis=dim), None, None
+        return ctx.xp.concatenate(parts, axis=dim), None, None
 
 
-class Select(Function):
+class Select(ArrayFunction):
     """``unbind``'s pieces: index ``i`` along ``dim`` (a view without that dim)."""
 
-    _raw = True
     is_view = True
 
     @staticmethod
@@ -458,8 +465,9 @@ class Select(Function):
     def backward(ctx, *grads):
         shape, dtype, dim = ctx.meta
         piece = shape[:dim] + shape[dim + 1 :]
-        parts = [g if g is not None else np.zeros(piece, dtype=dtype) for g in grads]
-        return np.stack(parts, axis=dim), None, None
+        xp = ctx.xp
+        parts = [g if g is not None else xp.zeros(piece, dtype=dtype) for g in grads]
+        return xp.stack(parts, axis=dim), None, None
 
 
 def split(input, split_size_or_sections, dim: int = 0):
@@ -502,18 +510,18 @@ def unbind(input, dim: int = 0):
     return result if isinstance(result, tuple) else (result,)
 
 
-class Tri(Function):
-    _raw = True
-
+class Tri(ArrayFunction):
     @staticmethod
     def forward(ctx, x, diagonal, lower):
         ctx.meta = (diagonal, lower)
-        return np.tril(x, diagonal) if lower else np.triu(x, diagonal)
+        xp = ctx.xp
+        return xp.tril(x, diagonal) if lower else xp.triu(x, diagonal)
 
     @staticmethod
     def backward(ctx, g):
         diagonal, lower = ctx.meta
-        return (np.tril(g, diagonal) if lower else np.triu(g, diagonal)), None, None
+        xp = ctx.xp
+        return (xp.tril(g, diagonal) if lower else xp.triu(g, diagonal)), None, None
 
 
 def tril(input, diagonal: int = 0):
@@ -528,18 +536,17 @@ def triu(input, diagonal: int = 0):
     return Tri.apply(input, diagonal, False)
 
 
-class Flip(Function):
-    _raw = True
+class Flip(ArrayFunction):
     is_view = True
 
     @staticmethod
     def forward(ctx, x, dims):
         ctx.dims = dims
-        return np.flip(x, dims)
+        return ctx.xp.flip(x, dims)
 
     @staticmethod
     def backward(ctx, g):
-        return np.flip(g, ctx.dims), None
+        return ctx.xp.flip(g, ctx.dims), None
 
 
 def flip(input, dims):

@@ -2,28 +2,46 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from ..backend.device import ignore_float_errors
+from ..ops._fused import ElementwiseSpec
 from .optimizer import Optimizer, _check_hyper
 
 __all__ = ["Adagrad"]
 
-_add, _sub, _mul, _div, _sqrt = np.add, np.subtract, np.multiply, np.divide, np.sqrt
 
-
-def _adagrad_kernel(p, g, acc, s, s2, wd, neg, clr, eps):
-    """One Adagrad update in place: ``Σ ← Σ + g²``, ``θ ← θ - clr·g/(sqrt(Σ) + eps)``."""
+def _adagrad_kernel(xp, p, g, acc, s, s2, wd, neg, clr, eps):
+    """One Adagrad update in place with ``xp`` ufuncs: ``Σ ← Σ + g²``, ``θ ← θ - clr·g/(sqrt(Σ) + eps)``."""
+    add, sub, mul, div, sqrt = xp.add, xp.subtract, xp.multiply, xp.divide, xp.sqrt
     if wd:
-        _mul(p, wd, out=s2)
-        (_sub if neg else _add)(s2, g, out=s2)
+        mul(p, wd, out=s2)
+        (sub if neg else add)(s2, g, out=s2)
         g, neg = s2, False
-    _mul(g, g, out=s)
-    _add(acc, s, out=acc)
-    _sqrt(acc, out=s)
-    _add(s, eps, out=s)
-    _div(g, s, out=s)
-    _mul(s, clr if neg else -clr, out=s)
-    _add(p, s, out=p)
+    mul(g, g, out=s)
+    add(acc, s, out=acc)
+    sqrt(acc, out=s)
+    add(s, eps, out=s)
+    div(g, s, out=s)
+    mul(s, clr if neg else -clr, out=s)
+    add(p, s, out=p)
+
+
+# The CUDA half: the same update in one pass per parameter; ``d`` is the effective gradient (maximize flips it,
+# then L2 decay adds ``wd·θ``), ``nclr`` is minus this step's learning rate.
+ADAGRAD_BODY = """
+T d = neg ? -g : g;
+if (wd != (T)0) d = p * wd + d;
+acc = acc + d * d;
+p = p + (d / (sqrt(acc) + eps)) * nclr;
+"""
+_ADAGRAD = ElementwiseSpec("optim_adagrad", "T g, T wd, T nclr, T eps, bool neg", "T p, T acc", ADAGRAD_BODY)
+CUDA_KERNELS = (_ADAGRAD,)  # compile-checked by tests/device/test_optim_kernels_compile.py
+
+
+def _adagrad_fused(xp, p, g, acc, wd, neg, clr, eps):
+    """``_adagrad_kernel`` as one CuPy ``ElementwiseKernel`` launch (the CUDA half)."""
+    if g.dtype != p.dtype:
+        g = g.astype(p.dtype)
+    _ADAGRAD(xp)(g, wd, -clr, eps, neg, p, acc)
 
 
 class Adagrad(Optimizer):
@@ -76,7 +94,7 @@ class Adagrad(Optimizer):
     def step(self, closure=None):
         """Perform one optimization step; ``closure`` (optional) re-evaluates the model and returns the loss."""
         loss = self._call_closure(closure)
-        with np.errstate(all="ignore"):
+        with ignore_float_errors():
             for group in self.param_groups:
                 lr = float(group["lr"])
                 lr_decay = float(group["lr_decay"])
@@ -93,5 +111,7 @@ class Adagrad(Optimizer):
                     step_t += 1
                     step = float(step_t)
                     clr = lr / (1 + (step - 1) * lr_decay)
-                    self._apply(_adagrad_kernel, p, grad, (state["sum"].data,), n_scratch, (wd, neg, clr, eps))
+                    self._apply(
+                        _adagrad_kernel, p, grad, (state["sum"].data,), n_scratch, (wd, neg, clr, eps), _adagrad_fused
+                    )
         return loss

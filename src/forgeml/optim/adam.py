@@ -2,48 +2,82 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from ..backend.device import ignore_float_errors
+from ..ops._fused import ElementwiseSpec
 from .optimizer import Optimizer, _check_hyper
 
 __all__ = ["Adam", "AdamW"]
 
-_add, _sub, _mul, _div, _sqrt, _maximum = np.add, np.subtract, np.multiply, np.divide, np.sqrt, np.maximum
 
-
-def _adam_kernel(p, g, m, v, vmax, s, s2, decay, wd, neg, w1, b2, w2, c1, c2, update):
-    """One Adam update in place, 12 passes over memory (13 with AMSGrad).
+def _adam_kernel(xp, p, g, m, v, vmax, s, s2, decay, wd, neg, w1, b2, w2, c1, c2, update):
+    """One Adam update in place with ``xp`` ufuncs, 12 passes over memory (13 with AMSGrad).
 
     ``m ← m + (1-β1)(g - m)``, ``v ← β2 v + (1-β2) g²``, and
     ``θ ← θ - m / (sqrt(v̂) · c1 + c2)``, which is PyTorch's
     ``θ - lr/(1-β1^t) · m / (sqrt(v) / sqrt(1-β2^t) + eps)`` with the scalars folded.
     """
+    add, sub, mul = xp.add, xp.subtract, xp.multiply
     if decay != 1.0:  # AdamW: θ ← θ(1 - lr·λ) before everything else
-        _mul(p, decay, out=p)
+        mul(p, decay, out=p)
     if wd:  # Adam: L2 decay into the gradient, g ← g + λθ
-        _mul(p, wd, out=s2)
-        (_sub if neg else _add)(s2, g, out=s2)
+        mul(p, wd, out=s2)
+        (sub if neg else add)(s2, g, out=s2)
         g, neg = s2, False
     if neg:  # (-g) - m = -(g + m): maximize costs no extra pass
-        _add(g, m, out=s)
-        _mul(s, -w1, out=s)
+        add(g, m, out=s)
+        mul(s, -w1, out=s)
     else:
-        _sub(g, m, out=s)
-        _mul(s, w1, out=s)
-    _add(m, s, out=m)
-    _mul(g, w2, out=s)
-    _mul(s, g, out=s)
-    _mul(v, b2, out=v)
-    _add(v, s, out=v)
+        sub(g, m, out=s)
+        mul(s, w1, out=s)
+    add(m, s, out=m)
+    mul(g, w2, out=s)
+    mul(s, g, out=s)
+    mul(v, b2, out=v)
+    add(v, s, out=v)
     if vmax is not None:  # AMSGrad: max over the raw v, bias-corrected below like v
-        _maximum(vmax, v, out=vmax)
+        xp.maximum(vmax, v, out=vmax)
         v = vmax
     if update:
-        _sqrt(v, out=s)
-        _mul(s, c1, out=s)
-        _add(s, c2, out=s)
-        _div(m, s, out=s)
-        _sub(p, s, out=p)
+        xp.sqrt(v, out=s)
+        mul(s, c1, out=s)
+        add(s, c2, out=s)
+        xp.divide(m, s, out=s)
+        sub(p, s, out=p)
+
+
+# The CUDA half: the same update, scalars folded the same way, in one pass per parameter. ``neg`` flips the
+# gradient (maximize); ``decay`` is AdamW's factor (1: none), ``wd`` Adam's L2 coefficient (0: none).
+ADAM_IN_PARAMS = "T g, T decay, T wd, T w1, T b2, T w2, T c1, T c2, bool neg, bool update"
+ADAM_BODY = """
+T gg = neg ? -g : g;
+if (decay != (T)1) p = p * decay;
+if (wd != (T)0) gg = p * wd + gg;
+m = m + (gg - m) * w1;
+v = v * b2 + (gg * w2) * gg;
+if (update) p = p - m / (sqrt(v) * c1 + c2);
+"""
+ADAM_AMSGRAD_BODY = """
+T gg = neg ? -g : g;
+if (decay != (T)1) p = p * decay;
+if (wd != (T)0) gg = p * wd + gg;
+m = m + (gg - m) * w1;
+v = v * b2 + (gg * w2) * gg;
+if (v > vmax || v != v) vmax = v;
+if (update) p = p - m / (sqrt(vmax) * c1 + c2);
+"""
+_ADAM = ElementwiseSpec("optim_adam", ADAM_IN_PARAMS, "T p, T m, T v", ADAM_BODY)
+_ADAM_AMSGRAD = ElementwiseSpec("optim_adam_amsgrad", ADAM_IN_PARAMS, "T p, T m, T v, T vmax", ADAM_AMSGRAD_BODY)
+CUDA_KERNELS = (_ADAM, _ADAM_AMSGRAD)  # compile-checked by tests/device/test_optim_kernels_compile.py
+
+
+def _adam_fused(xp, p, g, m, v, vmax, decay, wd, neg, w1, b2, w2, c1, c2, update):
+    """``_adam_kernel`` as one CuPy ``ElementwiseKernel`` launch (the CUDA half)."""
+    if g.dtype != p.dtype:
+        g = g.astype(p.dtype)
+    if vmax is None:
+        _ADAM(xp)(g, decay, wd, w1, b2, w2, c1, c2, neg, update, p, m, v)
+    else:
+        _ADAM_AMSGRAD(xp)(g, decay, wd, w1, b2, w2, c1, c2, neg, update, p, m, v, vmax)
 
 
 class Adam(Optimizer):
@@ -93,7 +127,7 @@ class Adam(Optimizer):
     def step(self, closure=None):
         """Perform one optimization step; ``closure`` (optional) re-evaluates the model and returns the loss."""
         loss = self._call_closure(closure)
-        with np.errstate(all="ignore"):
+        with ignore_float_errors():
             for group in self.param_groups:
                 lr = float(group["lr"])
                 beta1, beta2 = (float(b) for b in group["betas"])
@@ -130,7 +164,7 @@ class Adam(Optimizer):
                     vmax = state["max_exp_avg_sq"].data if amsgrad else None
                     buffers = (state["exp_avg"].data, state["exp_avg_sq"].data, vmax)
                     consts = (decay, l2, neg, w1, beta2, w2, c1, c2, update)
-                    self._apply(_adam_kernel, p, grad, buffers, n_scratch, consts)
+                    self._apply(_adam_kernel, p, grad, buffers, n_scratch, consts, _adam_fused)
         return loss
 
 

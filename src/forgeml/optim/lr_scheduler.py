@@ -16,8 +16,7 @@ from bisect import bisect_right
 from collections import Counter
 from functools import wraps
 
-import numpy as np
-
+from ..backend.device import is_array
 from ..tensor import Tensor
 from .optimizer import Optimizer
 
@@ -596,7 +595,7 @@ class ReduceLROnPlateau(LRScheduler):
 
     def step(self, metrics, epoch=None) -> None:
         """Record this epoch's metric (a number or a one-element tensor) and reduce the lr if it has plateaued."""
-        current = float(metrics.item() if isinstance(metrics, (Tensor, np.ndarray)) else metrics)
+        current = float(metrics.item() if isinstance(metrics, Tensor) or is_array(metrics) else metrics)
         if epoch is None:
             epoch = self.last_epoch + 1
         else:

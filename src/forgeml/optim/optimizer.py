@@ -5,11 +5,13 @@ hyper-parameters of that group), ``defaults`` and ``state`` (a dict keyed by
 parameter). ``state_dict()`` uses PyTorch's layout: state keyed by the integer
 index of each parameter, groups with ``"params"`` as lists of those indices.
 
-Updates run in place on the parameters' arrays with NumPy ufuncs and ``out=``.
-On the CPU a parameter is walked in blocks of ``_BLOCK_BYTES`` per array, so
-the dozen passes an update makes over each block stay in the CPU cache, and
-the only scratch memory is one block-sized buffer per dtype, shared by all
-parameters.
+State lives on each parameter's device (``step`` counters are CPU tensors, as
+in PyTorch). Updates run in place on the parameters' arrays through update
+kernels with three halves: on the CPU a blocked NumPy path
+(:mod:`._cpu_kernels`: cache-sized blocks, one shared scratch block per dtype);
+on CuPy a fused ``ElementwiseKernel`` per parameter where the optimizer has
+one (Adam/AdamW, SGD); elsewhere the same kernel function with the device's
+ufuncs on whole arrays.
 """
 
 from __future__ import annotations
@@ -19,16 +21,14 @@ import warnings
 from collections import defaultdict
 from itertools import chain
 
-import numpy as np
-
 from ..autograd.grad_mode import enable_grad
-from ..backend.device import array_module, device_of, to_device
-from ..backend.dtypes import get_default_dtype
+from ..backend.convert import as_array
+from ..backend.device import HOST_ARRAY, HOST_XP, device_of, is_array, is_cupy, namespace_of, to_device, to_host
+from ..backend.dtypes import float32, float64, get_default_dtype
 from ..tensor import Tensor
+from . import _cpu_kernels
 
 __all__ = ["Optimizer", "required"]
-
-_BLOCK_BYTES = 1 << 17  # 128 KiB per array per block: the arrays of one block fit in L2 together
 
 
 class _RequiredParameter:
@@ -52,30 +52,21 @@ def _typename(obj) -> str:
 
 
 def _as_array(value):
-    """The array behind a state value (ForgeML tensor, NumPy array, torch tensor), or None for other values."""
+    """The array behind a state value (ForgeML tensor, NumPy/CuPy array or scalar, torch tensor), or None."""
     if isinstance(value, Tensor):
         return value.data
-    if isinstance(value, (np.ndarray, np.generic)):
-        return np.asarray(value)
-    if hasattr(value, "__cuda_array_interface__") and hasattr(value, "dtype"):
+    if is_array(value):
         return value
     if hasattr(value, "detach") and hasattr(value, "numpy") and hasattr(value, "cpu"):  # a torch tensor
-        return np.asarray(value.detach().cpu().numpy())
+        return value.detach().cpu().numpy()
+    if hasattr(value, "dtype") and hasattr(value, "shape"):  # a NumPy scalar
+        return as_array(value)
     return None
 
 
 def _scalar_dtype():
     """The dtype of the ``step`` counters: float64 when that is the default dtype, else float32 (PyTorch's rule)."""
-    return np.float64 if get_default_dtype().numpy == np.float64 else np.float32
-
-
-def _aligned_empty(shape, dtype) -> np.ndarray:
-    """An uninitialised C-contiguous NumPy array whose data starts on a 64-byte (cache line) boundary."""
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(n + 64, dtype=np.uint8)
-    offset = -raw.ctypes.data % 64
-    return raw[offset : offset + n].view(dtype).reshape(shape)
+    return (float64 if get_default_dtype() is float64 else float32).numpy
 
 
 def _check_hyper(ok: bool, what: str, value) -> None:
@@ -319,23 +310,21 @@ class Optimizer:
         array = _as_array(value)
         if array is None:
             if key == "step" and isinstance(value, (int, float)):
-                return Tensor._make(np.asarray(float(value), dtype=_scalar_dtype()), False, None)
+                return Tensor._make(HOST_XP.asarray(float(value), dtype=_scalar_dtype()), False, None)
             return copy.deepcopy(value)
-        if key == "step":
-            return Tensor._make(np.array(to_device(array, "cpu"), copy=True), False, None)
+        if key == "step":  # counters stay on the CPU, whatever device saved them
+            return Tensor._make(to_host(array).copy(), False, None)
         target = param.data
         if key in self._param_state_keys and tuple(array.shape) != tuple(target.shape):
             raise ValueError(
                 f"loaded state dict has {key!r} of shape {list(array.shape)} for parameter {index}, "
                 f"whose shape is {list(target.shape)}"
             )
-        array = to_device(array, device_of(target))
         dtype = target.dtype if target.dtype.kind == "f" else array.dtype
-        if isinstance(array, np.ndarray):
-            out = _aligned_empty(array.shape, dtype)
-            out[...] = array
+        if type(target) is HOST_ARRAY:
+            out = _cpu_kernels.aligned_copy(to_host(array), dtype)
         else:
-            out = array_module(device_of(target)).array(array, dtype=dtype, order="C", copy=True)
+            out = to_device(array, device_of(target)).astype(dtype, order="C", copy=True)
         return Tensor._make(out, False, None)
 
     # -- helpers for subclasses ---------------------------------------------
@@ -343,70 +332,68 @@ class Optimizer:
     def _zeros_like(param, fill: float = 0.0) -> Tensor:
         """A state buffer shaped like ``param``: C-contiguous, same dtype and device, filled with ``fill``."""
         data = param.data
-        if type(data) is np.ndarray:
-            array = _aligned_empty(data.shape, data.dtype)
-            array.fill(fill)
+        if type(data) is HOST_ARRAY:
+            array = _cpu_kernels.aligned_full(data.shape, data.dtype, fill)
         else:
-            xp = array_module(device_of(data))
-            array = xp.full(data.shape, fill, dtype=data.dtype)
+            array = namespace_of(data).full(data.shape, fill, dtype=data.dtype)
         return Tensor._make(array, False, None)
 
     @staticmethod
     def _new_step() -> Tensor:
-        return Tensor._make(np.zeros((), dtype=_scalar_dtype()), False, None)
+        """A ``step`` counter: a 0-d CPU tensor, whatever the parameter's device (as in PyTorch)."""
+        return Tensor._make(HOST_XP.zeros((), dtype=_scalar_dtype()), False, None)
 
-    def _scratch_for(self, dtype, count: int, size: int):
-        """Two flat scratch arrays of ``size`` elements (the second None unless ``count`` is 2).
+    def _apply(self, kernel, param: Tensor, grad: Tensor, buffers, n_scratch: int, consts, fused=None) -> None:
+        """Run one update kernel over the parameter, in place, and bump its version.
 
-        They are views of block-sized buffers shared by all parameters of this optimizer.
-        """
-        bufs = self._scratch.get(dtype)
-        if bufs is None or len(bufs) < count or bufs[0].size < size:
-            n = max(size, bufs[0].size if bufs else 0)
-            bufs = [_aligned_empty((n,), dtype) for _ in range(max(count, len(bufs) if bufs else 0))]
-            self._scratch[dtype] = bufs
-        return bufs[0][:size], (bufs[1][:size] if count > 1 else None)
-
-    def _apply(self, kernel, param: Tensor, grad: Tensor, buffers, n_scratch: int, consts) -> None:
-        """Run ``kernel(p, g, *buffers, s, s2, *consts)`` over the parameter, in place, and bump its version.
-
+        ``kernel(xp, p, g, *buffers, s, s2, *consts)`` is the portable body:
         ``buffers`` are state arrays (or None) shaped like the parameter; ``s``
         and ``s2`` are scratch arrays (``s2`` is None unless ``n_scratch`` is 2).
         C-contiguous NumPy parameters are processed in cache-sized blocks of
-        their flat views; other layouts and devices get one call on the whole arrays.
+        their flat views (:mod:`._cpu_kernels`). On CuPy, ``fused(xp, p, g,
+        *buffers, *consts)`` (a fused CUDA kernel) runs instead when given; other
+        layouts and namespaces get one call of ``kernel`` on the whole arrays.
         """
         p = param.data
         g = grad.data
-        if type(p) is np.ndarray and p.flags.c_contiguous and all(b is None or b.flags.c_contiguous for b in buffers):
-            if not g.flags.c_contiguous:
-                g = np.ascontiguousarray(g)
-            n = p.size
-            block = max(_BLOCK_BYTES // p.itemsize, 1)
-            fp = p.reshape(-1)
-            fg = g.reshape(-1)
-            fb = [None if b is None else b.reshape(-1) for b in buffers]
-            s, s2 = self._scratch_for(p.dtype, n_scratch, min(n, block))
-            if n <= block:
-                kernel(fp, fg, *fb, s, s2, *consts)
-            else:
-                for i in range(0, n, block):
-                    j = i + block
-                    if j > n:
-                        j = n
-                        s = s[: j - i]
-                        s2 = None if s2 is None else s2[: j - i]
-                    kernel(fp[i:j], fg[i:j], *[None if b is None else b[i:j] for b in fb], s, s2, *consts)
+        if (
+            type(p) is HOST_ARRAY
+            and type(g) is HOST_ARRAY
+            and p.flags.c_contiguous
+            and all(b is None or (type(b) is HOST_ARRAY and b.flags.c_contiguous) for b in buffers)
+        ):
+            _cpu_kernels.blocked_update(self._scratch, kernel, p, g, buffers, n_scratch, consts)
         else:
-            xp = array_module(device_of(p))
-            s = xp.empty(p.shape, dtype=p.dtype)
-            s2 = xp.empty(p.shape, dtype=p.dtype) if n_scratch > 1 else None
-            kernel(p, g, *buffers, s, s2, *consts)
+            xp = _namespace_of_update(p, g, buffers)
+            if fused is not None and is_cupy(xp):
+                fused(xp, p, g, *buffers, *consts)
+            else:
+                s = xp.empty(p.shape, dtype=p.dtype)
+                s2 = xp.empty(p.shape, dtype=p.dtype) if n_scratch > 1 else None
+                kernel(xp, p, g, *buffers, s, s2, *consts)
         param._bump_version()
+
+
+def _namespace_of_update(p, g, buffers):
+    """The namespace that updates ``p``; raises when its gradient or a state buffer is on another device."""
+    device = device_of(p)
+    if device_of(g) != device:
+        raise RuntimeError(
+            f"a parameter on {device} has its gradient on {device_of(g)}: the gradient must be on the "
+            "parameter's device"
+        )
+    for b in buffers:
+        if b is not None and device_of(b) != device:
+            raise RuntimeError(
+                f"optimizer state on {device_of(b)} for a parameter on {device}: create the optimizer after "
+                "moving the model to its device, or load the optimizer's state_dict again (it moves the state)"
+            )
+    return namespace_of(p)
 
 
 def _snapshot(value):
     if isinstance(value, Tensor):
         return Tensor._make(value.data.copy(), False, None)
-    if isinstance(value, np.ndarray):
+    if is_array(value):
         return value.copy()
     return copy.deepcopy(value)

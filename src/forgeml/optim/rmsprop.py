@@ -2,47 +2,101 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from ..backend.device import ignore_float_errors
+from ..ops._fused import ElementwiseSpec
 from .optimizer import Optimizer, _check_hyper
 
 __all__ = ["RMSprop"]
 
-_add, _sub, _mul, _div, _sqrt = np.add, np.subtract, np.multiply, np.divide, np.sqrt
 
-
-def _rmsprop_kernel(p, g, sq, ga, buf, s, s2, wd, neg, lr, alpha, w, eps, momentum):
-    """One RMSprop update in place. ``neg``: maximize, folded into signs (exact)."""
+def _rmsprop_kernel(xp, p, g, sq, ga, buf, s, s2, wd, neg, lr, alpha, w, eps, momentum):
+    """One RMSprop update in place with ``xp`` ufuncs. ``neg``: maximize, folded into signs (exact)."""
+    add, sub, mul, div, sqrt = xp.add, xp.subtract, xp.multiply, xp.divide, xp.sqrt
     if wd:
-        _mul(p, wd, out=s2)
-        (_sub if neg else _add)(s2, g, out=s2)
+        mul(p, wd, out=s2)
+        (sub if neg else add)(s2, g, out=s2)
         g, neg = s2, False
-    _mul(g, w, out=s)  # v ← alpha v + (1-alpha) g²
-    _mul(s, g, out=s)
-    _mul(sq, alpha, out=sq)
-    _add(sq, s, out=sq)
+    mul(g, w, out=s)  # v ← alpha v + (1-alpha) g²
+    mul(s, g, out=s)
+    mul(sq, alpha, out=sq)
+    add(sq, s, out=sq)
     if ga is not None:  # centered: avg = sqrt(v - gbar²) with gbar ← gbar + (1-alpha)(g - gbar)
         if neg:
-            _add(g, ga, out=s)
-            _mul(s, -w, out=s)
+            add(g, ga, out=s)
+            mul(s, -w, out=s)
         else:
-            _sub(g, ga, out=s)
-            _mul(s, w, out=s)
-        _add(ga, s, out=ga)
-        _mul(ga, ga, out=s)
-        _sub(sq, s, out=s)
-        _sqrt(s, out=s)
+            sub(g, ga, out=s)
+            mul(s, w, out=s)
+        add(ga, s, out=ga)
+        mul(ga, ga, out=s)
+        sub(sq, s, out=s)
+        sqrt(s, out=s)
     else:
-        _sqrt(sq, out=s)
-    _add(s, eps, out=s)
-    _div(g, s, out=s)  # g / avg (the sign of maximize still pending)
+        sqrt(sq, out=s)
+    add(s, eps, out=s)
+    div(g, s, out=s)  # g / avg (the sign of maximize still pending)
     if buf is not None:
-        _mul(buf, momentum, out=buf)
-        (_sub if neg else _add)(buf, s, out=buf)
-        _mul(buf, -lr, out=s)
+        mul(buf, momentum, out=buf)
+        (sub if neg else add)(buf, s, out=buf)
+        mul(buf, -lr, out=s)
     else:
-        _mul(s, lr if neg else -lr, out=s)
-    _add(p, s, out=p)
+        mul(s, lr if neg else -lr, out=s)
+    add(p, s, out=p)
+
+
+# The CUDA halves: the same update in one pass per parameter, one kernel per combination of the optional state
+# (centered: ``ga``, momentum: ``buf``). ``d`` is the effective gradient (maximize flips it, then L2 decay adds
+# ``wd·θ``), ``nlr`` is ``-lr``, ``w`` is ``1 - alpha``.
+RMSPROP_IN_PARAMS = "T g, T wd, T nlr, T alpha, T w, T eps, T momentum, bool neg"
+_RMSPROP_HEAD = """
+T d = neg ? -g : g;
+if (wd != (T)0) d = p * wd + d;
+sq = sq * alpha + (d * w) * d;
+"""
+RMSPROP_BODY = _RMSPROP_HEAD + "p = p + (d / (sqrt(sq) + eps)) * nlr;"
+RMSPROP_CENTERED_BODY = (
+    _RMSPROP_HEAD
+    + """
+ga = ga + (d - ga) * w;
+p = p + (d / (sqrt(sq - ga * ga) + eps)) * nlr;
+"""
+)
+RMSPROP_MOMENTUM_BODY = (
+    _RMSPROP_HEAD
+    + """
+buf = buf * momentum + d / (sqrt(sq) + eps);
+p = p + buf * nlr;
+"""
+)
+RMSPROP_CENTERED_MOMENTUM_BODY = (
+    _RMSPROP_HEAD
+    + """
+ga = ga + (d - ga) * w;
+buf = buf * momentum + d / (sqrt(sq - ga * ga) + eps);
+p = p + buf * nlr;
+"""
+)
+_RMSPROP = {  # by (centered, momentum)
+    (False, False): ElementwiseSpec("optim_rmsprop", RMSPROP_IN_PARAMS, "T p, T sq", RMSPROP_BODY),
+    (True, False): ElementwiseSpec(
+        "optim_rmsprop_centered", RMSPROP_IN_PARAMS, "T p, T sq, T ga", RMSPROP_CENTERED_BODY
+    ),
+    (False, True): ElementwiseSpec(
+        "optim_rmsprop_momentum", RMSPROP_IN_PARAMS, "T p, T sq, T buf", RMSPROP_MOMENTUM_BODY
+    ),
+    (True, True): ElementwiseSpec(
+        "optim_rmsprop_centered_momentum", RMSPROP_IN_PARAMS, "T p, T sq, T ga, T buf", RMSPROP_CENTERED_MOMENTUM_BODY
+    ),
+}
+CUDA_KERNELS = tuple(_RMSPROP.values())  # compile-checked by tests/device/test_optim_kernels_compile.py
+
+
+def _rmsprop_fused(xp, p, g, sq, ga, buf, wd, neg, lr, alpha, w, eps, momentum):
+    """``_rmsprop_kernel`` as one CuPy ``ElementwiseKernel`` launch (the CUDA half)."""
+    if g.dtype != p.dtype:
+        g = g.astype(p.dtype)
+    outs = [a for a in (p, sq, ga, buf) if a is not None]
+    _RMSPROP[ga is not None, buf is not None](xp)(g, wd, -lr, alpha, w, eps, momentum, neg, *outs)
 
 
 class RMSprop(Optimizer):
@@ -86,7 +140,7 @@ class RMSprop(Optimizer):
     def step(self, closure=None):
         """Perform one optimization step; ``closure`` (optional) re-evaluates the model and returns the loss."""
         loss = self._call_closure(closure)
-        with np.errstate(all="ignore"):
+        with ignore_float_errors():
             for group in self.param_groups:
                 lr = float(group["lr"])
                 alpha = float(group["alpha"])
@@ -119,5 +173,5 @@ class RMSprop(Optimizer):
                         state["grad_avg"].data if centered else None,
                         state["momentum_buffer"].data if momentum > 0 else None,
                     )
-                    self._apply(_rmsprop_kernel, p, grad, buffers, n_scratch, consts)
+                    self._apply(_rmsprop_kernel, p, grad, buffers, n_scratch, consts, _rmsprop_fused)
         return loss

@@ -2,44 +2,77 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from ..backend.device import ignore_float_errors
+from ..ops._fused import ElementwiseSpec
 from .optimizer import Optimizer, _check_hyper
 
 __all__ = ["SGD"]
 
-_add, _sub, _mul, _copyto, _neg = np.add, np.subtract, np.multiply, np.copyto, np.negative
 
-
-def _sgd_kernel(p, g, buf, s, s2, wd, neg, lr, momentum, damp_w, nesterov, init):
-    """One SGD update in place. ``neg``: maximize (the effective gradient is ``-g``), folded into signs."""
+def _sgd_kernel(xp, p, g, buf, s, s2, wd, neg, lr, momentum, damp_w, nesterov, init):
+    """One SGD update in place with ``xp`` ufuncs. ``neg``: maximize (the effective gradient is ``-g``), folded into signs."""
+    add, sub, mul = xp.add, xp.subtract, xp.multiply
     if wd:
-        _mul(p, wd, out=s2)
-        (_sub if neg else _add)(s2, g, out=s2)  # g_eff = -g + wd*p  or  g + wd*p
+        mul(p, wd, out=s2)
+        (sub if neg else add)(s2, g, out=s2)  # g_eff = -g + wd*p  or  g + wd*p
         g, neg = s2, False
-    addg = _sub if neg else _add  # x + g_eff
+    addg = sub if neg else add  # x + g_eff
     if buf is not None:
         if init:
             if neg:
-                _neg(g, out=buf)
+                xp.negative(g, out=buf)
             else:
-                _copyto(buf, g)
+                xp.copyto(buf, g)
         else:
-            _mul(buf, momentum, out=buf)
+            mul(buf, momentum, out=buf)
             if damp_w == 1:
                 addg(buf, g, out=buf)
             else:
-                _mul(g, damp_w, out=s)
+                mul(g, damp_w, out=s)
                 addg(buf, s, out=buf)
         if nesterov:
-            _mul(buf, momentum, out=s)
+            mul(buf, momentum, out=s)
             addg(s, g, out=s)
-            _mul(s, -lr, out=s)
+            mul(s, -lr, out=s)
         else:
-            _mul(buf, -lr, out=s)
+            mul(buf, -lr, out=s)
     else:
-        _mul(g, lr if neg else -lr, out=s)
-    _add(p, s, out=p)
+        mul(g, lr if neg else -lr, out=s)
+    add(p, s, out=p)
+
+
+# The CUDA halves: the same update in one pass per parameter; ``d`` is the effective gradient (maximize flips it,
+# then L2 decay adds ``wd·θ``), ``nlr`` is ``-lr``.
+SGD_BODY = """
+T d = neg ? -g : g;
+if (wd != (T)0) d = p * wd + d;
+p = p + d * nlr;
+"""
+SGD_MOMENTUM_BODY = """
+T d = neg ? -g : g;
+if (wd != (T)0) d = p * wd + d;
+if (init) buf = d; else buf = buf * momentum + d * damp_w;
+d = nesterov ? buf * momentum + d : buf;
+p = p + d * nlr;
+"""
+_SGD = ElementwiseSpec("optim_sgd", "T g, T wd, T nlr, bool neg", "T p", SGD_BODY)
+_SGD_MOMENTUM = ElementwiseSpec(
+    "optim_sgd_momentum",
+    "T g, T wd, T nlr, T momentum, T damp_w, bool neg, bool nesterov, bool init",
+    "T p, T buf",
+    SGD_MOMENTUM_BODY,
+)
+CUDA_KERNELS = (_SGD, _SGD_MOMENTUM)  # compile-checked by tests/device/test_optim_kernels_compile.py
+
+
+def _sgd_fused(xp, p, g, buf, wd, neg, lr, momentum, damp_w, nesterov, init):
+    """``_sgd_kernel`` as one CuPy ``ElementwiseKernel`` launch (the CUDA half)."""
+    if g.dtype != p.dtype:
+        g = g.astype(p.dtype)
+    if buf is None:
+        _SGD(xp)(g, wd, -lr, neg, p)
+    else:
+        _SGD_MOMENTUM(xp)(g, wd, -lr, momentum, damp_w, neg, nesterov, init, p, buf)
 
 
 class SGD(Optimizer):
@@ -85,7 +118,7 @@ class SGD(Optimizer):
     def step(self, closure=None):
         """Perform one optimization step; ``closure`` (optional) re-evaluates the model and returns the loss."""
         loss = self._call_closure(closure)
-        with np.errstate(all="ignore"):
+        with ignore_float_errors():
             for group in self.param_groups:
                 lr = float(group["lr"])
                 momentum = float(group["momentum"])
@@ -105,8 +138,8 @@ class SGD(Optimizer):
                         if init:
                             buf = state["momentum_buffer"] = self._zeros_like(p)
                         consts = (wd, neg, lr, momentum, damp_w, nesterov, init)
-                        self._apply(_sgd_kernel, p, grad, (buf.data,), n_scratch, consts)
+                        self._apply(_sgd_kernel, p, grad, (buf.data,), n_scratch, consts, _sgd_fused)
                     else:
                         consts = (wd, neg, lr, momentum, damp_w, False, False)
-                        self._apply(_sgd_kernel, p, grad, (None,), n_scratch, consts)
+                        self._apply(_sgd_kernel, p, grad, (None,), n_scratch, consts, _sgd_fused)
         return loss

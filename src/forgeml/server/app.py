@@ -17,7 +17,7 @@ from .observability import Metrics, ObservabilityMiddleware, configure_logging
 from .predictor import PredictorCache
 from .routers import ai, datasets, jobs, models, ops
 from .security import BodyLimitMiddleware, RateLimiter, SecurityHeadersMiddleware, require_api_key
-from .settings import ServerSettings
+from .settings import DeviceUnavailableError, ServerSettings
 
 __all__ = ["create_app"]
 
@@ -43,15 +43,22 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         state = app.state
         state.db = Database(settings.db_url)
+        try:
+            state.device, state.device_error = settings.resolved_device(), None
+        except DeviceUnavailableError as exc:  # readiness reports it; jobs and predictions fail with it
+            state.device, state.device_error = None, str(exc)
+            log.warning("device unavailable", extra={"error": state.device_error})
+        state.device_label = describe_device(state.device) if state.device else None  # readyz reports it
         state.jobs = JobManager(
             state.db,
             settings.data_dir,
             settings.workers,
             nice=settings.worker_nice,
             threads=settings.blas_threads_per_worker,
+            device=state.device or settings.device,
         )
         interrupted = state.jobs.start()
-        state.predictors = PredictorCache(settings.data_dir)
+        state.predictors = PredictorCache(settings.data_dir, device=state.device or "cpu")
         own_orchestrator = orchestrator is None
         if own_orchestrator:
             from ..ai import AIServiceOrchestrator
@@ -60,7 +67,10 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
         else:
             state.orchestrator = orchestrator
         state.orchestrator.listeners.append(metrics.record_ai_call)
-        log.info("started", extra={"data_dir": str(settings.data_dir), "interrupted_jobs": interrupted})
+        log.info(
+            "started",
+            extra={"data_dir": str(settings.data_dir), "interrupted_jobs": interrupted, "device": state.device},
+        )
         try:
             yield
         finally:
@@ -80,6 +90,7 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.jobs = None
+    app.state.device, app.state.device_error, app.state.device_label = None, None, None
 
     guarded = [Depends(require_api_key)]
     ai_limit = RateLimiter(settings.ai_rate_limit)
@@ -118,11 +129,27 @@ def _version() -> str:
         return "0+unknown"
 
 
+def describe_device(device: str) -> str:
+    """``device`` in words for people: ``'cpu'``, or ``'cuda:0 (NVIDIA H100 80GB HBM3)'`` when the name is known."""
+    if not device.startswith("cuda"):
+        return device
+    try:
+        from .. import cuda
+
+        return f"{device} ({cuda.get_device_name(device)})"
+    except Exception:  # noqa: BLE001 - the name is a courtesy
+        return device
+
+
 def serve(settings: ServerSettings) -> None:
     """Run the platform with uvicorn until interrupted (``forgeml serve``)."""
     import uvicorn
 
     settings.check_exposure()
+    try:
+        device = settings.resolved_device()
+    except DeviceUnavailableError as exc:
+        raise SystemExit(f"refusing to start: {exc}") from None
     configure_logging()
     from ..ai.settings import AISettings
 
@@ -138,4 +165,6 @@ def serve(settings: ServerSettings) -> None:
         f"data directory: {settings.data_dir.resolve()}; API key {'required' if settings.api_key else 'not set'}",
         flush=True,
     )
+    how = "FORGEML_DEVICE=auto" if settings.device == "auto" else f"device {settings.device}"
+    print(f"training and predictions run on {describe_device(device)} ({how})", flush=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False)

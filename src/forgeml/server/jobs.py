@@ -29,10 +29,19 @@ TERMINAL = ("completed", "failed", "cancelled", "interrupted")
 
 
 class JobManager:
-    def __init__(self, db: Database, data_dir: Path, workers: int, nice: int = 0, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        data_dir: Path,
+        workers: int,
+        nice: int = 0,
+        threads: int | None = None,
+        device: str | None = None,
+    ) -> None:
         self.db = db
         self.data_dir = Path(data_dir)
         self.workers = workers
+        self.device = device  # the server's device for jobs that name none ('cpu', 'cuda:N'; None: auto)
         self.nice, self.threads = nice, threads
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[str, Future] = {}
@@ -87,7 +96,7 @@ class JobManager:
     # -- jobs ---------------------------------------------------------------------
     def submit(self, job_id: str) -> None:
         try:
-            future = self._executor().submit(run_job, job_id, self.db.url, str(self.data_dir))
+            future = self._executor().submit(run_job, job_id, self.db.url, str(self.data_dir), self.device)
         except Exception as exc:  # no worker could start: the job must not stay queued forever
             with self.db.session() as s:
                 job = s.get(JobRow, job_id)

@@ -4,6 +4,10 @@ A :class:`Predictor` rebuilds a model from its stored spec and safetensors
 weights, in eval mode, and turns API inputs into what the model takes: image
 pixels in [0, 1] and tabular rows are normalised as in training, strings are
 tokenised with the job's vocabulary into a :class:`~forgeml.nn.MaskedBatch`.
+
+Each predictor runs on one device (the server's, ``FORGEML_DEVICE``): the
+model is moved there once, each batch is prepared on the host and copied
+there, and the logits come back to the host (one transfer) for the JSON.
 """
 
 from __future__ import annotations
@@ -25,16 +29,20 @@ class InputError(ValueError):
 
 
 class Predictor:
-    def __init__(self, row, data_dir: Path) -> None:
+    def __init__(self, row, data_dir: Path, device: str = "cpu") -> None:
         import forgeml as fm
+        from forgeml.backend.device import as_device
         from forgeml.nn import build
         from forgeml.specs import ModelSpec
 
         self.model_id = row.id
         self.kind = row.kind
         self.extras = dict(row.extras)
+        self.device = as_device(device)
         self.model = build(ModelSpec.model_validate(row.spec))
         self.model.load_state_dict(fm.load(data_dir / row.weights))
+        if self.device.type != "cpu":
+            self.model.to(self.device)  # the trained weights, copied over once
         self.model.eval()
         self.parameter_count = sum(int(p.numel()) for p in self.model.parameters())
         self.vocab = None
@@ -46,8 +54,9 @@ class Predictor:
 
     def is_cheap(self, rows: int) -> bool:
         """Whether a forward pass over ``rows`` inputs costs less than handing it to a thread (a few tenths
-        of a millisecond): a dense model's multiply-adds are about its parameter count per row."""
-        return self.kind != "text" and rows * self.parameter_count <= INLINE_MULTIPLY_ADDS
+        of a millisecond): a dense model's multiply-adds are about its parameter count per row. On a GPU,
+        never: reading the outputs back waits for the device, which must not block the event loop."""
+        return self.kind != "text" and self.device.type == "cpu" and rows * self.parameter_count <= INLINE_MULTIPLY_ADDS
 
     def classes(self, width: int) -> list[str]:
         names = self.extras.get("classes")
@@ -83,16 +92,20 @@ class Predictor:
         """``(classes, predicted class per input, probabilities per input)``; with ``wait=False``, None
         instead of waiting while another request has the model (so the event loop never blocks on it)."""
         import forgeml as fm
+        from forgeml.backend.device import to_host
+        from forgeml.training.trainer import device_scope, move_to_device
 
         batch = self._prepare(inputs)
+        if self.device.type != "cpu":
+            batch = move_to_device(batch, self.device)
         if not self._lock.acquire(blocking=wait):
             return None
         try:
-            with fm.no_grad():
+            with fm.no_grad(), device_scope(self.device):  # a thread of the pool: make the model's GPU current
                 logits = self.model(batch)
         finally:
             self._lock.release()
-        z = np.asarray(logits.numpy(), dtype=np.float64)
+        z = np.asarray(to_host(logits.data), dtype=np.float64)  # one transfer back from a GPU
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)
@@ -103,8 +116,8 @@ class Predictor:
 class PredictorCache:
     """The ``capacity`` most recently used models, built on first use."""
 
-    def __init__(self, data_dir: Path, capacity: int = 8) -> None:
-        self.data_dir, self.capacity = Path(data_dir), capacity
+    def __init__(self, data_dir: Path, capacity: int = 8, device: str = "cpu") -> None:
+        self.data_dir, self.capacity, self.device = Path(data_dir), capacity, device
         self._items: OrderedDict[str, Predictor] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -122,7 +135,7 @@ class PredictorCache:
             if predictor is not None:
                 self._items.move_to_end(row.id)
                 return predictor
-        predictor = Predictor(row, self.data_dir)
+        predictor = Predictor(row, self.data_dir, self.device)
         with self._lock:
             self._items[row.id] = predictor
             while len(self._items) > self.capacity:

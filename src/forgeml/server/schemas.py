@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..specs import ModelSpec, OptimizerSpec, TrainingMetrics
 from ..training.ai_trainer import AIEnhancedConfig
+from .settings import DEVICE_HELP, check_device_spec
 
 __all__ = [
     "AnalyzeRequest",
@@ -111,6 +112,16 @@ class JobCreate(BaseModel):
     batch_size: int | None = Field(default=None, ge=1, le=4096)
     ai: AIEnhancedConfig | None = None
     max_length: int = Field(default=128, ge=8, le=1024, description="tokens per text, for text datasets")
+    device: str | None = Field(
+        default=None,
+        description=f"where to train: {DEVICE_HELP}; default: the server's device (FORGEML_DEVICE). A device this "
+        "machine lacks fails the job with a message that says so",
+    )
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, value):
+        return None if value is None else check_device_spec(value)
 
     @model_validator(mode="before")
     @classmethod

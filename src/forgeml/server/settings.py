@@ -7,9 +7,54 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-__all__ = ["ServerSettings"]
+__all__ = ["DeviceUnavailableError", "ServerSettings", "check_device_spec", "resolve_device"]
+
+DEVICE_HELP = "auto (a GPU when one is there, else the CPU), cpu, cuda or cuda:N"
+
+
+class DeviceUnavailableError(RuntimeError):
+    """A device was asked for explicitly (a setting, a job) but this machine cannot provide it."""
+
+
+def check_device_spec(value: str) -> str:
+    """``value`` normalised (``auto``, ``cpu``, ``cuda`` or ``cuda:N``); a ValueError for anything else."""
+    spec = str(value).strip().lower()
+    if spec in ("auto", "cpu", "cuda"):
+        return spec
+    kind, sep, index = spec.partition(":")
+    if kind == "cuda" and sep and index.isdigit():
+        return f"cuda:{int(index)}"
+    raise ValueError(f"device must be {DEVICE_HELP}; got {value!r}")
+
+
+def resolve_device(spec: str | None) -> str:
+    """The device a setting or a job names, checked against this machine: ``'cpu'`` or ``'cuda:N'``.
+
+    ``auto`` (or None) is ``cuda:0`` when :func:`forgeml.cuda.is_available`, else ``cpu``. An explicit CUDA
+    device that is not there raises :class:`DeviceUnavailableError` with what to do instead.
+    """
+    from forgeml import cuda
+
+    spec = check_device_spec(spec or "auto")
+    if spec == "auto":
+        return "cuda:0" if cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return "cpu"
+    index = int(spec.partition(":")[2] or 0)
+    if not cuda.is_available():
+        raise DeviceUnavailableError(
+            f"device {spec!r} was asked for, but CUDA is not available on this machine (no CuPy, or no GPU that "
+            'CuPy sees; pip install "forgeml[gpu]" on a GPU machine). Use device "auto" or "cpu" '
+            "(FORGEML_DEVICE, forgeml serve --device) to train on the CPU."
+        )
+    count = cuda.device_count()
+    if count and index >= count:
+        raise DeviceUnavailableError(
+            f"device {spec!r} was asked for, but this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
+        )
+    return f"cuda:{index}"
 
 
 class ServerSettings(BaseModel):
@@ -34,6 +79,11 @@ class ServerSettings(BaseModel):
         description="scheduling niceness of training workers: the API and predictions stay responsive while jobs run",
     )
 
+    device: str = Field(
+        default="auto",
+        description=f"where training jobs and predictions run: {DEVICE_HELP} (FORGEML_DEVICE)",
+    )
+
     worker_threads: int | None = Field(
         default=None,
         ge=1,
@@ -41,6 +91,15 @@ class ServerSettings(BaseModel):
         description="BLAS threads per training worker; default: the cores left after one for the server, shared "
         "among the workers (at least 1)",
     )
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, value) -> str:
+        return check_device_spec(value)
+
+    def resolved_device(self) -> str:
+        """``device`` on this machine: ``'cpu'`` or ``'cuda:N'`` (see :func:`resolve_device`)."""
+        return resolve_device(self.device)
 
     @property
     def blas_threads_per_worker(self) -> int:
@@ -82,6 +141,8 @@ class ServerSettings(BaseModel):
             values["database_url"] = env["FORGEML_DATABASE_URL"]
         if env.get("FORGEML_API_KEY"):
             values["api_key"] = env["FORGEML_API_KEY"]
+        if env.get("FORGEML_DEVICE"):
+            values["device"] = env["FORGEML_DEVICE"]
         for var, field in (
             ("FORGEML_WORKERS", "workers"),
             ("FORGEML_MAX_BODY_BYTES", "max_body_bytes"),

@@ -6,6 +6,11 @@ to the database and a checkpoint (model, optimizer, history) to
 that checkpoint. A job whose ``cancel_requested`` flag is set stops at the next
 epoch boundary. The finished model's weights, vocabulary and metadata become a
 ``models`` row, usable for prediction.
+
+A job trains on the device it names (``device`` in its request), else on the
+server's (``FORGEML_DEVICE``, resolved by the server: a GPU when there is one).
+The data stay on the host; the trainer moves each batch to the device. A job
+that names a device this machine lacks fails with a message that says so.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_job"]
+__all__ = ["run_job", "select_device"]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
@@ -98,13 +103,23 @@ def _optimizer(spec, params):
     return cls[spec.name](params, **kwargs)
 
 
-def run_job(job_id: str, db_url: str, data_dir: str) -> str:
-    """Train job ``job_id`` to completion (or cancellation); returns its final state. Never raises."""
+def select_device(requested: str | None, server_device: str | None = None) -> str:
+    """The device a job trains on: the one its request names, else the server's (``'auto'`` when unset),
+    checked against this machine (``'cpu'`` or ``'cuda:N'``). Raises
+    :class:`~forgeml.server.settings.DeviceUnavailableError` for a device this machine lacks."""
+    from forgeml.server.settings import resolve_device
+
+    return resolve_device(requested or server_device or "auto")
+
+
+def run_job(job_id: str, db_url: str, data_dir: str, device: str | None = None) -> str:
+    """Train job ``job_id`` to completion (or cancellation) on ``device`` (the server's: ``'cpu'``,
+    ``'cuda:N'`` or ``'auto'``; the job's own ``device`` wins); returns its final state. Never raises."""
     from forgeml.server.db import Database, JobRow
 
     db = Database(db_url)
     try:
-        return _run(job_id, db, Path(data_dir))
+        return _run(job_id, db, Path(data_dir), device)
     except Exception as exc:  # noqa: BLE001 - a job's failure is recorded, never lost
         with db.session() as s:
             job = s.get(JobRow, job_id)
@@ -118,7 +133,7 @@ def run_job(job_id: str, db_url: str, data_dir: str) -> str:
         db.dispose()
 
 
-def _run(job_id: str, db, data_dir: Path) -> str:
+def _run(job_id: str, db, data_dir: Path, server_device: str | None = None) -> str:
     import forgeml as fm
     from forgeml.data import DataLoader
     from forgeml.nn import build
@@ -135,6 +150,7 @@ def _run(job_id: str, db, data_dir: Path) -> str:
         job.state, job.started, job.error, job.cancel_requested = "running", job.started or time.time(), None, False
         resume_from = job.checkpoint
         dataset_row = s.get(DatasetRow, request.dataset) if request.dataset not in ("mnist", "spam") else None
+    device = select_device(request.device, server_device)  # before any work: an unavailable device fails the job
     fm.manual_seed(0)
     if request.dataset == "mnist":
         train, test, extras = _mnist()
@@ -208,10 +224,12 @@ def _run(job_id: str, db, data_dir: Path) -> str:
 
     persist = Persist()
     if request.ai is not None:
-        trainer = AIEnhancedTrainer(model, optimizer, request.ai, batch_size=request.batch_size, callbacks=[persist])
+        trainer = AIEnhancedTrainer(
+            model, optimizer, request.ai, batch_size=request.batch_size, callbacks=[persist], device=device
+        )
         trainer.orchestrator.listeners.append(persist.record_call)
     else:
-        trainer = Trainer(model, optimizer, callbacks=[persist])
+        trainer = Trainer(model, optimizer, callbacks=[persist], device=device)
     if resume_from and (data_dir / resume_from).exists():
         trainer.load_checkpoint(data_dir / resume_from)  # events stored before stay; new ones are appended
     remaining = request.epochs - trainer.epoch
@@ -261,5 +279,5 @@ def _run(job_id: str, db, data_dir: Path) -> str:
         )
         row = s.get(JobRow, job_id)
         row.state, row.finished, row.model_id = "completed", time.time(), model_id
-        row.summary = summary or {"final_test": final}
+        row.summary = {**(summary or {"final_test": final}), "device": device}
     return "completed"

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..backend.device import HOST_ARRAY, device_of, is_array, to_device, to_host
 from ..data.dataloader import DataLoader
 from ..data.dataset import ConcatDataset, Dataset, TensorDataset
 from ..nn.dropout import Dropout
@@ -206,7 +207,9 @@ class AIEnhancedTrainer(Trainer):
     ``trainer.fit(train, val, epochs)`` is the synchronous form of
     ``await trainer.train_with_ai_guidance(train, val, epochs)``; both return
     :class:`EnhancedTrainingMetrics`. ``training_data`` and ``validation_data``
-    are datasets or ``DataLoader``s.
+    are datasets or ``DataLoader``s. ``device``, ``amp`` and the other keyword
+    arguments of :class:`Trainer` are passed through: the run, the candidates of
+    :meth:`explore_architectures` and synthetic samples all live on that device.
     """
 
     def __init__(
@@ -350,7 +353,14 @@ class AIEnhancedTrainer(Trainer):
         for i, candidate in enumerate(response.candidates):
             model = build(candidate.spec)
             optimizer = type(self.optimizer)(model.parameters(), **self.optimizer.defaults)
-            trial = Trainer(model, optimizer, copy.deepcopy(self.loss_fn))
+            trial = Trainer(
+                model,
+                optimizer,
+                copy.deepcopy(self.loss_fn),
+                device=self.device,
+                amp=self.amp,
+                autocast_dtype=self._autocast.fast_dtype if self._autocast is not None else None,
+            )
             loader = (
                 train_data
                 if isinstance(train_data, DataLoader)
@@ -709,8 +719,10 @@ class AIEnhancedTrainer(Trainer):
         x0, y0 = base[0]
         shape = tuple(x0.shape)
         xs = np.asarray([s.features for s in samples], dtype=x0.data.dtype).reshape((len(samples),) + shape)
-        ys = np.asarray([s.label for s in samples]).astype(np.asarray(y0.data if isinstance(y0, Tensor) else y0).dtype)
-        synthetic = TensorDataset(Tensor(xs), Tensor(ys))
+        y_dtype = y0.data.dtype if isinstance(y0, Tensor) else np.asarray(y0).dtype
+        ys = np.asarray([s.label for s in samples]).astype(y_dtype)
+        device = x0.device if isinstance(x0, Tensor) else None  # the real samples' device (a CUDA dataset stays there)
+        synthetic = TensorDataset(Tensor(xs).to(device), Tensor(ys).to(device))
         self.synthetic_range = (len(base), len(base) + len(samples))
         if isinstance(base, TensorDataset) and len(base.tensors) == 2:
             from ..ops.shape import cat
@@ -765,10 +777,22 @@ def _sample_arrays(dataset, limit: int, seed: int = 0):
     n = len(dataset)
     idx = np.sort(np.random.default_rng(seed).choice(n, size=min(n, limit), replace=False))
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
-        x, y = dataset.tensors[0].data[idx], dataset.tensors[1].data[idx]
+        x, y = _host_rows(dataset.tensors[0].data, idx), _host_rows(dataset.tensors[1].data, idx)
     else:
         items = [dataset[int(i)] for i in idx]
-        x = np.stack([np.asarray(a.data if isinstance(a, Tensor) else a) for a, _ in items])
+        x = np.stack([_host(a.data if isinstance(a, Tensor) else a) for a, _ in items])
         y = np.asarray([b.item() if isinstance(b, Tensor) else b for _, b in items])
     shape = x.shape[1:]
     return x.reshape(len(idx), -1).astype(np.float64), (y if y.dtype.kind in "iuf" else None), shape
+
+
+def _host(value):
+    """A NumPy view of ``value`` (a device array is copied to the host)."""
+    return to_host(value) if is_array(value) else np.asarray(value)
+
+
+def _host_rows(array, idx):
+    """``array[idx]`` on the host: a device array is indexed where it is, and only those rows come back."""
+    if type(array) is HOST_ARRAY:
+        return array[idx]
+    return to_host(array[to_device(idx, device_of(array))])

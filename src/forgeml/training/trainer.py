@@ -1,7 +1,18 @@
-"""``Trainer``: the supervised training loop, with metrics, callbacks, checkpoints and a progress bar."""
+"""``Trainer``: the supervised training loop, with metrics, callbacks, checkpoints and a progress bar.
+
+Devices. ``Trainer(..., device='cuda')`` moves the model there and every batch
+(tensors, tuples, lists, dicts, :class:`~forgeml.nn.MaskedBatch`) before the
+forward; ``device=None`` trains where the model's parameters are. On a CUDA
+device the losses and accuracy counts stay on the device during the epoch and
+are read back once at its end (reading a value is a device sync), unless a
+per-step Python float is needed: a progress bar, or a callback with its own
+``on_batch_end``. Checkpoints hold host copies and load back on either device.
+"""
 
 from __future__ import annotations
 
+import collections.abc
+import contextlib
 import copy
 import math
 import sys
@@ -9,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from ..autograd.grad_mode import no_grad
+from ..backend.device import CPU, HOST_ARRAY, Device, array_module, as_device, namespace_of, to_host
 from ..io.checkpoint import load, save
 from ..nn.loss import CrossEntropyLoss
 from ..nn.masked import MaskedBatch
@@ -72,12 +84,78 @@ def _batch_size(x) -> int:
     return len(x)
 
 
-def _correct(output: Tensor, target) -> int | None:
-    """Correct predictions for classification outputs ([N, C] scores and integer targets), else None."""
+def _hits(output: Tensor, target):
+    """The number of correct predictions for classification outputs ([N, C] scores and integer targets), as
+    a 0-d array on the output's device (no sync); None for other outputs."""
     t = target.data if isinstance(target, Tensor) else None
     if t is None or t.dtype.kind not in "iu" or output.ndim != 2 or t.shape != output.shape[:1]:
         return None
-    return int((output.data.argmax(axis=1) == t).sum())
+    return (output.data.argmax(axis=1) == t).sum()
+
+
+def _model_device(model) -> Device:
+    """Where the model's first parameter (or buffer) lives; the CPU for a model with neither."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return CPU
+
+
+def move_to_device(obj, device: Device):
+    """``obj`` with every tensor in it on ``device``: tensors, MaskedBatches, and tuples, lists and dicts of
+    them (recursively). Tensors already there, and everything else, are returned as they are."""
+    if isinstance(obj, Tensor):
+        if type(obj.data) is HOST_ARRAY and device is CPU:  # the CPU fast path: nothing to compare
+            return obj
+        return obj.to(device)
+    if isinstance(obj, MaskedBatch):
+        mask = obj.padding_mask
+        return MaskedBatch(move_to_device(obj.data, device), None if mask is None else move_to_device(mask, device))
+    if isinstance(obj, tuple):
+        moved = [move_to_device(o, device) for o in obj]
+        return type(obj)(*moved) if hasattr(obj, "_fields") else tuple(moved)
+    if isinstance(obj, list):
+        return [move_to_device(o, device) for o in obj]
+    if isinstance(obj, collections.abc.Mapping):
+        moved = {k: move_to_device(v, device) for k, v in obj.items()}
+        if type(obj) is dict:
+            return moved
+        try:
+            clone = copy.copy(obj)
+            clone.update(moved)
+            return clone
+        except (TypeError, AttributeError):
+            return moved
+    return obj
+
+
+def device_scope(device: Device):
+    """A context in which ``device`` is CuPy's current device (a no-op for the CPU).
+
+    CuPy's current device is per thread and ``cuda:0`` by default, so work for
+    ``cuda:1``, or in a worker thread (``AIEnhancedTrainer`` trains in one, the
+    server predicts in its thread pool), runs inside this scope.
+    """
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return array_module(device).cuda.Device(device.index)
+
+
+def _read_floats(arrays) -> list[float]:
+    """Python floats of a list of 0-d arrays on one device: one transfer (one sync) for all of them."""
+    if not arrays:
+        return []
+    xp = namespace_of(arrays[0])
+    return to_host(xp.stack([a.reshape(()) for a in arrays])).tolist()
+
+
+def _weighted_sum(values: list[float], sizes: list[int]) -> float:
+    """``sum(value * size)``, added in step order as the per-step path adds (the same float result)."""
+    total = 0.0
+    for value, n in zip(values, sizes):
+        total += value * n
+    return total
 
 
 class _Progress:
@@ -113,6 +191,19 @@ class Trainer:
     validation loss). ``max_grad_norm`` clips gradients before each step.
     A non-finite loss restores the model and optimizer to the end of the last
     good epoch and raises :class:`TrainingDivergedError` naming the epoch and step.
+
+    ``device``: where to train. ``None`` trains where the model's parameters
+    are; ``'cpu'``, ``'cuda'`` or ``'cuda:N'`` moves the model (and any optimizer
+    state) there. Each batch is moved to the device before the forward, so
+    DataLoaders can keep yielding CPU batches. On a CUDA device the epoch's
+    losses are read back once, at its end: a non-finite loss is then found
+    there (the epoch's remaining steps have run), and reported with the step
+    where it first appeared.
+
+    ``amp=True`` runs the forward and the loss under :class:`forgeml.autocast`
+    in ``autocast_dtype`` (default: float16 on CUDA, bfloat16 on the CPU) and,
+    for float16, scales the loss with a :class:`forgeml.amp.GradScaler` (its
+    state is part of the trainer's checkpoints).
     """
 
     def __init__(
@@ -127,9 +218,26 @@ class Trainer:
         max_grad_norm: float | None = None,
         progress: bool = False,
         log=None,
+        device: Device | str | int | None = None,
+        amp: bool = False,
+        autocast_dtype=None,
     ) -> None:
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        if device is None:
+            self.device = _model_device(model)
+        else:
+            self.device = as_device(device)
+            if self.device.type == "cuda":
+                array_module(self.device)  # a clear error now when CUDA (or this ordinal) is not available
+            if _model_device(model) != self.device or any(p.device != self.device for p in model.parameters()):
+                model.to(self.device)
+                if optimizer is not None and getattr(optimizer, "state", None):
+                    # state built for the old device (a loaded optimizer): load_state_dict casts it to each
+                    # parameter's device, and resets whatever the optimizer cached for them
+                    optimizer.load_state_dict(optimizer.state_dict())
+        if self.device.type == "cpu":
+            self.device = CPU  # the identity the batch mover's fast path compares with
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn if loss_fn is not None else CrossEntropyLoss()
@@ -144,6 +252,20 @@ class Trainer:
         self.epoch = 0
         self.global_step = 0
         self._last_good = None
+        self.amp = bool(amp)
+        self.scaler = None
+        self._autocast = None
+        if self.amp:
+            from ..amp import GradScaler, autocast
+            from ..backend.dtypes import as_dtype
+
+            default = "float16" if self.device.type == "cuda" else "bfloat16"
+            dtype = as_dtype(autocast_dtype if autocast_dtype is not None else default)
+            self._autocast = autocast(self.device.type, dtype=dtype)
+            if dtype.name == "float16":  # bfloat16 has float32's range: no loss scaling needed
+                self.scaler = GradScaler(self.device.type)
+        elif autocast_dtype is not None:
+            raise ValueError("autocast_dtype is set but amp is off: pass amp=True to train in mixed precision")
 
     # -- public API ---------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -172,34 +294,55 @@ class Trainer:
         return self.history
 
     def evaluate(self, loader) -> dict:
-        """Mean loss (and accuracy, for classification) over ``loader`` in eval mode, without a graph."""
+        """Mean loss (and accuracy, for classification) over ``loader`` in eval mode, without a graph.
+
+        On a CUDA device the per-batch losses and counts are read back once, at the end.
+        """
         was_training = self.model.training
         self.model.eval()
+        live = self.device.type == "cpu"
         total_loss, total, correct, classified = 0.0, 0, 0, True
+        losses, sizes, hits_seen = [], [], []
         try:
-            with no_grad():
+            with no_grad(), device_scope(self.device):
                 for batch in loader:
-                    x, y = _split_batch(batch)
-                    output = self.model(x)
+                    x, y = self._prepare(batch)
+                    with self._precision():
+                        output = self.model(x)
+                        loss = self.loss_fn(output, y)
                     n = _batch_size(x)
-                    total_loss += float(self.loss_fn(output, y).item()) * n
-                    total += n
-                    hits = _correct(output, y)
+                    hits = _hits(output, y)
                     classified = classified and hits is not None
-                    correct += hits or 0
+                    if live:
+                        total_loss += float(loss.item()) * n
+                        correct += int(hits) if hits is not None else 0
+                    else:
+                        if loss.data.size != 1:
+                            loss.item()  # the error a per-batch read gives
+                        losses.append(loss.data)
+                        sizes.append(n)
+                        if hits is not None:
+                            hits_seen.append(hits)
+                    total += n
         finally:
             self.model.train(was_training)
         if total == 0:
             raise ValueError("evaluate: the loader produced no batches")
+        if not live:
+            total_loss = _weighted_sum(_read_floats(losses), sizes)
+            correct = int(sum(_read_floats(hits_seen))) if classified else 0
         return {"loss": total_loss / total, "accuracy": correct / total if classified else None, "samples": total}
 
     def predict(self, inputs) -> Tensor:
-        """The model's outputs for ``inputs`` in eval mode, without a graph."""
+        """The model's outputs for ``inputs`` (moved to the trainer's device) in eval mode, without a graph.
+
+        The outputs stay on the device; ``.cpu()`` brings them to the host.
+        """
         was_training = self.model.training
         self.model.eval()
         try:
-            with no_grad():
-                return self.model(inputs)
+            with no_grad(), device_scope(self.device), self._precision():
+                return self.model(move_to_device(inputs, self.device))
         finally:
             self.model.train(was_training)
 
@@ -213,24 +356,33 @@ class Trainer:
         }
         if self.scheduler is not None and hasattr(self.scheduler, "state_dict"):
             state["scheduler"] = self.scheduler.state_dict()
+        if self.scaler is not None and self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; its tensors may be on any device (they are copied to the trainer's)."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state.get("epoch", 0))
         self.global_step = int(state.get("global_step", 0))
         self.history = [EpochMetrics(**m) for m in state.get("history", [])]
 
     def save_checkpoint(self, path) -> None:
-        """Model, optimizer, scheduler, epoch and history in one safetensors file (written atomically)."""
+        """Model, optimizer, scheduler, epoch and history in one safetensors file (written atomically).
+
+        The file holds host copies of the tensors, so it loads back on any device.
+        """
         save(self.state_dict(), path)
 
     def load_checkpoint(self, path) -> None:
-        """Resume from :meth:`save_checkpoint`'s file: training continues on the same trajectory."""
-        self.load_state_dict(load(path))
+        """Resume from :meth:`save_checkpoint`'s file (written on any device): training continues on the same
+        trajectory, on this trainer's device."""
+        self.load_state_dict(load(path, map_location=self.device))
 
     def restore_last_good(self) -> None:
         """Put the model and optimizer back as they were at the end of the last completed epoch."""
@@ -247,6 +399,34 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
+    def _prepare(self, batch):
+        """``(inputs, targets)`` of a batch, on the trainer's device."""
+        x, y = _split_batch(batch)
+        device = self.device
+        return move_to_device(x, device), move_to_device(y, device)
+
+    def _precision(self):
+        """The autocast region of a forward (a no-op context without ``amp``)."""
+        return self._autocast if self._autocast is not None else contextlib.nullcontext()
+
+    def _needs_step_values(self, bar) -> bool:
+        """Whether each step's loss must be a Python float at once (a sync per step on a GPU)."""
+        if self.device.type == "cpu" or bar.bar is not None:
+            return True
+        for callback in self.callbacks:
+            if "on_batch_end" in vars(callback) or type(callback).on_batch_end is not Callback.on_batch_end:
+                return True
+        return False
+
+    def _diverged(self, loss_value: float, step: int) -> TrainingDivergedError:
+        self.restore_last_good()
+        return TrainingDivergedError(
+            f"the loss became {loss_value} at epoch {self.epoch}, step {step}; the model and optimizer "
+            "were restored to the end of the last good epoch",
+            self.epoch,
+            step,
+        )
+
     def _snapshot(self) -> None:
         self._last_good = {
             "model": {k: v.clone() for k, v in self.model.state_dict().items()},
@@ -254,6 +434,10 @@ class Trainer:
         }
 
     def _run_epoch(self, train_loader, val_loader) -> EpochMetrics:
+        with device_scope(self.device):  # this thread's current CUDA device (AIEnhancedTrainer runs epochs in one)
+            return self._train_epoch(train_loader, val_loader)
+
+    def _train_epoch(self, train_loader, val_loader) -> EpochMetrics:
         self.model.train()
         total_loss, total, correct, classified = 0.0, 0, 0, True
         grad_norm = None
@@ -262,43 +446,73 @@ class Trainer:
         except TypeError:
             n_batches = None
         bar = _Progress(self.progress, n_batches, f"epoch {self.epoch}")
+        live = self._needs_step_values(bar)
+        losses, sizes, hits_seen = [], [], []  # per-step values kept on the device (not live)
+        norm = None
+        first_step = self.global_step
+        scaler = self.scaler
         start = time.perf_counter()
         try:
             for step, batch in enumerate(train_loader, 1):
-                x, y = _split_batch(batch)
+                x, y = self._prepare(batch)
                 self.optimizer.zero_grad()
-                output = self.model(x)
-                loss = self.loss_fn(output, y)
-                loss_value = float(loss.item())
-                if not math.isfinite(loss_value):
-                    self.restore_last_good()
-                    raise TrainingDivergedError(
-                        f"the loss became {loss_value} at epoch {self.epoch}, step {step}; the model and optimizer "
-                        "were restored to the end of the last good epoch",
-                        self.epoch,
-                        step,
-                    )
-                loss.backward()
+                with self._precision():
+                    output = self.model(x)
+                    loss = self.loss_fn(output, y)
+                if live:
+                    loss_value = float(loss.item())
+                    if not math.isfinite(loss_value):
+                        raise self._diverged(loss_value, step)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    loss.backward()
                 if self.max_grad_norm is not None:
-                    grad_norm = float(clip_grad_norm_(self.model.parameters(), self.max_grad_norm).item())
+                    if scaler is not None:
+                        scaler.unscale_(self.optimizer)  # clip the true gradients
+                    norm = clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+                    if live:
+                        grad_norm = float(norm.item())
                 lr = self.learning_rate  # the rate this step uses; the epoch reports its last one
-                self.optimizer.step()
+                if scaler is not None:
+                    scaler.step(self.optimizer)
+                    scaler.update()
+                else:
+                    self.optimizer.step()
                 self.global_step += 1
                 if self.scheduler is not None and self.scheduler_interval == "step":
                     self.scheduler.step()
                 n = _batch_size(x)
-                total_loss += loss_value * n
                 total += n
-                hits = _correct(output, y)
+                hits = _hits(output, y)
                 classified = classified and hits is not None
-                correct += hits or 0
-                elapsed = time.perf_counter() - start
-                bar.update(loss_value, total / elapsed if elapsed > 0 else 0.0)
-                self._call("on_batch_end", self.global_step, loss_value)
+                if live:
+                    total_loss += loss_value * n
+                    correct += int(hits) if hits is not None else 0
+                    elapsed = time.perf_counter() - start
+                    bar.update(loss_value, total / elapsed if elapsed > 0 else 0.0)
+                    self._call("on_batch_end", self.global_step, loss_value)
+                else:
+                    if loss.data.size != 1:
+                        loss.item()  # the error a per-step read gives
+                    losses.append(loss.data)
+                    sizes.append(n)
+                    if hits is not None:
+                        hits_seen.append(hits)
         finally:
             bar.close()
         if total == 0:
             raise ValueError("fit: the training loader produced no batches")
+        if not live:  # the epoch's values, read back in one transfer each
+            values = _read_floats(losses)
+            for i, value in enumerate(values):
+                if not math.isfinite(value):
+                    self.global_step = first_step + i  # as if training had stopped at that step
+                    raise self._diverged(value, i + 1)
+            total_loss = _weighted_sum(values, sizes)
+            correct = int(sum(_read_floats(hits_seen))) if classified else 0
+            if norm is not None:
+                grad_norm = float(norm.item())
         train_time = time.perf_counter() - start
         val = self.evaluate(val_loader) if val_loader is not None else None
         if self.scheduler is not None and self.scheduler_interval == "epoch":

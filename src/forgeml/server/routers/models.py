@@ -71,6 +71,8 @@ async def predict(request: Request, model_id: str, body: PredictRequest) -> Pred
     """Class probabilities for a batch: rows of numbers (digit pixels in [0, 1], 784 a row; tabular features)
     or, for a text model, raw strings."""
     settings, db, cache = request.app.state.settings, request.app.state.db, request.app.state.predictors
+    if getattr(request.app.state, "device_error", None):
+        raise HTTPException(503, f"predictions are unavailable: {request.app.state.device_error}")
     if len(body.inputs) > settings.max_predict_batch:
         raise HTTPException(422, f"inputs: at most {settings.max_predict_batch} per request, got {len(body.inputs)}")
 

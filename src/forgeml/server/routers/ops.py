@@ -22,7 +22,8 @@ async def healthz() -> dict:
 
 @router.get("/readyz")
 async def readyz(request: Request):
-    """The database answers and the job pool is running; 503 otherwise."""
+    """The database answers, the job pool is running and the device is usable; 503 otherwise. ``device`` says
+    where training jobs and predictions run (``cpu`` or ``cuda:N``, with the GPU's name when known)."""
     state = request.app.state
     checks = {}
     try:
@@ -36,10 +37,15 @@ async def readyz(request: Request):
     except Exception as exc:  # noqa: BLE001 - readiness reports any failure
         checks["database"] = f"error: {type(exc).__name__}"
     checks["jobs"] = "ok" if state.jobs is not None and state.jobs.accepting else "stopped"
+    error = getattr(state, "device_error", None)
+    checks["device"] = f"error: {error}" if error else "ok"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
-    )
+    body = {
+        "status": "ready" if ready else "not ready",
+        "checks": checks,
+        "device": getattr(state, "device_label", None),
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 def job_ai_totals(db):
