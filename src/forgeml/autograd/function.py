@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import weakref
 
-from ..backend.device import HOST_ARRAY, namespace_for_type, namespace_of
+from ..backend.device import HOST_ARRAY, HOST_SCALAR, namespace_for_type, namespace_of
 from ..backend.shapes import sum_to_shape
 from .grad_mode import state as _grad_state
 
@@ -116,8 +116,11 @@ def _describe(item) -> str:
 def _record_versions(saved, args, arrays, out_tensor):
     """Pair each saved array that is an input's or the output's storage with that tensor's version now."""
     versions = []
+    out_data = out_tensor.data if out_tensor is not None else None
     for item in saved:
-        if out_tensor is not None and item is out_tensor.data:
+        if item is None:
+            continue
+        if item is out_data:
             versions.append((item, out_tensor._version_counter, out_tensor._version_counter[0]))
             continue
         for arg, arr in zip(args, arrays):
@@ -139,7 +142,7 @@ class Function:
     """
 
     _raw = False  # ArrayFunction (the built-in ops) computes on arrays
-    _reduce_to = None  # ((input index, input shape), ...) where the input's shape differs from the output's
+    _reduce_to = None  # [(input index, input shape), ...] where the input's shape differs from the output's
     is_view = False  # the output shares the first input's storage
     _n_outputs = 1
     _saved: tuple = ()
@@ -234,10 +237,7 @@ class Function:
             else:
                 arrays.append(arg)
                 needs.append(False)
-        if array_type is HOST_ARRAY:
-            xp = _HOST_XP
-        else:
-            xp = _namespace_of_inputs(cls, args, arrays, array_type)
+        xp = _HOST_XP if array_type is HOST_ARRAY else _namespace_of_inputs(cls, args, arrays, array_type)
         if not (True in needs and _grad_state.enabled):
             out = cls.forward(_NO_GRAPH_HOST if xp is _HOST_XP else no_graph_context(xp), *arrays, **kwargs)
             if type(out) is not array_type:
@@ -249,7 +249,8 @@ class Function:
             return tensor_cls._make(out, False, None)
         ctx = cls.__new__(cls)
         ctx.needs_input_grad = tuple(needs)
-        ctx.xp = xp
+        if xp is not _HOST_XP:  # ArrayFunction's class attribute answers for the host
+            ctx.xp = xp
         out = cls.forward(ctx, *arrays, **kwargs)
         many = False
         if type(out) is not array_type:
@@ -259,22 +260,23 @@ class Function:
                 out = _as_array(out, xp)
         out_shape = out[0].shape if many else out.shape
         edges = []
-        mismatch = False
+        reduce_to = None
         for arg, need, data in zip(args, needs, arrays):
             if need:
                 if arg._base is not None and arg._version_counter[0] != arg._view_version:
                     _raise_stale_view(arg)
                 fn = arg.grad_fn
                 edges.append((fn, arg._output_nr) if fn is not None else (arg._accumulator(), 0))
-                if data.shape != out_shape:
-                    mismatch = True
+                shape = data.shape
+                if shape != out_shape:
+                    if reduce_to is None:
+                        reduce_to = []
+                    reduce_to.append((len(edges) - 1, shape))
             else:
                 edges.append(None)
         ctx.next_edges = tuple(edges)
-        if mismatch:
-            ctx._reduce_to = tuple(
-                (i, a.shape) for i, (a, n) in enumerate(zip(arrays, needs)) if n and a.shape != out_shape
-            )
+        if reduce_to is not None:
+            ctx._reduce_to = reduce_to
         if many:
             ctx._n_outputs = len(out)
             return _wrap_many(cls, out, args[0], ctx, xp)
@@ -307,6 +309,7 @@ class ArrayFunction(Function):
     """
 
     _raw = True
+    xp = _HOST_XP  # the namespace of host ops; ``apply`` sets it on the ctx of ops on other devices
 
 
 def _namespace_of_inputs(cls, args, arrays, array_type):
@@ -330,19 +333,22 @@ def _namespace_of_inputs(cls, args, arrays, array_type):
 
 def _sum_to_inputs(node, grads):
     """Sum each gradient that has the output's broadcast shape back to its input's shape."""
-    grads = list(grads)
+    changed = None
     for i, shape in node._reduce_to:
         g = grads[i] if i < len(grads) else None
         if g is None or g.shape == shape:
             continue
         try:
-            grads[i] = sum_to_shape(g, shape)
+            g = sum_to_shape(g, shape)
         except ValueError:
             raise RuntimeError(
                 f"{node.name()} returned a gradient of shape {list(g.shape)} for input {i}, whose shape is "
                 f"{list(shape)}; a gradient must have the input's shape or broadcast from it"
             ) from None
-    return tuple(grads)
+        if changed is None:
+            changed = list(grads)
+        changed[i] = g
+    return grads if changed is None else tuple(changed)
 
 
 def _wrap_many(cls, outs, source, ctx, xp):
@@ -365,7 +371,7 @@ def _as_array(value, xp):
     """Ops may produce NumPy scalars (from 0-d reductions) or Python numbers; tensors always hold arrays."""
     if isinstance(value, HOST_ARRAY):
         return value
-    if isinstance(value, (int, float, bool)) or type(value).__module__ == "numpy":  # Python or NumPy scalars
+    if isinstance(value, (HOST_SCALAR, int, float, bool)):  # NumPy or Python scalars
         return xp.asarray(value)
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return value

@@ -15,6 +15,7 @@ __all__ = [
     "CPU",
     "Device",
     "HOST_ARRAY",
+    "HOST_SCALAR",
     "HOST_XP",
     "array_module",
     "as_device",
@@ -35,6 +36,7 @@ _INSTALL_GPU_HINT = (
 )
 
 HOST_ARRAY = np.ndarray  # the array type of the cpu device; autograd's fast path compares against it
+HOST_SCALAR = np.generic  # what NumPy reductions return for 0-d results (CuPy returns 0-d arrays)
 HOST_XP = np  # the namespace of the cpu device: ops pick their CPU half with ``xp is HOST_XP``
 
 
