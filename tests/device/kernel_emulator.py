@@ -57,6 +57,9 @@ static std::barrier<>* forgeml_emu_barrier;
 inline void __syncthreads() { forgeml_emu_barrier->arrive_and_wait(); }
 inline float __int_as_float(unsigned int v) { float f; std::memcpy(&f, &v, sizeof f); return f; }
 inline double __longlong_as_double(unsigned long long v) { double d; std::memcpy(&d, &v, sizeof d); return d; }
+// CUDA's normal CDF, from the C++ library's erfc (CUDA documents normcdf(x) = erfc(-x / sqrt(2)) / 2)
+inline double normcdf(double x) { return 0.5 * std::erfc(-x * 0.70710678118654752440); }
+inline float normcdff(float x) { return 0.5f * std::erfc(-x * 0.70710678118654752440f); }
 #define __device__
 #define __global__
 #define __forceinline__ inline

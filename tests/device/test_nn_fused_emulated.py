@@ -255,3 +255,52 @@ def test_attention_kernels_gradcheck_with_dropout(emulated_cuda):
         (q, k, v),
     )
     _launched("forgeml_softmax_f64", "forgeml_softmax_backward_f64")
+
+
+# ------------------------------------------------------- GELU, erfc, linear + activation
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_kernels(emulated_cuda, approximate, dtype):
+    x = (np.random.default_rng(11).standard_normal((5, 7)) * 3).astype(dtype)
+    fx, tx = _cuda(x), torch.tensor(x, requires_grad=True)
+    _compare(F.gelu(fx, approximate=approximate), TF.gelu(tx, approximate=approximate), [fx], [tx])
+    _launched(f"forgeml_gelu_{approximate}", f"forgeml_gelu_{approximate}_backward")
+
+
+def test_erfc64_kernel_gives_the_float64_normal_cdf(emulated_cuda):
+    from forgeml.ops.elementwise import normal_cdf
+
+    import math
+
+    x = np.linspace(-30, 8, 97)
+    ours = normal_cdf(fm.tensor(x).to("cuda").data).get()
+    exact = np.array([0.5 * math.erfc(-v / math.sqrt(2.0)) for v in x])  # libm, accurate in the far tail too
+    np.testing.assert_allclose(ours, exact, rtol=1e-12, atol=0)  # erfc amplifies the rounding of its argument
+    _launched("forgeml_erfc64")
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
+def test_linear_with_fused_bias_and_activation(emulated_cuda, activation):
+    from forgeml.ops.nn import linear_activation
+
+    rng = np.random.default_rng(12)
+    x, w, b = (rng.standard_normal(s).astype(np.float64) for s in [(2, 3, 5), (4, 5), (4,)])
+    fx, fw, fb = _cuda(x), _cuda(w), _cuda(b)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    t_pre = TF.linear(tx, tw, tb)
+    t_out = {"relu": TF.relu, "gelu": TF.gelu, "gelu_tanh": lambda t: TF.gelu(t, approximate="tanh")}[activation](t_pre)
+    _compare(linear_activation(fx, fw, fb, activation), t_out, [fx, fw, fb], [tx, tw, tb], tol=1e-12, grad_tol=1e-12)
+    _launched(f"forgeml_linear_bias_{activation}", f"forgeml_linear_{activation}_backward")
+    assert gradcheck(lambda a, c, d: linear_activation(a, c, d, activation), [_cuda(x), _cuda(w), _cuda(b)])
+
+
+def test_encoder_layer_feed_forward_uses_the_fused_epilogue(emulated_cuda):
+    fm.manual_seed(0)
+    layer = fm.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu")
+    theirs = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu", batch_first=True)
+    theirs.load_state_dict({k: torch.tensor(v.detach().numpy()) for k, v in layer.state_dict().items()})
+    layer.to("cuda")
+    x = np.random.default_rng(13).standard_normal((2, 3, 8)).astype(np.float32)
+    fx, tx = _cuda(x), torch.tensor(x, requires_grad=True)
+    _compare(layer(fx), theirs(tx), [fx], [tx], tol=1e-5, grad_tol=1e-4)
+    _launched("forgeml_linear_bias_gelu", "forgeml_linear_gelu_backward")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 
+from ..backend.device import is_cupy, namespace_of
 from ..ops import elementwise as ew
+from ..ops.nn import linear_activation
 from .activation import GELU, ReLU
 from .attention import MultiHeadAttention
 from .container import ModuleList
@@ -34,6 +36,33 @@ def _activation(activation):
     return activation
 
 
+def _fused_name(activation):
+    """The fused epilogue that computes ``activation`` (ReLU, exact or tanh GELU), or None for anything else."""
+    if isinstance(activation, (ReLU, GELU)) and (activation._forward_hooks or activation._forward_pre_hooks):
+        return None  # the module's hooks must see its call
+    if activation is ew.relu or isinstance(activation, ReLU):
+        return "relu"
+    if activation is ew.gelu:
+        return "gelu"
+    if isinstance(activation, GELU):
+        return "gelu_tanh" if activation.approximate == "tanh" else "gelu"
+    return None
+
+
+def _linear_then(linear, activation, x):
+    """``activation(linear(x))``, with the bias add and a standard activation fused into one kernel on CUDA."""
+    name = _fused_name(activation) if is_cupy(namespace_of(x.data)) else None
+    if (
+        name is None
+        or type(linear) is not Linear
+        or linear.bias is None
+        or linear._forward_hooks
+        or linear._forward_pre_hooks
+    ):
+        return activation(linear(x))
+    return linear_activation(x, linear.weight, linear.bias, name)
+
+
 class FeedForward(Module):
     """The position-wise block ``Linear(E, H) -> activation -> Dropout -> Linear(H, E)`` (no residual)."""
 
@@ -52,7 +81,7 @@ class FeedForward(Module):
         self.linear2 = Linear(hidden_dim, embed_dim, **kw)
 
     def forward(self, input):
-        return self.linear2(self.dropout(self.activation(self.linear1(input))))
+        return self.linear2(self.dropout(_linear_then(self.linear1, self.activation, input)))
 
 
 class TransformerEncoderLayer(Module):
@@ -110,7 +139,7 @@ class TransformerEncoderLayer(Module):
         return self.dropout1(out)
 
     def _ff_block(self, x):
-        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+        return self.dropout2(self.linear2(self.dropout(_linear_then(self.linear1, self.activation, x))))
 
 
 class TransformerEncoder(Module):

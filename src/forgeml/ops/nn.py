@@ -20,10 +20,10 @@ from ..backend.device import HOST_ARRAY, HOST_XP, ignore_float_errors, is_cupy, 
 from ..backend.dtypes import is_float
 from ..backend.random import generator_for
 from ..tensor import Tensor
-from . import _autocast, _fused_nn
+from . import _autocast, _fused, _fused_nn
 from ._util import as_tensor_like, normalize_dim
 
-__all__ = ["cross_entropy", "dropout", "linear", "log_softmax", "nll_loss", "one_hot", "softmax"]
+__all__ = ["cross_entropy", "dropout", "linear", "linear_activation", "log_softmax", "nll_loss", "one_hot", "softmax"]
 
 
 def on_device_of(value, like: Tensor, what: str, name: str) -> Tensor:
@@ -227,6 +227,12 @@ def linear(input, weight, bias=None):
     """``input @ weight.T + bias`` (``weight`` is ``[out_features, in_features]``, as in PyTorch)."""
     if _autocast.state.active:
         input, weight, bias = _autocast.lower(input, weight, bias)
+    _check_linear(input, weight, bias)
+    return Linear.apply(input, weight, bias)
+
+
+def _check_linear(input, weight, bias) -> None:
+    """Shapes and dtypes a linear layer can multiply, or an error that names them."""
     if input.data.ndim == 0 or weight.data.ndim != 2:
         raise RuntimeError(
             "linear: expected input of at least 1 dim and a 2-D weight, "
@@ -247,7 +253,91 @@ def linear(input, weight, bias=None):
         raise RuntimeError(
             f"linear: input dtype {input.dtype} and weight dtype {weight.dtype} differ; convert one with .to()"
         )
-    return Linear.apply(input, weight, bias)
+
+
+# The epilogue of a linear layer followed by its activation, fused on CUDA: one pass adds the bias and applies
+# the activation (keeping the pre-activation for backward), one pass back gives the pre-activation gradient.
+_BIAS_ACT_FORWARD = {
+    "relu": "double p = (double)h + (double)bias[i % n_out]; pre = p; y = p > 0.0 ? p : 0.0",
+    "gelu": "double p = (double)h + (double)bias[i % n_out]; pre = p; y = p * normcdf(p)",
+    "gelu_tanh": (
+        "double p = (double)h + (double)bias[i % n_out]; pre = p;"
+        " y = 0.5 * p * (1.0 + tanh(0.7978845608028654 * (p + 0.044715 * p * p * p)))"
+    ),
+}
+_ACT_BACKWARD = {
+    "relu": "dp = (double)pre > 0.0 ? (double)g : 0.0",
+    "gelu": "double u = (double)pre; dp = (double)g * (normcdf(u) + u * 0.3989422804014327 * exp(-0.5 * u * u))",
+    "gelu_tanh": (
+        "double u = (double)pre; double t = tanh(0.7978845608028654 * (u + 0.044715 * u * u * u));"
+        " dp = (double)g * (0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * u * u))"
+    ),
+}
+_BIAS_ACT_SPECS = {
+    name: (
+        _fused.define(f"linear_bias_{name}", "T h, raw T bias, int64 n_out", "T pre, T y", body),
+        _fused.define(f"linear_{name}_backward", "T g, T pre", "T dp", _ACT_BACKWARD[name]),
+    )
+    for name, body in _BIAS_ACT_FORWARD.items()
+}
+
+
+class LinearActivation(ArrayFunction):
+    """``activation(x @ weight.T + bias)`` with the bias add and the activation fused (the CUDA half only)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, activation):
+        xp = ctx.xp
+        forward_kernel, _ = _BIAS_ACT_SPECS[activation]
+        x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+        h = x2 @ weight.T
+        pre = xp.empty_like(h)
+        y = xp.empty_like(h)
+        forward_kernel(xp)(h, bias.astype(h.dtype, copy=False), h.shape[-1], pre, y)
+        n = ctx.needs_input_grad
+        ctx.save_for_backward(x if n[1] else None, weight if n[0] else None, pre)
+        ctx.activation = activation
+        return y.reshape(x.shape[:-1] + (weight.shape[0],)) if x.ndim != 2 else y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, pre = ctx.saved_tensors
+        xp = ctx.xp
+        n = ctx.needs_input_grad
+        g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
+        dp = xp.empty_like(pre)
+        _BIAS_ACT_SPECS[ctx.activation][1](xp)(g2, pre, dp)
+        gx = None
+        if n[0]:
+            gx = dp @ weight
+            if g.ndim != 2:
+                gx = gx.reshape(g.shape[:-1] + (weight.shape[1],))
+        gw = dp.T @ x.reshape(-1, x.shape[-1]) if n[1] else None
+        gb = dp.sum(axis=0) if n[2] else None
+        return gx, gw, gb, None
+
+
+def linear_activation(input, weight, bias, activation: str):
+    """``activation(linear(input, weight, bias))`` for ``activation`` in relu, gelu, gelu_tanh.
+
+    On CUDA the bias add and the activation are one fused kernel each way;
+    elsewhere it is the two ops in sequence (the same numbers).
+    """
+    if activation not in _BIAS_ACT_FORWARD:
+        raise ValueError(
+            f"linear_activation: activation must be one of {sorted(_BIAS_ACT_FORWARD)}, got {activation!r}"
+        )
+    if bias is not None and is_cupy(namespace_of(input.data)):
+        if _autocast.state.active:
+            input, weight, bias = _autocast.lower(input, weight, bias)
+        _check_linear(input, weight, bias)
+        return LinearActivation.apply(input, weight, bias, activation)
+    from .elementwise import gelu, relu
+
+    out = linear(input, weight, bias)
+    if activation == "relu":
+        return relu(out)
+    return gelu(out, approximate="tanh" if activation == "gelu_tanh" else "none")
 
 
 class Dropout(ArrayFunction):
