@@ -268,9 +268,9 @@ def test_gelu_kernels(emulated_cuda, approximate, dtype):
 
 
 def test_erfc64_kernel_gives_the_float64_normal_cdf(emulated_cuda):
-    from forgeml.ops.elementwise import normal_cdf
-
     import math
+
+    from forgeml.ops.elementwise import normal_cdf
 
     x = np.linspace(-30, 8, 97)
     ours = normal_cdf(fm.tensor(x).to("cuda").data).get()
