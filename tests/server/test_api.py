@@ -611,11 +611,13 @@ def test_jobs_record_their_device_and_a_missing_device_fails_the_job_clearly(api
     assert detail["summary"]["device"] == ("cuda:0" if fm.cuda.is_available() else "cpu")
     if fm.cuda.is_available():
         pytest.skip("this machine has a GPU: a job asking for one would train")
+    before = len(api.get("/v1/jobs").json())
     job = api.post("/v1/jobs", json={"preset": "mnist_mlp", "epochs": 1, "device": "cuda", "name": "no gpu"})
-    assert job.status_code == 201, job.text
-    done = wait_for_job(api, job.json()["id"])
-    assert done["state"] == "failed" and done["model_id"] is None and done["request"]["device"] == "cuda"
-    assert "DeviceUnavailableError: device 'cuda' was asked for, but CUDA is not available" in done["error"]
+    assert job.status_code == 422, job.text
+    (error,) = job.json()["detail"]
+    assert error["loc"] == ["body", "device"]
+    assert "device 'cuda' was asked for, but CUDA is not available" in error["msg"]
+    assert len(api.get("/v1/jobs").json()) == before  # nothing was queued
     assert api.get("/readyz").status_code == 200  # the server carries on
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import func
 
 from ..db import AIEventRow, DatasetRow, EpochRow, JobRow, new_id, select
 from ..schemas import JobCreate, JobOut, preset_catalogue
+from ..settings import DeviceUnavailableError, resolve_device
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -98,11 +99,21 @@ def _get_job(db, job_id: str) -> JobRow:
     return job
 
 
+def _check_device(device: str) -> None:
+    """422 when the job names a device this server does not have (before anything is queued)."""
+    try:
+        resolve_device(device)
+    except DeviceUnavailableError as exc:
+        raise RequestValidationError([{"loc": ["body", "device"], "msg": str(exc), "type": "value_error"}]) from None
+
+
 @router.post("", status_code=201, response_model=JobOut)
 async def create_job(request: Request, body: JobCreate) -> JobOut:
     """Start a training job from a preset (``{"preset": "mnist_mlp"}``) or a full spec."""
     db, manager = request.app.state.db, request.app.state.jobs
     await run_in_threadpool(_check_model, db, body)
+    if body.device is not None:
+        _check_device(body.device)
     job = JobRow(
         id=new_id("job"), name=body.name, state="queued", request=body.model_dump(mode="json"), epochs=body.epochs
     )
