@@ -15,7 +15,7 @@ import weakref
 
 from ._tensor_str import format_array
 from .autograd import engine as _engine
-from .autograd.function import AccumulateGrad, RemovableHandle, bind_tensor_class
+from .autograd.function import AccumulateGrad, RemovableHandle, bind_tensor_class, register_post_accumulate_hook
 from .backend.convert import as_array
 from .backend.device import CPU, HOST_ARRAY, as_device, device_of, is_array, to_device, to_host
 from .backend.dtypes import dtype_of_array, get_default_dtype, is_float
@@ -210,6 +210,18 @@ class Tensor:
         else:
             hooks.append(hook)
         return RemovableHandle(hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(self)`` after backward has accumulated a gradient into this leaf's ``.grad``.
+
+        The hook returns nothing (it reads or changes ``self.grad`` in place);
+        ``DistributedDataParallel`` all-reduces gradients from such hooks.
+        """
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        return register_post_accumulate_hook(self, hook)
 
     def backward(self, gradient=None, retain_graph: bool | None = None, create_graph: bool = False, inputs=None):
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``; ``gradient`` is needed unless self is a scalar."""

@@ -9,14 +9,37 @@ runs, and a graph of any depth needs only a Python list for its stack.
 from __future__ import annotations
 
 import sys
+import threading
 
 from ..backend.convert import as_array
 from ..backend.device import device_of, ignore_float_errors, namespace_of, to_device
 from . import function as _function
-from .function import FREED_GRAPH_MESSAGE, AccumulateGrad
+from .function import FREED_GRAPH_MESSAGE, POST_ACCUMULATE_HOOKS, AccumulateGrad
 from .grad_mode import state as _grad_state
 
-__all__ = ["grad", "run_backward"]
+__all__ = ["grad", "queue_callback", "run_backward"]
+
+_running = threading.local()  # .callbacks: one list per backward pass running in this thread (innermost last)
+
+
+def queue_callback(callback) -> None:
+    """Run ``callback()`` once the backward pass now running (in this thread) has finished.
+
+    Only valid while backward runs, typically from a gradient hook; callbacks run in the order they
+    were queued, after every leaf has its gradient (``DistributedDataParallel`` waits for its
+    gradient all-reduces there).
+    """
+    stack = getattr(_running, "callbacks", None)
+    if not stack:
+        raise RuntimeError("queue_callback can only be called while a backward pass runs (from a hook)")
+    stack[-1].append(callback)
+
+
+def _run_post_accumulate_hooks(variable) -> None:
+    hooks = POST_ACCUMULATE_HOOKS.get(variable._id)
+    if hooks:
+        for hook in list(hooks):
+            hook(variable)
 
 
 def _root_edge(tensor, index: int):
@@ -167,6 +190,9 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, inputs=None, accumul
         _add_to_buffer(buffers, node, nr, g)
 
     restricted = inputs is not None
+    stack = _running.__dict__.setdefault("callbacks", [])
+    depth = len(stack)
+    stack.append([])
     prev_mode = _grad_state.enabled
     _grad_state.enabled = False  # gradient arithmetic records nothing
     # Like PyTorch, gradients through inf/nan (sqrt'(0), 1/0) propagate silently.
@@ -188,6 +214,8 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, inputs=None, accumul
                 if is_leaf:
                     if accumulate and not restricted:
                         _accumulate_leaf(node.variable, grad)
+                        if POST_ACCUMULATE_HOOKS:
+                            _run_post_accumulate_hooks(node.variable)
                 else:
                     if node._freed:
                         raise RuntimeError(FREED_GRAPH_MESSAGE)
@@ -210,7 +238,12 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, inputs=None, accumul
                     deps[child] = left
                     if left == 0:
                         ready.append(child)
+        callbacks, i = stack[depth], 0
+        while i < len(callbacks):  # a callback may queue another: the list grows while we walk it
+            callbacks[i]()
+            i += 1
     finally:
+        del stack[depth:]
         errstate.__exit__(None, None, None)
         _grad_state.enabled = prev_mode
     return captured if inputs is not None else None
@@ -277,6 +310,8 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
             t._grad = tensor_cls._make(_owned_copy(g, t.data), False, None)
         else:
             t._grad.data += g
+        if POST_ACCUMULATE_HOOKS:
+            _run_post_accumulate_hooks(t)
 
 
 def grad(

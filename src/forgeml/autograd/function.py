@@ -28,6 +28,21 @@ _HOST_XP = namespace_for_type(HOST_ARRAY)
 
 __all__ = ["AccumulateGrad", "ArrayFunction", "Function", "RemovableHandle", "no_graph_context"]
 
+# Hooks run after a leaf's gradient was accumulated into its ``.grad``, by the leaf's ``_id``
+# (``Tensor.register_post_accumulate_grad_hook``); an entry goes when its tensor does.
+POST_ACCUMULATE_HOOKS: dict[int, list] = {}
+
+
+def register_post_accumulate_hook(tensor, hook) -> RemovableHandle:
+    """Call ``hook(tensor)`` each time backward has accumulated a gradient into ``tensor.grad``."""
+    hooks = POST_ACCUMULATE_HOOKS.get(tensor._id)
+    if hooks is None:
+        hooks = POST_ACCUMULATE_HOOKS[tensor._id] = []
+        weakref.finalize(tensor, POST_ACCUMULATE_HOOKS.pop, tensor._id, None)
+    hooks.append(hook)
+    return RemovableHandle(hooks, hook)
+
+
 _tensor_cls = None  # bound by forgeml.tensor, which sits above this layer
 
 

@@ -21,6 +21,20 @@ from .sparse import Embedding, EmbeddingLayer
 from .spec import build, to_spec
 from .transformer import FeedForward, TransformerEncoder, TransformerEncoderLayer
 
+
+def __getattr__(name: str):
+    # nn.parallel and nn.SyncBatchNorm need process groups, which sit above nn: imported when first asked for.
+    if name == "parallel":
+        import importlib
+
+        return importlib.import_module(".parallel", __name__)
+    if name == "SyncBatchNorm":
+        from ..distributed.sync_batchnorm import SyncBatchNorm
+
+        return SyncBatchNorm
+    raise AttributeError(f"module 'forgeml.nn' has no attribute {name!r}")
+
+
 __all__ = [
     "Embedding",
     "EmbeddingLayer",
@@ -69,8 +83,10 @@ __all__ = [
     "Tanh",
     "Unflatten",
     "build",
+    "SyncBatchNorm",
     "functional",
     "init",
+    "parallel",
     "to_spec",
     "utils",
 ]

@@ -270,6 +270,13 @@ class AIEnhancedTrainer(Trainer):
         raise RuntimeError("fit() cannot run inside an event loop; use `await trainer.train_with_ai_guidance(...)`")
 
     async def train_with_ai_guidance(self, training_data, validation_data=None, epochs: int = 10, test_data=None):
+        """Train for ``epochs`` epochs under AI guidance; returns :class:`EnhancedTrainingMetrics`.
+
+        The seed's two-argument form ``train_with_ai_guidance(loader, num_epochs)`` is accepted too: a number
+        in the place of ``validation_data`` is the epoch count.
+        """
+        if isinstance(validation_data, int) and not isinstance(validation_data, bool):
+            epochs, validation_data = validation_data, None
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         train_loader = self._train_loader(training_data)
@@ -292,9 +299,7 @@ class AIEnhancedTrainer(Trainer):
             while done < epochs and not self.stop_training:
                 await self._apply_ready()
                 if self._rebuild_loader:
-                    train_loader = DataLoader(
-                        self._train_dataset, batch_size=self.batch_size, shuffle=True, collate_fn=self._collate
-                    )
+                    train_loader = self._make_train_loader()
                     self._rebuild_loader = False
                 metrics = await self._epoch(train_loader, val_loader)
                 if metrics is None:
@@ -695,7 +700,12 @@ class AIEnhancedTrainer(Trainer):
             raise TypeError(f"training_data must be a Dataset or a DataLoader, got {type(data).__name__}")
         self._train_dataset = data
         self._collate = None
-        return DataLoader(data, batch_size=self.batch_size, shuffle=True)
+        return self._make_train_loader()
+
+    def _make_train_loader(self):
+        """A shuffling loader over the training dataset at the current batch size (rebuilt when advice
+        changes the batch size or mixes in synthetic data)."""
+        return DataLoader(self._train_dataset, batch_size=self.batch_size, shuffle=True, collate_fn=self._collate)
 
     def _eval_loader(self, data):
         if data is None or isinstance(data, DataLoader):

@@ -326,11 +326,12 @@ class Trainer:
                     total += n
         finally:
             self.model.train(was_training)
-        if total == 0:
-            raise ValueError("evaluate: the loader produced no batches")
-        if not live:
+        if not live and total:
             total_loss = _weighted_sum(_read_floats(losses), sizes)
             correct = int(sum(_read_floats(hits_seen))) if classified else 0
+        total_loss, total, correct, classified = self._combine_totals(total_loss, total, correct, classified)
+        if total == 0:
+            raise ValueError("evaluate: the loader produced no batches")
         return {"loss": total_loss / total, "accuracy": correct / total if classified else None, "samples": total}
 
     def predict(self, inputs) -> Tensor:
@@ -427,6 +428,22 @@ class Trainer:
             step,
         )
 
+    def _train_forward(self, x):
+        """The training forward (``DistributedTrainer`` runs it through its DistributedDataParallel wrapper)."""
+        return self.model(x)
+
+    def _nonfinite_loss(self, value: float, step: int, global_step: int | None = None) -> None:
+        """A step's loss was NaN or infinite: restore the last good epoch and raise (``global_step``: where
+        training stood at that step, when the check runs after the epoch)."""
+        if global_step is not None:
+            self.global_step = global_step  # as if training had stopped at that step
+        raise self._diverged(value, step)
+
+    def _combine_totals(self, total_loss: float, total: int, correct: int, classified: bool):
+        """An epoch's or an evaluation's sums (loss x samples, samples, correct predictions, whether every batch
+        was a classification): this process's own; ``DistributedTrainer`` adds up every rank's."""
+        return total_loss, total, correct, classified
+
     def _snapshot(self) -> None:
         self._last_good = {
             "model": {k: v.clone() for k, v in self.model.state_dict().items()},
@@ -457,12 +474,12 @@ class Trainer:
                 x, y = self._prepare(batch)
                 self.optimizer.zero_grad()
                 with self._precision():
-                    output = self.model(x)
+                    output = self._train_forward(x)
                     loss = self.loss_fn(output, y)
                 if live:
                     loss_value = float(loss.item())
                     if not math.isfinite(loss_value):
-                        raise self._diverged(loss_value, step)
+                        self._nonfinite_loss(loss_value, step)
                 if scaler is not None:
                     scaler.scale(loss).backward()
                 else:
@@ -501,18 +518,19 @@ class Trainer:
                         hits_seen.append(hits)
         finally:
             bar.close()
-        if total == 0:
-            raise ValueError("fit: the training loader produced no batches")
-        if not live:  # the epoch's values, read back in one transfer each
+        if not live and total:  # the epoch's values, read back in one transfer each
             values = _read_floats(losses)
             for i, value in enumerate(values):
                 if not math.isfinite(value):
-                    self.global_step = first_step + i  # as if training had stopped at that step
-                    raise self._diverged(value, i + 1)
+                    self._nonfinite_loss(value, i + 1, first_step + i)
+                    break
             total_loss = _weighted_sum(values, sizes)
             correct = int(sum(_read_floats(hits_seen))) if classified else 0
             if norm is not None:
                 grad_norm = float(norm.item())
+        total_loss, total, correct, classified = self._combine_totals(total_loss, total, correct, classified)
+        if total == 0:
+            raise ValueError("fit: the training loader produced no batches")
         train_time = time.perf_counter() - start
         val = self.evaluate(val_loader) if val_loader is not None else None
         if self.scheduler is not None and self.scheduler_interval == "epoch":
