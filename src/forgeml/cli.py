@@ -5,6 +5,8 @@ forgeml serve [--host H] [--port P] [--data-dir DIR] [--device auto|cpu|cuda|cud
 forgeml ai status                       each AI provider's configuration and health (never a key)
 forgeml ai research "<question>"        research insights with citations
 forgeml ai analyze metrics.json         diagnose a training run from its per-epoch metrics
+forgeml launch -n N [--timeout S] [--threads T] [-m] script.py [args ...]
+                                        run a script on N processes of this machine (mpiexec underneath)
 """
 
 from __future__ import annotations
@@ -94,6 +96,18 @@ def _serve(args) -> int:
     return 0
 
 
+def _launch(args) -> int:
+    from .distributed.launch import launch
+
+    try:
+        return launch(
+            args.script, args.args, args.nprocs, timeout=args.timeout, threads=args.threads, module=args.module
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"forgeml launch: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forgeml", description="ForgeML: train models with AI services as teachers.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +141,28 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("metrics", help="JSON: per-epoch lists (train_loss, val_loss, ...) or a list of epoch records")
     analyze.add_argument("--description", default="a neural network", help="the model, in words")
     analyze.set_defaults(run=_ai_analyze)
+    launch = commands.add_parser(
+        "launch",
+        help="run a script on N processes of this machine, for forgeml.distributed (mpiexec underneath)",
+        description="Run `mpiexec -n N python script.py args` and return its exit code. The ranks get "
+        "OMP_NUM_THREADS and OPENBLAS_NUM_THREADS = cores // N unless they are set. On several machines, "
+        "call mpiexec or srun yourself.",
+    )
+    launch.add_argument("-n", "--nprocs", type=int, required=True, metavar="N", help="the number of processes")
+    launch.add_argument(
+        "--timeout", type=float, default=None, metavar="SECONDS", help="stop the whole job after this long (exit 124)"
+    )
+    launch.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="T",
+        help="CPU threads per process (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS; default cores // N, unless set)",
+    )
+    launch.add_argument("-m", "--module", action="store_true", help="run script as a module, as python -m")
+    launch.add_argument("script", help="the Python script (or, with -m, the module) to run")
+    launch.add_argument("args", nargs=argparse.REMAINDER, help="the script's arguments")
+    launch.set_defaults(run=_launch)
     return parser
 
 

@@ -241,6 +241,8 @@ def init_process_group(
         raise DistributedError(f"rank={rank} was given, but the launcher made this process rank {group.rank}")
     _default = group
     _install_failure_hooks()
+    if group.world_size > 1:
+        _line_buffered_output()
     return group
 
 
@@ -293,6 +295,18 @@ def get_world_size(group: ProcessGroup | None = None) -> int:
 
 def get_backend(group: ProcessGroup | None = None) -> str:
     return default_group(group).name
+
+
+def _line_buffered_output() -> None:
+    """Whole lines on stdout and stderr: unbuffered streams write a print's text and its newline apart, and
+    the launcher interleaves the ranks' output mid-line."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(line_buffering=True, write_through=False)
+            except (ValueError, OSError):  # a stream that cannot change (closed, replaced by a test)
+                pass
 
 
 # -- failure: a rank that raises ends the job --------------------------------------------------
