@@ -11,7 +11,7 @@ import pytest
 
 from forgeml import cli
 from forgeml.distributed import launch as launch_module
-from forgeml.distributed.launch import _rank_environment, find_mpiexec, launch, launch_command
+from forgeml.distributed.launch import RANK_GUARD, _rank_environment, find_mpiexec, launch, launch_command
 
 # As tests/distributed/conftest.py: jobs need mpi4py and the mpiexec of the mpich wheel beside the interpreter.
 _MPIEXEC = Path(sys.executable).parent / "mpiexec"
@@ -114,9 +114,26 @@ def test_module_mode_and_extra_environment(tmp_path, capfd):
 def test_command_line_and_mpiexec_lookup():
     assert find_mpiexec() == str(Path(sys.executable).parent / "mpiexec")  # the mpich wheel's, in the venv
     assert launch_command("train.py", ["--lr", 0.1], 4, mpiexec="mpiexec") == [
-        "mpiexec", "-n", "4", sys.executable, "train.py", "--lr", "0.1"
+        "mpiexec", "-n", "4", sys.executable, RANK_GUARD, "train.py", "--lr", "0.1"
     ]  # fmt: skip
-    assert launch_command("pkg.train", (), 2, module=True, mpiexec="mpiexec")[3:] == [sys.executable, "-m", "pkg.train"]
+    assert launch_command("pkg.train", (), 2, module=True, mpiexec="mpiexec", guard=False)[3:] == [
+        sys.executable, "-m", "pkg.train"
+    ]  # fmt: skip
+
+
+@needs_mpi
+def test_a_rank_that_dies_is_named(tmp_path, capfd):
+    """mpiexec names a killed rank by its PID only and a rank that exits with an error code not at all:
+    the rank guard says which rank it was."""
+    body = "import os, signal, forgeml.distributed as dist, forgeml as fm\n"
+    body += "dist.init_process_group('mpi')\n"
+    killed, exited = tmp_path / "killed.py", tmp_path / "exited.py"
+    killed.write_text(body + "if dist.get_rank() == 1:\n    os.kill(os.getpid(), signal.SIGKILL)\ndist.barrier()\n")
+    exited.write_text(body + "if dist.get_rank() == 1:\n    os._exit(3)\ndist.barrier()\n")
+    assert launch(killed, nprocs=2, timeout=60) != 0
+    assert "rank 1 of 2" in capfd.readouterr().err.split("was killed by SIGKILL")[0].splitlines()[-1]
+    assert launch(exited, nprocs=2, timeout=60) != 0
+    assert "forgeml launch: rank 1 of 2" in capfd.readouterr().err
 
 
 def test_missing_mpiexec_names_what_to_install(script, tmp_path, monkeypatch, capsys):

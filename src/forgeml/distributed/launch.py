@@ -28,7 +28,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["available_cpus", "find_mpiexec", "launch", "launch_command"]
+__all__ = ["RANK_GUARD", "available_cpus", "find_mpiexec", "launch", "launch_command"]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _GRACE_SECONDS = 5.0  # after a timeout or an interrupt: how long mpiexec gets to end the ranks before it is killed
@@ -88,13 +88,26 @@ def _check_count(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+RANK_GUARD = str(Path(__file__).with_name("rank_guard.py"))
+
+
 def launch_command(
-    script: str, args: Sequence[str] = (), nprocs: int = 2, *, module: bool = False, mpiexec: str | None = None
+    script: str,
+    args: Sequence[str] = (),
+    nprocs: int = 2,
+    *,
+    module: bool = False,
+    mpiexec: str | None = None,
+    guard: bool = True,
 ) -> list[str]:
-    """The command line :func:`launch` runs: ``mpiexec -n N <python> script args`` (``-m script`` for a module)."""
+    """The command line :func:`launch` runs: ``mpiexec -n N <python> script args`` (``-m script`` for a module).
+
+    With ``guard`` each rank runs under ``rank_guard.py``, which names a rank that dies (mpiexec does not).
+    """
     nprocs = _check_count("nprocs", nprocs)
     target = ["-m", script] if module else [script]
-    return [mpiexec or find_mpiexec(), "-n", str(nprocs), sys.executable, *target, *map(str, args)]
+    guarded = [RANK_GUARD] if guard else []
+    return [mpiexec or find_mpiexec(), "-n", str(nprocs), sys.executable, *guarded, *target, *map(str, args)]
 
 
 def _rank_environment(nprocs: int, threads: int | None, env: Mapping[str, str] | None) -> dict[str, str]:
