@@ -5,7 +5,9 @@ Jobs never run on the server's event loop: each is a call of
 ``workers`` processes. State lives in the database, so the server, the workers
 and a later server all see the same jobs. At start, jobs left ``running`` or
 ``queued`` by a server that stopped are marked ``interrupted``; ``resume``
-continues them from their last checkpoint.
+continues them from their last checkpoint. A job on several processes holds one
+worker process, which starts and waits for the job's ``mpiexec``; stopping the
+pool ends those too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from .db import Database, JobRow, select
-from .worker import run_job
+from .worker import end_launched_jobs, run_job
 
 __all__ = ["JobManager"]
 
@@ -96,7 +98,9 @@ class JobManager:
     # -- jobs ---------------------------------------------------------------------
     def submit(self, job_id: str) -> None:
         try:
-            future = self._executor().submit(run_job, job_id, self.db.url, str(self.data_dir), self.device)
+            future = self._executor().submit(
+                run_job, job_id, self.db.url, str(self.data_dir), self.device, self.threads
+            )
         except Exception as exc:  # no worker could start: the job must not stay queued forever
             with self.db.session() as s:
                 job = s.get(JobRow, job_id)
@@ -157,6 +161,7 @@ def _init_worker(nice: int, threads: int | None) -> None:
         while True:
             time.sleep(1.0)
             if os.getppid() != server_pid:
+                end_launched_jobs()  # a multi-process job's mpiexec and ranks go too
                 os._exit(1)  # stores are atomic: an epoch's rows commit whole, checkpoints are renamed into place
 
     threading.Thread(target=watch, name="forgeml-server-watch", daemon=True).start()

@@ -117,6 +117,13 @@ class JobCreate(BaseModel):
         description=f"where to train: {DEVICE_HELP}; default: the server's device (FORGEML_DEVICE). A device this "
         "machine lacks fails the job with a message that says so",
     )
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="train data-parallel on this many processes (MPI, forgeml.distributed), each on its share of "
+        "every epoch's batches; at most the server's max_processes (FORGEML_MAX_PROCESSES)",
+    )
 
     @field_validator("device", mode="before")
     @classmethod
@@ -160,6 +167,7 @@ class JobOut(BaseModel):
     created: float
     started: float | None
     finished: float | None
+    processes: int = 1
     request: dict[str, Any] | None = None
     history: list[dict[str, Any]] | None = None
     events: list[dict[str, Any]] | None = None

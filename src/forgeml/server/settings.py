@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-__all__ = ["DeviceUnavailableError", "ServerSettings", "check_device_spec", "resolve_device"]
+__all__ = ["DeviceUnavailableError", "ServerSettings", "check_device_spec", "default_max_processes", "resolve_device"]
 
 DEVICE_HELP = "auto (a GPU when one is there, else the CPU), cpu, cuda or cuda:N"
 
@@ -57,6 +57,21 @@ def resolve_device(spec: str | None) -> str:
     return f"cuda:{index}"
 
 
+def _cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except OSError:
+            pass
+    return os.cpu_count() or 1
+
+
+def default_max_processes() -> int:
+    """The default cap on a job's ``processes``: this machine's cores, at most 4."""
+    return min(4, _cpus())
+
+
 class ServerSettings(BaseModel):
     """How the platform runs. The API key is a ``SecretStr``: it never appears in a repr, log or response."""
 
@@ -90,6 +105,14 @@ class ServerSettings(BaseModel):
         le=256,
         description="BLAS threads per training worker; default: the cores left after one for the server, shared "
         "among the workers (at least 1)",
+    )
+
+    max_processes: int = Field(
+        default_factory=default_max_processes,
+        ge=1,
+        le=256,
+        description="the most processes one training job may ask for (its 'processes'; more is a 422); default: "
+        "this machine's cores, at most 4 (FORGEML_MAX_PROCESSES)",
     )
 
     @field_validator("device", mode="before")
@@ -150,6 +173,7 @@ class ServerSettings(BaseModel):
             ("FORGEML_AI_RATE_LIMIT", "ai_rate_limit"),
             ("FORGEML_WORKER_NICE", "worker_nice"),
             ("FORGEML_WORKER_THREADS", "worker_threads"),
+            ("FORGEML_MAX_PROCESSES", "max_processes"),
         ):
             if env.get(var):
                 values[field] = int(env[var])

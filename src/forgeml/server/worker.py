@@ -11,12 +11,35 @@ A job trains on the device it names (``device`` in its request), else on the
 server's (``FORGEML_DEVICE``, resolved by the server: a GPU when there is one).
 The data stay on the host; the trainer moves each batch to the device. A job
 that names a device this machine lacks fails with a message that says so.
+
+A job with ``processes`` N > 1 trains data-parallel on N processes: the worker
+process starts ``mpiexec -n N <python> -m forgeml.server.worker <job> <data_dir>
+<device>`` (in a session of its own, so that a shutdown ends it whole) and
+waits for it. Every rank builds the same data, model and optimizer and trains
+with a :class:`~forgeml.distributed.DistributedTrainer` over MPI (the AI, when
+the job has it, runs on rank 0, which broadcasts its decisions); rank 0 alone
+reads the job and writes its epochs, AI events, AI calls, checkpoints and
+model, so the API shows the job as it shows a one-process one. On a GPU the
+ranks share the job's device (MPI moves the gradients through the host). The
+ranks' output goes to ``<data_dir>/jobs/<id>/processes.log``; a job whose rank
+fails or dies ends ``failed`` with an error that names the rank. Each rank gets
+its share of the worker's BLAS threads (``OMP_NUM_THREADS``,
+``OPENBLAS_NUM_THREADS``, unless set), the database URL through the
+environment (``FORGEML_DATABASE_URL``: never on a command line, where other
+users could read it), and the pids of the server and of its worker process
+(``FORGEML_SERVER_PID``, ``FORGEML_WORKER_PID``): a rank ends itself within a
+second of either's death.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -24,9 +47,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_job", "select_device"]
+__all__ = ["end_launched_jobs", "mpi_unavailable", "rank_failure", "run_job", "select_device"]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+LOG_NAME = "processes.log"  # the ranks' output of a multi-process job, in its job folder
+PID_LINE = "forgeml.server.worker: rank {rank} of {world} is pid {pid}"
+_PMI_PREFIXES = ("PMI_", "PMIX_", "HYDRA_", "MPI_LOCAL", "OMPI_")
+_launched: dict[int, subprocess.Popen] = {}  # the mpiexec processes this process started, by pid
 
 
 def _mnist():
@@ -112,13 +139,21 @@ def select_device(requested: str | None, server_device: str | None = None) -> st
     return resolve_device(requested or server_device or "auto")
 
 
-def run_job(job_id: str, db_url: str, data_dir: str, device: str | None = None) -> str:
+def run_job(job_id: str, db_url: str, data_dir: str, device: str | None = None, threads: int | None = None) -> str:
     """Train job ``job_id`` to completion (or cancellation) on ``device`` (the server's: ``'cpu'``,
-    ``'cuda:N'`` or ``'auto'``; the job's own ``device`` wins); returns its final state. Never raises."""
+    ``'cuda:N'`` or ``'auto'``; the job's own ``device`` wins); returns its final state. Never raises.
+
+    A job on several processes runs under ``mpiexec``, its ranks sharing ``threads`` BLAS threads (default:
+    this machine's cores)."""
     from forgeml.server.db import Database, JobRow
 
     db = Database(db_url)
     try:
+        with db.session() as s:
+            job = s.get(JobRow, job_id)
+            processes = int((job.request or {}).get("processes") or 1) if job is not None else 1
+        if processes > 1:
+            return _launch(job_id, db, Path(data_dir), device, processes, threads)
         return _run(job_id, db, Path(data_dir), device)
     except Exception as exc:  # noqa: BLE001 - a job's failure is recorded, never lost
         with db.session() as s:
@@ -133,7 +168,207 @@ def run_job(job_id: str, db_url: str, data_dir: str, device: str | None = None) 
         db.dispose()
 
 
-def _run(job_id: str, db, data_dir: Path, server_device: str | None = None) -> str:
+# -- a job on several processes: the worker process's side ------------------------------------------
+def mpi_unavailable() -> str | None:
+    """Why this machine cannot run a multi-process job (no mpi4py, no ``mpiexec``), or None when it can."""
+    from forgeml.distributed import is_available
+    from forgeml.distributed.launch import find_mpiexec
+
+    if not is_available():
+        return 'mpi4py is not installed (pip install "forgeml[dist]")'
+    try:
+        find_mpiexec()
+    except FileNotFoundError as exc:
+        return str(exc)
+    return None
+
+
+def end_launched_jobs() -> None:
+    """Kill every multi-process job this process started: mpiexec's process group (it and its proxies, which
+    take the ranks with them). For a worker process that is being stopped, or whose server is gone."""
+    for pid in list(_launched):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _rank_environment(db_url: str, processes: int, threads: int | None) -> dict[str, str]:
+    from forgeml.distributed.launch import THREAD_VARIABLES, available_cpus
+
+    # A server started under a launcher must not hand its own PMI wiring to the job it starts.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_PMI_PREFIXES)}
+    share = str(max(1, (threads or available_cpus()) // processes))
+    for name in THREAD_VARIABLES:
+        env.setdefault(name, share)
+    env["PYTHONUNBUFFERED"] = "1"  # the ranks' lines reach the log as they are printed, even from a rank that aborts
+    env["FORGEML_DATABASE_URL"] = db_url
+    env["FORGEML_SERVER_PID"] = str(os.getppid())
+    env["FORGEML_WORKER_PID"] = str(os.getpid())
+    return env
+
+
+@contextlib.contextmanager
+def _sigterm_ends_launched_jobs():
+    """While a multi-process job runs, a SIGTERM to this worker process (the server shutting its pool down)
+    kills the job's processes before this one ends, as the signal's default action would end it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum, frame) -> None:
+        end_launched_jobs()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _launch(job_id: str, db, data_dir: Path, server_device: str | None, processes: int, threads: int | None) -> str:
+    """Run job ``job_id`` on ``processes`` MPI ranks and wait for them; a job they leave unfinished is failed."""
+    from forgeml.distributed.launch import find_mpiexec
+    from forgeml.server.db import JobRow
+    from forgeml.server.schemas import JobCreate
+
+    with db.session() as s:
+        job = s.get(JobRow, job_id)
+        if job is None:
+            return "missing"
+        request = JobCreate.model_validate(job.request)
+        # Claimed here, not by rank 0: a cancel that comes while the ranks start up is kept for the first epoch end.
+        job.state, job.started, job.error, job.cancel_requested = "running", job.started or time.time(), None, False
+    device = select_device(request.device, server_device)  # before any work: an unavailable device fails the job
+    command = [find_mpiexec(), "-n", str(processes), sys.executable, "-m", "forgeml.server.worker"]
+    command += [job_id, str(data_dir), device]
+    job_dir = data_dir / "jobs" / job_id
+    job_dir.mkdir(parents=True, exist_ok=True)
+    log_path = job_dir / LOG_NAME
+    with log_path.open("ab") as log, _sigterm_ends_launched_jobs():
+        start = log.tell()
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_rank_environment(db.url, processes, threads),
+            start_new_session=True,
+        )
+        _launched[process.pid] = process
+        try:
+            code = process.wait()
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)  # strays that outlived mpiexec
+            _launched.pop(process.pid, None)
+    with log_path.open("rb") as log:
+        log.seek(start)
+        output = log.read()[-200_000:].decode("utf-8", "replace")
+    with db.session() as s:
+        job = s.get(JobRow, job_id)
+        if job is None:
+            return "missing"
+        if job.state in ("completed", "cancelled", "failed"):
+            return job.state
+        job.state, job.finished = "failed", time.time()
+        where = f"the ranks' output is in {log_path.relative_to(data_dir)}"
+        job.error = f"{rank_failure(output, code, processes)} ({where})"[:2000]
+        return "failed"
+
+
+def rank_failure(output: str, code: int, processes: int) -> str:
+    """What went wrong in a multi-process job, in a line that names the failing rank where the output tells:
+    the line a failing rank prints (``forgeml.distributed: rank R of W failed with ...``), else the rank
+    whose process mpiexec reports dead, else the exit code and the last line printed."""
+    failed = re.search(r"^forgeml\.distributed: (rank \d+ of \d+ failed with .*?)(?:; ending the job)?$", output, re.M)
+    if failed:
+        return failed.group(1)
+    pids_line = re.compile(r"forgeml\.server\.worker: rank (\d+) of \d+ is pid (\d+)")
+    pids = {m.group(2): m.group(1) for m in pids_line.finditer(output)}
+    dead = re.search(r"^=\s+PID (\d+) RUNNING AT", output, re.M)
+    if dead:
+        how = re.search(r"EXIT STRING: (.+)$", output, re.M) or re.search(r"EXIT CODE: (\d+)", output)
+        what = (
+            how.group(1).strip() if how and not how.group(1).isdigit() else f"exit code {how.group(1) if how else code}"
+        )
+        rank = pids.get(dead.group(1))
+        who = f"rank {rank} of {processes}" if rank is not None else f"a rank (pid {dead.group(1)}) of {processes}"
+        return f"{who} died: {what}"
+    lines = [line.strip() for line in output.splitlines() if line.strip() and not pids_line.match(line)]
+    last = f": {lines[-1]}" if lines else ""
+    if code == 0:
+        return f"the job's {processes} processes ended without finishing it{last}"
+    if code < 0:
+        return f"mpiexec was ended by signal {-code}{last}"
+    return f"the job's {processes} processes ended with exit code {code}{last}"
+
+
+# -- a job on several processes: one rank's side ---------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user: alive
+        return True
+    return True
+
+
+def _watched_pids() -> list[int]:
+    return [int(os.environ[name]) for name in ("FORGEML_SERVER_PID", "FORGEML_WORKER_PID") if os.environ.get(name)]
+
+
+def _parents_alive() -> bool:
+    """Whether the server and the worker process that started this rank still run."""
+    return all(_pid_alive(pid) for pid in _watched_pids())
+
+
+def _watch_parents() -> None:
+    """End this rank within a second of the server's or its worker process's death (mpiexec then ends the
+    others): a rank never trains on as an orphan, or writes behind a later server's back."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if not _parents_alive():
+                os._exit(1)
+
+    threading.Thread(target=watch, name="forgeml-server-watch", daemon=True).start()
+
+
+def _rank_main(argv: list[str]) -> int:
+    """``python -m forgeml.server.worker JOB_ID DATA_DIR DEVICE`` under mpiexec: one rank of a job.
+
+    An exception is not caught here: the process group's hook prints ``rank R of W failed with ...`` and
+    aborts the job, which the worker process reads from the ranks' output."""
+    if len(argv) != 3:
+        print("usage: mpiexec -n N python -m forgeml.server.worker JOB_ID DATA_DIR DEVICE", file=sys.stderr)
+        return 2
+    job_id, data_dir, device = argv
+    import forgeml.distributed as dist
+
+    group = dist.init_process_group("mpi")
+    print(PID_LINE.format(rank=group.rank, world=group.world_size, pid=os.getpid()), flush=True)
+    _watch_parents()
+    db = None
+    if group.rank == 0:
+        from forgeml.server.db import Database
+
+        db = Database(os.environ["FORGEML_DATABASE_URL"])
+    try:
+        _run(job_id, db, Path(data_dir), device, group=group)
+    finally:
+        if db is not None:
+            db.dispose()
+    dist.destroy_process_group()
+    return 0
+
+
+# -- the training itself: a one-process job, or one rank of a multi-process job ---------------------
+def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, group=None) -> str:
+    """Train the job. With ``group`` (a multi-process job) every rank calls this; rank 0 alone touches the
+    database (``db`` is None elsewhere) and hands the others what it read."""
     import forgeml as fm
     from forgeml.data import DataLoader
     from forgeml.nn import build
@@ -142,22 +377,39 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None) -> s
     from forgeml.server.schemas import JobCreate
     from forgeml.training import AIEnhancedTrainer, Callback, Trainer
 
-    with db.session() as s:
-        job = s.get(JobRow, job_id)
-        if job is None:
-            return "missing"
-        request = JobCreate.model_validate(job.request)
-        job.state, job.started, job.error, job.cancel_requested = "running", job.started or time.time(), None, False
-        resume_from = job.checkpoint
-        dataset_row = s.get(DatasetRow, request.dataset) if request.dataset not in ("mnist", "spam") else None
+    writer = group is None or group.rank == 0
+    loaded = None
+    if writer:
+        with db.session() as s:
+            job = s.get(JobRow, job_id)
+            if job is not None:
+                if group is None:  # claimed here; a multi-process job, by the worker process that started its ranks
+                    job.state, job.started, job.error = "running", job.started or time.time(), None
+                    job.cancel_requested = False
+                row = (
+                    s.get(DatasetRow, job.request["dataset"])
+                    if job.request["dataset"] not in ("mnist", "spam")
+                    else None
+                )
+                dataset = None if row is None else {"path": row.path, "target": row.target, "summary": row.summary}
+                resume = job.checkpoint if job.checkpoint and (data_dir / job.checkpoint).exists() else None
+                loaded = {"request": job.request, "resume": resume, "dataset": dataset}
+    if group is not None:
+        loaded = group.broadcast_object(loaded, 0)
+    if loaded is None:
+        return "missing"
+    request = JobCreate.model_validate(loaded["request"])
+    processes = 1 if group is None else group.world_size
     device = select_device(request.device, server_device)  # before any work: an unavailable device fails the job
     fm.manual_seed(0)
     if request.dataset == "mnist":
         train, test, extras = _mnist()
     elif request.dataset == "spam":
         train, test, extras = _spam(request.max_length)
-    elif dataset_row is not None:
-        train, test, extras = _csv(dataset_row, data_dir)
+    elif loaded["dataset"] is not None:
+        from types import SimpleNamespace
+
+        train, test, extras = _csv(SimpleNamespace(**loaded["dataset"]), data_dir)
     else:
         raise ValueError(f"unknown dataset {request.dataset!r}")
 
@@ -173,9 +425,18 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None) -> s
     job_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = job_dir / "checkpoint.safetensors"
 
-    server_pid = os.getppid()
+    if group is None:
+        server_pid = os.getppid()
+
+        def server_alive() -> bool:
+            return os.getppid() == server_pid
+    else:
+        server_alive = _parents_alive
 
     class Persist(Callback):
+        """Each epoch: the checkpoint (every rank takes part), then, from the writer alone, the epoch's row, the
+        AI events and calls since the last one, and the cancel flag (which stops every rank)."""
+
         def __init__(self) -> None:
             self.events_saved = 0
             self.calls: list = []  # the orchestrator's audit records since the last save
@@ -187,9 +448,11 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None) -> s
                 self.calls.append(record)
 
         def on_epoch_end(self, trainer, metrics) -> None:
-            if os.getppid() != server_pid:  # the server died: stop rather than write behind the next one's back
+            if writer and not server_alive():  # the server died: stop rather than write behind the next one's back
                 os._exit(1)  # the pool's watchdog would end this process within a second anyway
             trainer.save_checkpoint(checkpoint)
+            if not writer:
+                return
             with db.session() as s:
                 s.add(EpochRow(job_id=job_id, epoch=metrics.epoch, metrics=metrics.as_dict()))
                 self.save_events(trainer, s)
@@ -223,37 +486,58 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None) -> s
                 )
 
     persist = Persist()
-    if request.ai is not None:
+    if group is not None:
+        from forgeml.distributed import DistributedTrainer
+
+        # Without AI the ranks run the plain loop (Trainer.fit) of a DistributedTrainer: sharded batches and
+        # metrics reduced across ranks, no AI; its config then only fills the constructor.
+        trainer = DistributedTrainer(
+            model, optimizer, group, request.ai, batch_size=request.batch_size, callbacks=[persist], device=device
+        )
+        if request.ai is not None and writer:
+            trainer.orchestrator.listeners.append(persist.record_call)  # the AI runs on rank 0 alone
+    elif request.ai is not None:
         trainer = AIEnhancedTrainer(
             model, optimizer, request.ai, batch_size=request.batch_size, callbacks=[persist], device=device
         )
         trainer.orchestrator.listeners.append(persist.record_call)
     else:
         trainer = Trainer(model, optimizer, callbacks=[persist], device=device)
-    if resume_from and (data_dir / resume_from).exists():
-        trainer.load_checkpoint(data_dir / resume_from)  # events stored before stay; new ones are appended
+    if loaded["resume"]:
+        trainer.load_checkpoint(data_dir / loaded["resume"])  # events stored before stay; new ones are appended
     remaining = request.epochs - trainer.epoch
     train_loader = DataLoader(train, batch_size=request.batch_size, shuffle=True)
     test_loader = DataLoader(test, batch_size=256)
+    if group is not None:
+        test_loader = trainer._eval_loader(test_loader)  # this rank's shard: every test sample counted once
     summary = None
     if remaining > 0:
         if request.ai is not None:
             metrics = trainer.fit(train_loader, test_loader, epochs=remaining)
             summary = metrics.model_dump(mode="json", exclude={"history", "events"})
+        elif group is not None:
+            Trainer.fit(trainer, trainer._train_loader(train_loader), test_loader, epochs=remaining)
         else:
             trainer.fit(train_loader, test_loader, epochs=remaining)
 
-    with db.session() as s:
-        persist.save_events(trainer, s)
-        row = s.get(JobRow, job_id)
-        cancelled = row.cancel_requested and trainer.epoch < request.epochs
-    if cancelled:
+    cancelled = False
+    if writer:
         with db.session() as s:
+            persist.save_events(trainer, s)
             row = s.get(JobRow, job_id)
-            row.state, row.finished = "cancelled", time.time()
+            cancelled = row.cancel_requested and trainer.epoch < request.epochs
+    if group is not None:
+        cancelled = group.broadcast_object(cancelled, 0)  # the ranks evaluate together, or not at all
+    if cancelled:
+        if writer:
+            with db.session() as s:
+                row = s.get(JobRow, job_id)
+                row.state, row.finished = "cancelled", time.time()
         return "cancelled"
 
-    final = trainer.evaluate(test_loader)
+    final = trainer.evaluate(test_loader)  # a collective in a multi-process job: every rank takes part
+    if not writer:
+        return "completed"
     model_id = new_id("mdl")
     model_dir = data_dir / "models"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -279,5 +563,9 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None) -> s
         )
         row = s.get(JobRow, job_id)
         row.state, row.finished, row.model_id = "completed", time.time(), model_id
-        row.summary = {**(summary or {"final_test": final}), "device": device}
+        row.summary = {**(summary or {"final_test": final}), "device": device, "processes": processes}
     return "completed"
+
+
+if __name__ == "__main__":
+    sys.exit(_rank_main(sys.argv[1:]))

@@ -33,6 +33,7 @@ def job_out(job: JobRow, *, detail: bool = False, history=None, events=None) -> 
         model_id=job.model_id,
         dataset=job.request.get("dataset", ""),
         ai_enabled=job.request.get("ai") is not None,
+        processes=job.request.get("processes", 1),
         created=job.created,
         started=job.started,
         finished=job.finished,
@@ -107,6 +108,25 @@ def _check_device(device: str) -> None:
         raise RequestValidationError([{"loc": ["body", "device"], "msg": str(exc), "type": "value_error"}]) from None
 
 
+def _check_processes(processes: int, cap: int) -> None:
+    """422 when the job asks for more processes than this server allows, or for several without MPI."""
+
+    def refuse(message: str):
+        raise RequestValidationError([{"loc": ["body", "processes"], "msg": message, "type": "value_error"}])
+
+    if processes > cap:
+        refuse(
+            f"processes must be at most {cap} on this server (its max_processes, FORGEML_MAX_PROCESSES); "
+            f"got {processes}"
+        )
+    if processes > 1:
+        from ..worker import mpi_unavailable
+
+        reason = mpi_unavailable()
+        if reason is not None:
+            refuse(f"a job on {processes} processes needs MPI, which this server lacks: {reason}")
+
+
 @router.post("", status_code=201, response_model=JobOut)
 async def create_job(request: Request, body: JobCreate) -> JobOut:
     """Start a training job from a preset (``{"preset": "mnist_mlp"}``) or a full spec."""
@@ -114,6 +134,7 @@ async def create_job(request: Request, body: JobCreate) -> JobOut:
     await run_in_threadpool(_check_model, db, body)
     if body.device is not None:
         _check_device(body.device)
+    _check_processes(body.processes, request.app.state.settings.max_processes)
     job = JobRow(
         id=new_id("job"), name=body.name, state="queued", request=body.model_dump(mode="json"), epochs=body.epochs
     )
