@@ -238,6 +238,8 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, inputs=None, accumul
                     deps[child] = left
                     if left == 0:
                         ready.append(child)
+        if restricted and accumulate:  # backward(inputs=...): their .grad, and their hooks, before the callbacks
+            _accumulate_inputs(inputs, captured)
         callbacks, i = stack[depth], 0
         while i < len(callbacks):  # a callback may queue another: the list grows while we walk it
             callbacks[i]()
@@ -247,6 +249,21 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, inputs=None, accumul
         errstate.__exit__(None, None, None)
         _grad_state.enabled = prev_mode
     return captured if inputs is not None else None
+
+
+def _accumulate_inputs(inputs, found) -> None:
+    """``backward(inputs=...)``: add each input's gradient into its ``.grad`` and run its post-accumulate hooks
+    (inside the backward pass, so that they may queue callbacks, as ``DistributedDataParallel``'s do)."""
+    tensor_cls = _function._tensor_cls
+    for t, g in zip(inputs, found):
+        if g is None:
+            continue
+        if t._grad is None:
+            t._grad = tensor_cls._make(_owned_copy(g, t.data), False, None)
+        else:
+            t._grad.data += g
+        if POST_ACCUMULATE_HOOKS:
+            _run_post_accumulate_hooks(t)
 
 
 def _add_to_buffer(buffers, node, nr, g) -> None:
@@ -301,17 +318,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     inputs = _as_sequence(inputs)
     if not inputs:
         raise RuntimeError("backward(inputs=...) needs at least one input; pass None to use every leaf")
-    found = run_backward(tensors, grads, retain, inputs=inputs)
-    tensor_cls = _function._tensor_cls
-    for t, g in zip(inputs, found):
-        if g is None:
-            continue
-        if t._grad is None:
-            t._grad = tensor_cls._make(_owned_copy(g, t.data), False, None)
-        else:
-            t._grad.data += g
-        if POST_ACCUMULATE_HOOKS:
-            _run_post_accumulate_hooks(t)
+    run_backward(tensors, grads, retain, inputs=inputs)
 
 
 def grad(

@@ -21,7 +21,9 @@ ranks instead.
 
 Unused parameters. With ``find_unused_parameters=False`` (the default) every
 parameter must receive a gradient in every synchronised backward; if one does
-not, backward raises an error naming it. With ``True``, the buckets holding
+not, backward raises an error naming it on the ranks where it got none (after
+joining the all-reduces the other ranks started, so none is left waiting; an
+uncaught error then ends the job). With ``True``, the buckets holding
 parameters that received no gradient are all-reduced when backward ends
 (contributing zeros from this rank), and one extra small all-reduce tells which
 parameters no rank used: their ``.grad`` is left untouched (None after
@@ -144,26 +146,32 @@ class DistributedDataParallel(Module):
 
     # -- construction -----------------------------------------------------------------------------
     def _check_same_parameters(self, named) -> None:
+        """Raise on every rank unless every rank holds the same parameters and buffers (names, shapes, dtypes):
+        the broadcasts and all-reduces that follow assume it."""
         group = self.process_group
         if group.world_size == 1:
             return
-        mine = [(name, tuple(p.shape), str(p.dtype)) for name, p in named]
+
+        def describe(items):
+            return [(name, tuple(t.shape), str(t.dtype)) for name, t in items]
+
+        mine = (describe(named), describe(self.module.named_buffers()))
         everyone = group.all_gather_object(mine)
-        reference = everyone[0]
-        for rank, theirs in enumerate(everyone):
-            if theirs == reference:
-                continue
-            if len(theirs) != len(reference):
+        for k, kind in enumerate(("parameter", "buffer")):
+            reference = everyone[0][k]
+            for rank, theirs in enumerate(e[k] for e in everyone):
+                if theirs == reference:
+                    continue
+                for (n0, s0, d0), (n1, s1, d1) in zip(reference, theirs):
+                    if (n0, s0, d0) != (n1, s1, d1):
+                        raise RuntimeError(
+                            f"DistributedDataParallel: {kind} {n0!r} is {list(s0)} {d0} on rank 0 but "
+                            f"{n1!r} is {list(s1)} {d1} on rank {rank}; every rank must build the same model"
+                        )
                 raise RuntimeError(
-                    f"DistributedDataParallel: rank {rank} has {len(theirs)} parameters, rank 0 has "
+                    f"DistributedDataParallel: rank {rank} has {len(theirs)} {kind}s, rank 0 has "
                     f"{len(reference)}; every rank must build the same model"
                 )
-            for (n0, s0, d0), (n1, s1, d1) in zip(reference, theirs):
-                if (n0, s0, d0) != (n1, s1, d1):
-                    raise RuntimeError(
-                        f"DistributedDataParallel: parameter {n0!r} is {list(s0)} {d0} on rank 0 but "
-                        f"{n1!r} is {list(s1)} {d1} on rank {rank}; every rank must build the same model"
-                    )
 
     def _broadcast_coalesced(self, tensors: list) -> None:
         """Rank 0's values of ``tensors`` on every rank: one broadcast per dtype and device."""
@@ -254,7 +262,7 @@ class DistributedDataParallel(Module):
         bucket.pending -= 1
         if bucket.pending == 0:
             self._launch_ready()
-        self.process_group.progress()
+            self.process_group.progress()  # push what was just issued (MPI advances only inside MPI calls)
 
     def _copy_in(self, index: int, grad) -> None:
         """Put this rank's share of the average (grad / world size) into the parameter's bucket slice."""
@@ -284,28 +292,30 @@ class DistributedDataParallel(Module):
         missing = [i for i, marked in enumerate(self._marked) if not marked]
         globally_unused: set[int] = set()
         if missing:
-            if not self.find_unused_parameters:
-                self._reset_iteration()
-                names = ", ".join(repr(self._names[i]) for i in missing[:10])
-                raise RuntimeError(
-                    f"DistributedDataParallel: parameters {names} received no gradient in this backward "
-                    f"({len(missing)} in all). Every rank must produce a gradient for every parameter before the "
-                    "all-reduce; if some parameters are unused in forward, pass find_unused_parameters=True"
-                )
             for i in missing:
                 grad = self._params[i].grad
-                if grad is not None:
+                if grad is not None and self.find_unused_parameters:
                     self._copy_in(i, grad.data)
                 else:
                     self._views[i][...] = 0
                 self._buckets[self._bucket_of[i]].pending -= 1
             self._launch_ready()
+            if not self.find_unused_parameters:
+                # The ranks that used these parameters have started all-reduces this rank had not: join them (and
+                # wait) before raising, so that no rank is left waiting in a collective this rank never calls.
+                self._wait_all()
+                self._reset_iteration()
+                names = ", ".join(repr(self._names[i]) for i in missing[:10])
+                raise RuntimeError(
+                    f"DistributedDataParallel: parameters {names} received no gradient in this backward on rank "
+                    f"{self.process_group.rank} ({len(missing)} in all). Every rank must produce a gradient for every "
+                    "parameter before the all-reduce; if some parameters are unused in forward, pass "
+                    "find_unused_parameters=True"
+                )
         if self.find_unused_parameters:
             globally_unused = self._unused_everywhere()
         start = time.perf_counter()
-        for bucket in self._buckets:
-            if bucket.work is not None:
-                bucket.work.wait()
+        self._wait_all()
         self._stats["wait_seconds"] += time.perf_counter() - start
         self._stats["backwards"] += 1
         tensor_cls = Tensor
@@ -319,6 +329,11 @@ class DistributedDataParallel(Module):
             elif grad.data is not view:
                 grad.data = view
         self._reset_iteration()
+
+    def _wait_all(self) -> None:
+        for bucket in self._buckets:
+            if bucket.work is not None:
+                bucket.work.wait()
 
     def _unused_everywhere(self) -> set[int]:
         xp = namespace_of(self._buckets[0].buffer)

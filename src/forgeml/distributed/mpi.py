@@ -42,6 +42,7 @@ class _MPIWork(Work):
         return self._request.Test()
 
     def _finish(self) -> None:
+        self._group._forget(self._request)
         if self._finisher is not None:
             self._finisher()
 
@@ -181,6 +182,14 @@ class MPIBackend(ProcessGroup):
 
     def barrier(self) -> None:
         self._issue("barrier", self.comm.Ibarrier()).wait()
+
+    def _forget(self, request) -> None:
+        """A completed request leaves the list ``progress`` polls."""
+        inflight = self._inflight
+        for i in range(len(inflight) - 1, -1, -1):
+            if inflight[i] is request:
+                del inflight[i]
+                return
 
     def progress(self) -> None:
         if self._inflight:

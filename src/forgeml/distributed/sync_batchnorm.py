@@ -151,5 +151,6 @@ class SyncBatchNorm(_BatchNorm):
         for name, child in list(module.named_children()):
             converted = cls.convert_sync_batchnorm(child, process_group)
             if converted is not child:
-                setattr(module, name, converted)
+                # in place in the registry: the child keeps its position (a Sequential runs its children in order)
+                module._modules[name] = converted
         return module

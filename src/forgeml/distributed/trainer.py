@@ -132,12 +132,20 @@ class DistributedTrainer(AIEnhancedTrainer):
     def _eval_loader(self, data):
         if data is None:
             return None
+        if isinstance(data, DataLoader) and isinstance(data.sampler, _EvalShard):
+            return data  # sharded already
         if isinstance(data, DataLoader):
             dataset, batch_size, collate = data.dataset, data.batch_size or 256, data.collate_fn
         else:
             dataset, batch_size, collate = data, max(self.batch_size, 256), None
         shard = _EvalShard(dataset, self.rank, self.world_size)
         return DataLoader(dataset, batch_size=batch_size, sampler=shard, collate_fn=collate)
+
+    def evaluate(self, loader) -> dict:
+        """Loss (and accuracy) over the whole of ``loader``'s data: a ``DataLoader`` or a dataset is sharded
+        across the ranks (each sample evaluated once, on one rank) and the ranks' sums are added up, so every
+        rank returns the same figures, those one process would get. Call it on every rank."""
+        return super().evaluate(self._eval_loader(loader))
 
     # -- the loop -------------------------------------------------------------------------------
     def _run_epoch(self, train_loader, val_loader):
@@ -151,9 +159,11 @@ class DistributedTrainer(AIEnhancedTrainer):
         return self.ddp(x)
 
     def _nonfinite_loss(self, value: float, step: int, global_step: int | None = None) -> None:
-        # Keep stepping (the all-reduce spreads the NaN to every rank); _combine_totals decides for all.
+        # Keep stepping (the all-reduce spreads the NaN to every rank); _combine_totals decides for all. Where
+        # training stood at that step is kept, so that every rank resumes counting from there, as one process
+        # that stopped at that step would.
         if self._first_bad is None:
-            self._first_bad = (step, value, global_step)
+            self._first_bad = (step, value, self.global_step if global_step is None else global_step)
 
     def _combine_totals(self, total_loss: float, total: int, correct: int, classified: bool):
         everyone = self.group.all_gather_object((total_loss, total, correct, classified, self._first_bad))
@@ -212,6 +222,12 @@ class DistributedTrainer(AIEnhancedTrainer):
         super()._mix_in(samples)
         if self._decisions is not None:
             self._decisions.append(("synthetic", samples))
+
+    def _report(self, test_data):
+        report = super()._report(test_data)
+        # the AI ran on rank 0: its usage and cost are rank 0's to tell, and every rank returns the same report
+        usage, cost = self.group.broadcast_object((report.provider_usage, report.total_cost_usd), 0)
+        return report.model_copy(update={"provider_usage": usage, "total_cost_usd": cost})
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, path) -> None:
