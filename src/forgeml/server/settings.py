@@ -57,19 +57,11 @@ def resolve_device(spec: str | None) -> str:
     return f"cuda:{index}"
 
 
-def _cpus() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except OSError:
-            pass
-    return os.cpu_count() or 1
-
-
 def default_max_processes() -> int:
     """The default cap on a job's ``processes``: this machine's cores, at most 4."""
-    return min(4, _cpus())
+    from ..distributed.launch import available_cpus
+
+    return min(4, available_cpus())
 
 
 class ServerSettings(BaseModel):
