@@ -523,10 +523,68 @@ report(world=[rank, ws], equal=digest(model) == digest(bare), stats=ddp.communic
 )
 
 
-@pytest.fixture(scope="module")
-def job(mpirun):
-    run = mpirun(RANK_SCRIPT, n=2, env=ONE_THREAD, timeout=90, args=(EXAMPLES, STEPS))
+@pytest.fixture(scope="module", params=["shared_memory", "mpi_allreduce"])
+def job(mpirun, request):
+    """The main 2-rank job, once with DDP's buckets in MPI shared memory (the default on one machine) and once
+    with MPI_Allreduce (the path across machines)."""
+    env = {**ONE_THREAD, "FORGEML_DDP_SHARED_MEMORY": "1" if request.param == "shared_memory" else "0"}
+    run = mpirun(RANK_SCRIPT, n=2, env=env, timeout=90, args=(EXAMPLES, STEPS))
     return run.check()
+
+
+PRIVATE_GRADS_SCRIPT = """
+import hashlib, sys
+import numpy as np
+import forgeml as fm
+import forgeml.distributed as dist
+from forgeml import nn
+from forgeml.distributed import DistributedDataParallel as DDP
+from forgeml.nn.utils import clip_grad_norm_
+from forgeml.optim import SGD
+from mpi_report import report
+
+dist.init_process_group("mpi")
+rank = dist.get_rank()
+fm.manual_seed(rank)
+model = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 4))
+ddp = DDP(model)
+opt = SGD(model.parameters(), lr=0.1)
+rng = np.random.default_rng(rank)
+hashes, untouched = [], []
+for step in range(4):
+    opt.zero_grad(set_to_none=step % 2 == 0)
+    x = fm.tensor(rng.standard_normal((8, 30)).astype(np.float32))
+    nn.functional.cross_entropy(ddp(x), fm.tensor(rng.integers(0, 4, 8))).backward()
+    before = [p.grad.numpy().copy() for p in model.parameters()]
+    dist.barrier()
+    if rank == 1:
+        with fm.no_grad():
+            for p in model.parameters():
+                p.grad.mul_(0.0)  # in place, on this rank's gradients only
+    dist.barrier()
+    if rank == 0:
+        untouched.append(all(np.array_equal(p.grad.numpy(), b) for p, b in zip(model.parameters(), before)))
+        for p in model.parameters():  # rank 1 zeroed its own: put the same values on rank 0 for the step
+            p.grad.data[...] = 0
+    clip_grad_norm_(model.parameters(), 0.5)
+    opt.step()
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+    everyone = [None, None]
+    dist.all_gather_object(everyone, digest)
+    hashes.append(everyone)
+report(shared=ddp._shared is not None, untouched=untouched, hashes=hashes)
+"""
+
+
+@pytest.mark.parametrize("shared", ["1", "0"])
+def test_in_place_changes_to_grad_stay_on_their_rank(mpirun, shared):
+    """After backward each rank's .grad is its own memory (in shared memory too): zeroing or clipping them in
+    place on one rank leaves the other's alone."""
+    env = {**ONE_THREAD, "FORGEML_DDP_SHARED_MEMORY": shared}
+    reports = mpirun(PRIVATE_GRADS_SCRIPT, n=2, env=env, timeout=60).check()
+    assert reports[0]["shared"] is (shared == "1") and reports[1]["shared"] is (shared == "1")
+    assert all(reports[0]["untouched"]), "rank 1's in-place change reached rank 0's gradients"
+    assert all(a == b for a, b in reports[0]["hashes"]), "the replicas diverged"
 
 
 def _all_equal(values):

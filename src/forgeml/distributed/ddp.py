@@ -10,7 +10,11 @@ its bucket as soon as backward has accumulated it; a full bucket is all-reduced
 at once, without blocking, while backward goes on with the layers below.
 When backward ends, DDP waits for the buckets still in flight and points each
 parameter's ``.grad`` at its slice of the bucket (no copy back): after
-``loss.backward()`` every rank holds the same averaged gradients.
+``loss.backward()`` every rank holds the same averaged gradients. When every
+rank runs on one machine (and the buckets are host float arrays) the buckets are
+this rank's slots of an MPI shared-memory window and the ranks sum each other's
+slots in place (``shared_memory.py``); otherwise each bucket is handed to the
+process group's non-blocking all-reduce.
 
 As in PyTorch: buckets are always reduced in the same order on every rank;
 ``no_sync()`` skips the all-reduce so that gradients accumulate locally (the
@@ -43,6 +47,7 @@ from ..backend.device import namespace_of
 from ..nn.module import Module
 from ..tensor import Tensor
 from .group import ReduceOp, default_group
+from .shared_memory import SharedMemoryBuckets
 
 __all__ = ["DistributedDataParallel"]
 
@@ -206,6 +211,16 @@ class DistributedDataParallel(Module):
                 where[i] = b
                 offset += data.size
             buckets.append(_Bucket(indices, buffer))
+        shared = SharedMemoryBuckets.create(self.process_group, [b.buffer for b in buckets])
+        if shared is not None:  # the same buckets, each in this rank's slot of a shared-memory window
+            for bucket, slot in zip(buckets, shared.slots):
+                offset = 0
+                for i in bucket.indices:
+                    size = views[i].size
+                    views[i] = slot[offset : offset + size].reshape(views[i].shape)
+                    offset += size
+                bucket.buffer = slot
+        object.__setattr__(self, "_shared", shared)
         object.__setattr__(self, "_buckets", buckets)
         object.__setattr__(self, "_bucket_of", where)
         object.__setattr__(self, "_views", views)
@@ -283,7 +298,10 @@ class DistributedDataParallel(Module):
         buckets = self._buckets
         while self._next_bucket < len(buckets) and buckets[self._next_bucket].pending == 0:
             bucket = buckets[self._next_bucket]
-            bucket.work = self.process_group.all_reduce(bucket.buffer, ReduceOp.SUM)
+            if self._shared is not None:
+                bucket.work = self._shared.all_reduce(self._next_bucket)
+            else:
+                bucket.work = self.process_group.all_reduce(bucket.buffer, ReduceOp.SUM)
             self._stats["bytes"] += bucket.buffer.nbytes
             self._next_bucket += 1
 
@@ -331,9 +349,13 @@ class DistributedDataParallel(Module):
         self._reset_iteration()
 
     def _wait_all(self) -> None:
+        launched = False
         for bucket in self._buckets:
             if bucket.work is not None:
                 bucket.work.wait()
+                launched = True
+        if launched and self._shared is not None:
+            self._shared.finish()
 
     def _unused_everywhere(self) -> set[int]:
         xp = namespace_of(self._buckets[0].buffer)
