@@ -230,3 +230,25 @@ def test_parameter_shares_storage_and_pickles():
     assert isinstance(q, nn.Parameter) and q.requires_grad and q.tolist() == [1.0, 1.0, 1.0]
     r = copy.deepcopy(nn.Linear(2, 2))
     assert isinstance(r.weight, nn.Parameter)
+
+
+def test_replacing_a_child_parameter_or_buffer_keeps_its_position():
+    """As in PyTorch: assigning to an existing name replaces in place, so a Sequential keeps running its
+    children in order and state_dict keeps its key order."""
+    import torch
+
+    seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    seq[1] = nn.Tanh()
+    assert [type(m).__name__ for m in seq] == ["Linear", "Tanh", "Linear"]
+    layer = nn.Linear(3, 4)
+    layer.weight = nn.Parameter(fm.zeros(4, 3))
+    bn = nn.BatchNorm1d(3)
+    bn.register_buffer("running_mean", fm.ones(3))
+    setattr(seq, "0", nn.Linear(3, 4))
+    reference_layer = torch.nn.Linear(3, 4)
+    reference_layer.weight = torch.nn.Parameter(torch.zeros(4, 3))
+    reference_bn = torch.nn.BatchNorm1d(3)
+    reference_bn.register_buffer("running_mean", torch.ones(3))
+    assert list(layer.state_dict()) == list(reference_layer.state_dict()) == ["weight", "bias"]
+    assert list(bn.state_dict()) == list(reference_bn.state_dict())
+    assert list(seq._modules) == ["0", "1", "2"]

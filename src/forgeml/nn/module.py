@@ -87,10 +87,10 @@ class Module:
             raise AttributeError(f"cannot assign {name!r} before Module.__init__() is called")
         params, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, Parameter):
-            self._forget(name)
+            self._forget(name, params)
             params[name] = value
         elif isinstance(value, Module):
-            self._forget(name)
+            self._forget(name, modules)
             modules[name] = value
         elif name in params:
             if value is not None:
@@ -111,10 +111,13 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def _forget(self, name: str) -> None:
+    def _forget(self, name: str, keep: dict | None = None) -> None:
+        """Drop ``name`` from the instance dict and the registries, except ``keep`` (the registry it is about to
+        be assigned in again: a replaced parameter, buffer or child keeps its position, as in PyTorch)."""
         self.__dict__.pop(name, None)
         for registry in (self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
+            if registry is not keep:
+                registry.pop(name, None)
         self._non_persistent_buffers.discard(name)
 
     def __getattr__(self, name: str):
@@ -148,7 +151,7 @@ class Module:
         self._check_name(name, "parameter")
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign {type(param).__name__} as parameter {name!r} (Parameter or None expected)")
-        self._forget(name)
+        self._forget(name, self._parameters)
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
@@ -156,7 +159,7 @@ class Module:
         self._check_name(name, "buffer")
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign {type(tensor).__name__} as buffer {name!r} (Tensor or None expected)")
-        self._forget(name)
+        self._forget(name, self._buffers)
         self._buffers[name] = tensor
         if not persistent:
             self._non_persistent_buffers.add(name)
@@ -165,7 +168,7 @@ class Module:
         self._check_name(name, "module")
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
-        self._forget(name)
+        self._forget(name, self._modules)
         self._modules[name] = module
 
     register_module = add_module
