@@ -151,12 +151,9 @@ def worker_forgeml(data: Path, ddp: bool, epochs: int, steps: int | None) -> dic
     loss_fn = CrossEntropyLoss()
     model.train()
 
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
+    from harness import training_step
+
+    step = training_step(model, optimizer, loss_fn)
 
     def timed_barrier():
         barrier()
@@ -194,27 +191,18 @@ def worker_torch(data: Path, ddp: bool, epochs: int, steps: int | None) -> dict:
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=0)
     loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 512),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(0.2),
-        torch.nn.Linear(512, 256),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(0.2),
-        torch.nn.Linear(256, 10),
-    )
+    from harness import torch_seed_mlp
+
+    model = torch_seed_mlp(torch)
     if ddp:
         model = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
 
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
+    from harness import training_step
+
+    step = training_step(model, optimizer, loss_fn)
 
     result = _train(loader, sampler, step, lambda loss: loss.item(), barrier, epochs, steps)
     with torch.no_grad():

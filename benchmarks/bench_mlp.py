@@ -90,15 +90,9 @@ def run_torch(images, labels, batches, device):
     import torch
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 512),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(0.2),
-        torch.nn.Linear(512, 256),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(0.2),
-        torch.nn.Linear(256, 10),
-    )
+    from harness import torch_seed_mlp
+
+    model = torch_seed_mlp(torch)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.001, weight_decay=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()

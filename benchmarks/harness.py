@@ -55,3 +55,31 @@ def print_table(results: dict, repeats: int, width: int = 50) -> None:
         unit, scale = ("us", 1e6) if f < 1e-3 else ("ms", 1e3)
         print(f"{name:{width}s} {f * scale:9.2f} {unit} {t * scale:9.2f} {unit} {f / t:7.2f}")
     print(f"\nmedians of {repeats} repeats; ratio = forgeml / pytorch (lower is better for forgeml)")
+
+
+def torch_seed_mlp(torch_module):
+    """The seed's MNIST MLP in PyTorch (784-512-256-10, ReLU, Dropout(0.2)), as examples/mnist_mlp.build_model."""
+    nn = torch_module.nn
+    return nn.Sequential(
+        nn.Linear(784, 512),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(512, 256),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(256, 10),
+    )
+
+
+def training_step(model, optimizer, loss_fn):
+    """``step(x, y)``: one zero_grad/forward/loss/backward/step of the usual loop, returning the loss (works for
+    ForgeML and PyTorch alike)."""
+
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
