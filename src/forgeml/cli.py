@@ -1,6 +1,6 @@
 """The ``forgeml`` command.
 
-forgeml serve [--host H] [--port P] [--data-dir DIR] [--device auto|cpu|cuda|cuda:N]
+forgeml serve [--host H] [--port P] [--data-dir DIR] [--device auto|cpu|cuda|cuda:N] [--max-processes N]
                                         the platform: REST API and dashboard
 forgeml ai status                       each AI provider's configuration and health (never a key)
 forgeml ai research "<question>"        research insights with citations
@@ -87,7 +87,12 @@ def _serve(args) -> int:
 
     try:
         settings = ServerSettings.from_env(
-            host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers, device=args.device
+            host=args.host,
+            port=args.port,
+            data_dir=args.data_dir,
+            workers=args.workers,
+            device=args.device,
+            max_processes=args.max_processes,
         )
     except ValueError as exc:
         print(f"forgeml: invalid server settings: {exc}", file=sys.stderr)
@@ -127,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where training jobs and predictions run: auto (a GPU when one is there, else the CPU), cpu, cuda or "
         "cuda:N (default auto, or FORGEML_DEVICE); a device this machine lacks stops the server at start",
+    )
+    serve.add_argument(
+        "--max-processes",
+        type=int,
+        default=None,
+        help='the most MPI processes one job may train on (its "processes"; default the cores, at most 4, or '
+        "FORGEML_MAX_PROCESSES)",
     )
     serve.set_defaults(run=_serve)
     ai = commands.add_parser("ai", help="the AI services").add_subparsers(dest="ai_command", required=True)

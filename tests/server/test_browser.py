@@ -178,6 +178,12 @@ def test_start_a_job_and_watch_it_live(server, tab):
     page.uncheck("#ai-enabled")  # a preset's AI guidance can be turned off: the request says "ai": null
     assert page.evaluate("async () => (await import('/static/js/jobs.js')).jobRequest().ai") is None
     page.check("#ai-enabled")
+    request_processes = "async () => (await import('/static/js/jobs.js')).jobRequest().processes ?? null"
+    page.fill("#processes", "2")  # a data-parallel job; 1 (or empty) leaves the server's default of one process
+    assert page.evaluate(request_processes) == 2
+    page.fill("#processes", "1")
+    assert page.evaluate(request_processes) is None
+    page.fill("#processes", "")
     page.fill("#job-name", "digits with AI guidance")
     page.fill("#epochs", "3")
     page.fill("#ai-guidance", "1")

@@ -261,3 +261,13 @@ def test_max_processes_setting():
     assert ServerSettings.from_env({"FORGEML_MAX_PROCESSES": "8"}).max_processes == 8
     with pytest.raises(ValueError, match="max_processes"):
         ServerSettings.from_env({"FORGEML_MAX_PROCESSES": "0"})
+
+
+def test_serve_max_processes_flag_wins_over_the_environment(monkeypatch):
+    from forgeml import cli
+
+    captured = {}
+    monkeypatch.setattr("forgeml.server.app.serve", lambda settings: captured.setdefault("settings", settings))
+    monkeypatch.setenv("FORGEML_MAX_PROCESSES", "8")
+    assert cli.main(["serve", "--max-processes", "3"]) == 0
+    assert captured["settings"].max_processes == 3

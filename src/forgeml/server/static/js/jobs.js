@@ -193,6 +193,8 @@ export function jobRequest() {
   if (epochs !== undefined) body.epochs = epochs;
   const batch = intField("#batch-size", "Batch size", 1, 4096);
   if (batch !== undefined) body.batch_size = batch;
+  const processes = intField("#processes", "Processes", 1, 256);
+  if (processes !== undefined && processes > 1) body.processes = processes;
   const optName = $("#optimizer").value;
   const lr = floatField("#lr", "Learning rate", 1e-9, 9.99);
   if (optName || lr !== undefined) {
