@@ -14,7 +14,7 @@ import threading
 from ..backend.convert import as_array
 from ..backend.device import device_of, ignore_float_errors, namespace_of, to_device
 from . import function as _function
-from .function import FREED_GRAPH_MESSAGE, POST_ACCUMULATE_HOOKS, AccumulateGrad
+from .function import FREED_GRAPH_MESSAGE, OP_OBSERVERS, POST_ACCUMULATE_HOOKS, AccumulateGrad, observed_backward
 from .grad_mode import state as _grad_state
 
 __all__ = ["grad", "queue_callback", "run_backward"]
@@ -219,7 +219,7 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, inputs=None, accumul
                 else:
                     if node._freed:
                         raise RuntimeError(FREED_GRAPH_MESSAGE)
-                    grads = node._call_backward(grad)
+                    grads = node._call_backward(grad) if not OP_OBSERVERS else observed_backward(node, grad)
                     if not retain_graph:
                         node._release()
                     for edge, g in zip(node.next_edges, grads):

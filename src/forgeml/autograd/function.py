@@ -26,7 +26,69 @@ from .grad_mode import state as _grad_state
 
 _HOST_XP = namespace_for_type(HOST_ARRAY)
 
-__all__ = ["AccumulateGrad", "ArrayFunction", "Function", "RemovableHandle", "no_graph_context"]
+__all__ = [
+    "AccumulateGrad",
+    "ArrayFunction",
+    "Function",
+    "OpObserver",
+    "RemovableHandle",
+    "no_graph_context",
+    "observe_ops",
+]
+
+# Op observers (the profiler, ONNX export's tracer): while the list is empty, which is always unless one is
+# active, ``apply`` and the backward engine pay one truthiness test per op. See ``observe_ops``.
+OP_OBSERVERS: list = []
+
+
+class OpObserver:
+    """Sees every op: subclasses override ``forward(cls, args, kwargs, run)`` (call ``run()`` to run the op, and
+    return its result) and ``backward(node, run)`` (``run()`` runs the node's backward). Ops run while an
+    observer handles one are not observed again (a user ``Function``'s inner ops count as part of it)."""
+
+    def forward(self, cls, args, kwargs, run):
+        return run()
+
+    def backward(self, node, run):
+        return run()
+
+
+def _observed_forward(cls, args, kwargs):
+    observers = OP_OBSERVERS[:]
+    OP_OBSERVERS.clear()  # the op itself runs unobserved (and its inner ops, for a user Function)
+    try:
+        return observers[-1].forward(cls, args, kwargs, lambda: cls.apply(*args, **kwargs))
+    finally:
+        OP_OBSERVERS[:] = observers
+
+
+def observed_backward(node, grad):
+    """``node._call_backward(grad)`` under the innermost observer (the engine calls it while one is active)."""
+    observers = OP_OBSERVERS[:]
+    OP_OBSERVERS.clear()
+    try:
+        return observers[-1].backward(node, lambda: node._call_backward(grad))
+    finally:
+        OP_OBSERVERS[:] = observers
+
+
+class observe_ops:  # noqa: N801 - a context manager, named like the function it reads as
+    """``with observe_ops(observer):`` every op (forward and backward) goes through ``observer``; nests (the
+    innermost observer sees the ops)."""
+
+    def __init__(self, observer: OpObserver) -> None:
+        self.observer = observer
+
+    def __enter__(self):
+        OP_OBSERVERS.append(self.observer)
+        return self.observer
+
+    def __exit__(self, *exc) -> None:
+        for i in range(len(OP_OBSERVERS) - 1, -1, -1):
+            if OP_OBSERVERS[i] is self.observer:
+                del OP_OBSERVERS[i]
+                break
+
 
 # Hooks run after a leaf's gradient was accumulated into its ``.grad``, by the leaf's ``_id``
 # (``Tensor.register_post_accumulate_grad_hook``); an entry goes when its tensor does.
@@ -234,6 +296,8 @@ class Function:
     @classmethod
     def apply(cls, *args, **kwargs):
         """Run the op on ``args``; record a graph node when grad mode is on and an input requires grad."""
+        if OP_OBSERVERS:
+            return _observed_forward(cls, args, kwargs)
         if not cls._raw:
             return _apply_user_function(cls, args, kwargs)
         tensor_cls = _tensor_cls
