@@ -15,6 +15,7 @@ from . import (
     data,
     nn,
     optim,
+    profiler,
 )
 from ._methods import narrow, select
 from .amp import autocast
@@ -169,5 +170,6 @@ def numel(input: Tensor) -> "builtins.int":  # noqa: F821
 
 
 from .io import load, save  # noqa: E402  (io builds on nn)
+from .io import from_dlpack  # noqa: E402
 
 __version__ = "0.1.0"

@@ -328,6 +328,30 @@ class Tensor:
             return data.astype(dtype)
         return data.copy() if copy else data
 
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """A DLPack capsule of this tensor's memory, for ``torch.from_dlpack``, ``numpy.from_dlpack``,
+        ``cupy.from_dlpack`` (see ``forgeml.from_dlpack``); the backing array's own ``__dlpack__`` makes it."""
+        if self._requires_grad:
+            raise BufferError("Can't export tensors that require gradient, use tensor.detach()")
+        data = self.data
+        if type(data) is HOST_ARRAY:
+            if stream is not None and stream != -1:  # -1: PyTorch's "no synchronisation", the same as None here
+                raise BufferError(f"stream must be None for a cpu tensor, got {stream!r}")
+            stream = None
+        if copy is not True and any(s < 0 for s in data.strides):
+            raise BufferError(
+                "Can't export a tensor with negative strides (a flip() view) without copying: PyTorch cannot hold "
+                "them; call .contiguous() first, or pass copy=True"
+            )
+        # Only what was asked is passed on: an older producer (CuPy 13) takes ``stream`` alone and raises a
+        # TypeError for the rest, which consumers (torch, numpy) answer by asking again without max_version.
+        kwargs = {"stream": stream, "max_version": max_version, "dl_device": dl_device, "copy": copy}
+        return data.__dlpack__(**{k: v for k, v in kwargs.items() if v is not None})
+
+    def __dlpack_device__(self) -> tuple:
+        """``(DLPack device type, index)``: ``(1, 0)`` for the cpu, ``(2, N)`` for ``cuda:N``."""
+        return self.data.__dlpack_device__()
+
     def item(self):
         """The single value of a one-element tensor, as a Python number."""
         if self.data.size != 1:

@@ -1,5 +1,6 @@
-"""Saving and loading: safetensors checkpoints (ONNX export and DLPack come later)."""
+"""Saving, loading and sharing: safetensors checkpoints and DLPack (ONNX lives in ``forgeml.onnx``)."""
 
 from .checkpoint import CheckpointError, load, read_metadata, save
+from .dlpack import from_dlpack
 
-__all__ = ["CheckpointError", "load", "read_metadata", "save"]
+__all__ = ["CheckpointError", "from_dlpack", "load", "read_metadata", "save"]
