@@ -43,13 +43,14 @@ OP_OBSERVERS: list = []
 
 class OpObserver:
     """Sees every op: subclasses override ``forward(cls, args, kwargs, run)`` (call ``run()`` to run the op, and
-    return its result) and ``backward(node, run)`` (``run()`` runs the node's backward). Ops run while an
+    return its result) and ``backward(node, grad, run)`` (``grad``: the incoming gradient array, or a list of
+    them for an op with several outputs; ``run()`` runs the node's backward). Ops run while an
     observer handles one are not observed again (a user ``Function``'s inner ops count as part of it)."""
 
     def forward(self, cls, args, kwargs, run):
         return run()
 
-    def backward(self, node, run):
+    def backward(self, node, grad, run):
         return run()
 
 
@@ -67,7 +68,7 @@ def observed_backward(node, grad):
     observers = OP_OBSERVERS[:]
     OP_OBSERVERS.clear()
     try:
-        return observers[-1].backward(node, lambda: node._call_backward(grad))
+        return observers[-1].backward(node, grad, lambda: node._call_backward(grad))
     finally:
         OP_OBSERVERS[:] = observers
 

@@ -355,16 +355,6 @@ def _arrays(value) -> list:
     return found
 
 
-def _incoming_grad(run):
-    """The gradient the engine hands a node: ``OpObserver.backward`` passes only ``run``, a closure over
-    ``(node, grad)``, so it is read from there (``None`` when the closure looks otherwise)."""
-    try:
-        cells = dict(zip(run.__code__.co_freevars, run.__closure__ or ()))
-        return cells["grad"].cell_contents
-    except (AttributeError, KeyError, ValueError):
-        return None
-
-
 def _shape(value) -> tuple:
     return tuple(value.shape) if value is not None and hasattr(value, "shape") else ()
 
@@ -401,10 +391,9 @@ class _Observer(OpObserver):
                     if node is not None:
                         prof._node_flops[node] = flops
 
-    def backward(self, node, run):
+    def backward(self, node, grad, run):
         prof = self.prof
         record = prof._open(node.name(), _BWD)
-        grad = _incoming_grad(run) if prof.record_shapes or prof.profile_memory else None
         if prof.record_shapes:
             grads_in = grad if isinstance(grad, (tuple, list)) else (grad,)
             prof._shapes[record[_SEQ]] = tuple(_shape(g) for g in grads_in)
