@@ -4,14 +4,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 RUN_STAMP := $(VENV)/.installed-server
+# onnxruntime-web (the dashboard runs models in the browser with it), from npm into the static folder;
+# its VERSION file, written last, is the stamp. The version and its integrity hash live in the script.
+ORT_WEB := src/forgeml/server/static/vendor/onnxruntime-web
+ORT_WEB_STAMP := $(ORT_WEB)/VERSION
 
-.PHONY: help install run test lint format bench clean
+.PHONY: help install vendor run test lint format bench clean
 
 help:
 	@echo "make run    - start the platform (REST API and dashboard) at http://localhost:5000"
 	@echo "make test   - run the test suite (installs dev dependencies, PyTorch included, into .venv)"
 	@echo "make lint   - ruff lint and format check"
 	@echo "make bench  - benchmarks/bench_ops.py and bench_mlp.py: ForgeML against PyTorch"
+	@echo "make vendor - fetch onnxruntime-web from npm into the dashboard's static folder (run and test do it)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +30,18 @@ $(RUN_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[server]"
 	touch $(RUN_STAMP)
 
+$(ORT_WEB_STAMP): tools/vendor_onnxruntime_web.py tools/npm_package.py
+	$(PYTHON) tools/vendor_onnxruntime_web.py
+	touch $(ORT_WEB_STAMP)
+
 install: $(STAMP)
 
-run: $(RUN_STAMP)
+vendor: $(ORT_WEB_STAMP)
+
+run: $(RUN_STAMP) $(ORT_WEB_STAMP)
 	$(VENV)/bin/forgeml serve
 
-test: $(STAMP)
+test: $(STAMP) $(ORT_WEB_STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -46,4 +57,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_mlp.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info $(ORT_WEB)

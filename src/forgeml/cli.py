@@ -7,6 +7,8 @@ forgeml ai research "<question>"        research insights with citations
 forgeml ai analyze metrics.json         diagnose a training run from its per-epoch metrics
 forgeml launch -n N [--timeout S] [--threads T] [-m] script.py [args ...]
                                         run a script on N processes of this machine (mpiexec underneath)
+forgeml export MODEL_ID [--format onnx] [--output PATH] [--data-dir DIR]
+                                        a stored model as an ONNX file (what GET /v1/models/ID/onnx serves)
 """
 
 from __future__ import annotations
@@ -101,6 +103,49 @@ def _serve(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    """The server's own export (``forgeml.server.export``), from its database and data directory."""
+    import shutil
+
+    from .server.settings import ServerSettings
+
+    try:
+        settings = ServerSettings.from_env(data_dir=args.data_dir)
+    except ValueError as exc:
+        print(f"forgeml export: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if settings.database_url is None and not (settings.data_dir / "forgeml.sqlite").exists():
+        print(
+            f"forgeml export: no ForgeML database in {settings.data_dir.resolve()}: pass the server's --data-dir "
+            "(or set FORGEML_DATA_DIR, or FORGEML_DATABASE_URL)",
+            file=sys.stderr,
+        )
+        return 2
+    from .server.db import Database, ModelRow
+    from .server.export import ExportError, export_onnx
+
+    db = Database(settings.db_url)
+    try:
+        row = db.get(ModelRow, args.model_id)
+        if row is None:
+            print(f"forgeml export: no model {args.model_id!r} in {settings.data_dir.resolve()}", file=sys.stderr)
+            return 1
+        try:
+            path = export_onnx(row, settings.data_dir)
+        except (ExportError, FileNotFoundError) as exc:
+            print(f"forgeml export: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        db.dispose()
+    output = Path(args.output) if args.output else Path(f"{args.model_id}.onnx")
+    if output.is_dir():
+        output = output / f"{args.model_id}.onnx"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, output)
+    print(f"{output} ({output.stat().st_size:,} bytes, {args.format})")
+    return 0
+
+
 def _launch(args) -> int:
     from .distributed.launch import launch
 
@@ -175,6 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("script", help="the Python script (or, with -m, the module) to run")
     launch.add_argument("args", nargs=argparse.REMAINDER, help="the script's arguments")
     launch.set_defaults(run=_launch)
+    export = commands.add_parser(
+        "export",
+        help="write a stored model as an ONNX file (what GET /v1/models/ID/onnx serves)",
+        description="Export a model that the platform trained, from the server's database and data directory, "
+        "as GET /v1/models/ID/onnx does (the same file: it is cached beside the weights). The network goes from "
+        "inputs to logits with a dynamic batch axis; its inputs get /predict's preprocessing, recorded in the "
+        "file's metadata.",
+    )
+    export.add_argument("model_id", metavar="MODEL_ID", help="the model's id (mdl_...)")
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (default onnx)")
+    export.add_argument("--output", "-o", default=None, help="the file (or folder) to write; default ./MODEL_ID.onnx")
+    export.add_argument(
+        "--data-dir", default=None, help="the server's data directory (default ./forgeml-data, or FORGEML_DATA_DIR)"
+    )
+    export.set_defaults(run=_export)
     return parser
 
 

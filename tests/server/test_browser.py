@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from .conftest import OUTPUT, LiveServer, wait_for_job
+from .conftest import OUTPUT, ROOT, LiveServer, wait_for_job
 
 SHOTS = OUTPUT / "screenshots"
 PROVIDERS = ["openai", "anthropic", "perplexity", "gemini", "xai"]
@@ -39,6 +39,18 @@ def chromium() -> str:
             "(sudo apt-get install chromium)."
         )
     return path
+
+
+ORT_WEB = ROOT / "src" / "forgeml" / "server" / "static" / "vendor" / "onnxruntime-web"
+
+
+def onnxruntime_web() -> None:
+    """The dashboard's in-browser inference needs onnxruntime-web in the static folder (`make vendor`)."""
+    if not (ORT_WEB / "VERSION").is_file():
+        pytest.fail(
+            f"onnxruntime-web is not in {ORT_WEB.relative_to(ROOT)}: `make vendor` fetches it from npm "
+            "(`make test` and `make run` do it first)"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -263,6 +275,118 @@ def test_draw_a_digit_and_predict(server, tab, mnist_model):
     tab.assert_no_errors()
 
 
+def test_the_model_runs_in_the_browser_as_on_the_server(server, tab, mnist_model):
+    """The "try it" panel runs the model's ONNX export with onnxruntime-web (WebAssembly) after the server's
+    prediction: the same class probabilities within 1e-4, each side with its latency."""
+    onnxruntime_web()
+    page = tab.page
+    wasm = []
+    page.on("request", lambda r: wasm.append(r.url) if r.url.endswith(".wasm") else None)
+    page.goto(f"{server.url}/#/models/{mnist_model['id']}")
+    expect(page.locator("#digit-canvas")).to_be_visible()
+    expect(page.locator("#prediction-browser")).to_be_hidden()
+    # a "7": a bar and a slanted stroke down
+    draw(page, [[(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]])
+    page.click("#predict-btn")
+    browser_side = page.locator("#prediction-browser")
+    expect(browser_side).to_have_attribute("data-state", "done", timeout=60_000)
+    both = page.evaluate("() => window.lastPredictions")
+    server_side, local = both["server"], both["browser"]
+    assert both["modelId"] == mnist_model["id"]
+    assert local["classes"] == server_side["classes"] == [str(d) for d in range(10)]
+    difference = max(abs(a - b) for a, b in zip(local["probabilities"][0], server_side["probabilities"][0]))
+    assert difference <= 1e-4, (local, server_side)
+    assert local["prediction"] == server_side["prediction"]
+    assert server_side["latencyMs"] > 0 and local["latencyMs"] >= 0 and local["loadMs"] > 0
+
+    # both answers on the page, each with its latency, the browser's bars as the server's
+    label, probabilities = prediction(page)
+    assert label == server_side["prediction"]
+    rows = browser_side.locator(".bar-row")
+    in_browser = {
+        rows.nth(i).get_attribute("data-class"): float(rows.nth(i).get_attribute("data-probability")) for i in range(10)
+    }
+    assert max(abs(in_browser[c] - probabilities[c]) for c in probabilities) <= 1e-4, (in_browser, probabilities)
+    expect(page.locator("#prediction .answer-source")).to_contain_text("On the server")
+    expect(browser_side.locator(".answer-source")).to_contain_text("In this browser")
+    expect(browser_side.locator(".answer-source .latency")).to_have_text(re.compile(r"^[\d.,]+ ms$"))
+    expect(browser_side.locator(".bar-row")).to_have_count(10)
+    expect(browser_side.locator(".agreement")).to_contain_text("Same answer as the server")
+    assert browser_side.get_attribute("data-prediction") == label
+    assert all(url.startswith(server.url + "/static/vendor/onnxruntime-web/") for url in wasm) and wasm
+    tab.shot("09-in-browser-inference")
+
+    # a second digit reuses the loaded session: no second download
+    page.click("#clear-canvas")
+    expect(browser_side).to_be_hidden()
+    draw(page, [[(0.53, 0.15), (0.50, 0.5), (0.47, 0.85)]])
+    page.click("#predict-btn")
+    expect(browser_side).to_have_attribute("data-state", "done", timeout=30_000)
+    again = page.evaluate("() => window.lastPredictions")
+    assert again["browser"]["loadMs"] is None and len(wasm) == 1
+    difference = max(
+        abs(a - b) for a, b in zip(again["browser"]["probabilities"][0], again["server"]["probabilities"][0])
+    )
+    assert difference <= 1e-4
+    tab.assert_no_errors()
+
+
+def test_in_browser_preprocessing_is_the_servers(server, tab):
+    """The browser normalises rows as the server's predictor does, to the last float32 bit, and its softmax
+    agrees with the server's (float64)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = rng.random((3, 5)).round(4)
+    mean, std = rng.random(5).tolist(), (rng.random(5) + 0.5).tolist()
+    page = tab.page
+    page.goto(server.url + "/")
+    got = page.evaluate(
+        """async ([rows, mean, std]) => {
+            const { normalise, softmax } = await import('/static/js/onnx.js');
+            const scalar = normalise(rows, { mean: 0.1307, std: 0.3081 });
+            const perFeature = normalise(rows, { mean, std });
+            return { scalar: Array.from(scalar), perFeature: Array.from(perFeature), soft: softmax(perFeature, 5) };
+        }""",
+        [rows.tolist(), mean, std],
+    )
+    x = np.asarray(rows, dtype=np.float32)
+    scalar = (x - np.asarray(0.1307, dtype=np.float32)) / np.asarray(0.3081, dtype=np.float32)
+    per_feature = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    assert np.array_equal(np.asarray(got["scalar"], dtype=np.float32), scalar.ravel())
+    assert np.array_equal(np.asarray(got["perFeature"], dtype=np.float32), per_feature.ravel())
+    z = per_feature.astype(np.float64)
+    expected = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(got["soft"], expected / expected.sum(1, keepdims=True), rtol=1e-12)
+    tab.assert_no_errors()
+
+
+def test_a_profiled_job_shows_its_top_ops(server, tab):
+    """A job started with "Profile the first epoch" shows that epoch's top ops on its page."""
+    page = tab.page
+    page.goto(server.url + "/#/jobs")
+    page.select_option("#preset", "mnist_mlp")
+    page.fill("#job-name", "profiled digits")
+    page.fill("#epochs", "1")
+    page.check("#profile")
+    assert page.evaluate("async () => (await import('/static/js/jobs.js')).jobRequest().profile") is True
+    page.click("#start-job")
+    page.wait_for_url(re.compile(r".*#/jobs/job_\w+$"))
+    expect(page.locator("#job-state")).to_have_text("completed", timeout=120_000)
+    card = page.locator("#job-profile-card")
+    expect(card).to_be_visible()
+    rows = card.locator("tbody tr")
+    expect(rows.first).to_be_visible()
+    assert 1 <= rows.count() <= 20
+    first = rows.first
+    assert int(first.get_attribute("data-calls")) >= 1
+    assert float(first.get_attribute("data-self-ms")) <= float(first.get_attribute("data-total-ms")) + 1e-3
+    expect(page.locator("#job-profile-meta")).to_contain_text("epoch 1")
+    card.scroll_into_view_if_needed()
+    tab.shot("10-profiled-job")
+    tab.assert_no_errors()
+
+
 def test_text_model_from_a_custom_spec(server, tab):
     """A small text model (bag of embeddings) started from the form's JSON spec, then tried on two texts."""
     page = tab.page
@@ -290,6 +414,9 @@ def test_text_model_from_a_custom_spec(server, tab):
     assert math.isclose(sum(probabilities.values()), 1.0, abs_tol=1e-3)
     assert label == "spam", probabilities
     expect(page.locator("#prediction .verdict")).to_contain_text("Spam")
+    # no tokeniser in JavaScript: the browser side says so instead of answering
+    expect(page.locator("#prediction-browser")).to_have_attribute("data-state", "skipped")
+    expect(page.locator("#prediction-browser")).to_contain_text("tokeniser")
     tab.shot("05-text-model")
     tab.assert_no_errors()
 

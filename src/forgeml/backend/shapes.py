@@ -55,7 +55,9 @@ def size_args(sizes, name: str) -> tuple[int, ...]:
             s = s.item()
         if not _is_int(s):
             raise TypeError(f"{name}(): sizes must be ints, got {type(s).__name__} in {list(sizes)}")
-        out.append(int(s))
+        # a Python int is kept as it is: an int subclass carries meaning for tracers (ONNX export's symbolic
+        # sizes read from x.shape); NumPy integers and tensor items become plain ints
+        out.append(s if isinstance(s, int) and not isinstance(s, bool) else int(s))
     return tuple(out)
 
 

@@ -4,6 +4,7 @@ orchestrator, the routers, the dashboard and the middleware."""
 from __future__ import annotations
 
 import logging
+import mimetypes
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -23,6 +24,10 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("forgeml.server")
 STATIC = Path(__file__).parent / "static"
+# onnxruntime-web's runtime (static/vendor): browsers compile .wasm in a stream only when it is served as
+# application/wasm, and import .mjs only as JavaScript; some systems' MIME tables know neither
+mimetypes.add_type("application/wasm", ".wasm")
+mimetypes.add_type("text/javascript", ".mjs")
 
 
 def plotly_bundle() -> Path:

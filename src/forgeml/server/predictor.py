@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["InputError", "Predictor", "PredictorCache"]
+__all__ = ["InputError", "Predictor", "PredictorCache", "load_model", "preprocessing"]
 
 
 INLINE_MULTIPLY_ADDS = 2_000_000  # about 0.1 ms of BLAS work on one core
@@ -28,22 +28,38 @@ class InputError(ValueError):
     """The inputs do not fit the model (answered with 422)."""
 
 
+def load_model(row, data_dir: Path):
+    """The network of a ``models`` row: rebuilt from its spec, with its trained weights, in eval mode, on the
+    CPU. Predictions and ONNX export both start here."""
+    import forgeml as fm
+    from forgeml.nn import build
+    from forgeml.specs import ModelSpec
+
+    model = build(ModelSpec.model_validate(row.spec))
+    model.load_state_dict(fm.load(Path(data_dir) / row.weights))
+    return model.eval()
+
+
+def preprocessing(kind: str, extras: dict) -> dict | None:
+    """What ``predict`` does to an input before the network sees it, for clients that run the network
+    themselves (the dashboard's in-browser inference, an exported ONNX file): rows of numbers become
+    ``(x - mean) / std`` in float32; a text is tokenised (``max_length`` tokens at most)."""
+    if kind == "text":
+        return {"max_length": int(extras.get("max_length", 128))}
+    return {"mean": extras.get("mean", 0.0), "std": extras.get("std", 1.0)}
+
+
 class Predictor:
     def __init__(self, row, data_dir: Path, device: str = "cpu") -> None:
-        import forgeml as fm
         from forgeml.backend.device import as_device
-        from forgeml.nn import build
-        from forgeml.specs import ModelSpec
 
         self.model_id = row.id
         self.kind = row.kind
         self.extras = dict(row.extras)
         self.device = as_device(device)
-        self.model = build(ModelSpec.model_validate(row.spec))
-        self.model.load_state_dict(fm.load(data_dir / row.weights))
+        self.model = load_model(row, data_dir)
         if self.device.type != "cpu":
             self.model.to(self.device)  # the trained weights, copied over once
-        self.model.eval()
         self.parameter_count = sum(int(p.numel()) for p in self.model.parameters())
         self.vocab = None
         if self.kind == "text":

@@ -14,8 +14,10 @@ __all__ = [
     "AnalyzeRequest",
     "DatasetOut",
     "EnhanceRequest",
+    "ErrorOut",
     "JobCreate",
     "JobOut",
+    "JobProfile",
     "ModelOut",
     "PredictRequest",
     "PredictResponse",
@@ -124,6 +126,11 @@ class JobCreate(BaseModel):
         description="train data-parallel on this many processes (MPI, forgeml.distributed), each on its share of "
         "every epoch's batches; at most the server's max_processes (FORGEML_MAX_PROCESSES)",
     )
+    profile: bool = Field(
+        default=False,
+        description="run the first epoch (training and validation) under forgeml.profiler and keep its top ops "
+        "(GET /v1/jobs/{id} answers them as 'profile'); the later epochs run unprofiled, at full speed",
+    )
 
     @field_validator("device", mode="before")
     @classmethod
@@ -153,6 +160,28 @@ class JobCreate(BaseModel):
         return self
 
 
+class ProfiledOp(BaseModel):
+    """One op (a differentiable function's forward or backward, as the profiler names it) over a profiled epoch."""
+
+    name: str
+    calls: int
+    self_cpu_ms: float = Field(description="time in the op itself, not in the ops it called")
+    cpu_total_ms: float = Field(description="time in the op, the ops it called included")
+    self_cpu_percent: float = Field(description="its share of all ops' self time in the epoch")
+
+
+class JobProfile(BaseModel):
+    """The profile of a job's first epoch (training and validation), its top ops by self time."""
+
+    epoch: int
+    wall_ms: float | None = Field(default=None, description="the profiled epoch's wall time, profiling included")
+    ops_self_cpu_ms: float | None = Field(default=None, description="the self time of all ops, summed")
+    distinct_ops: int | None = None
+    processes: int = Field(default=1, description="the job's processes: with several, rank 0's share of the epoch")
+    ops: list[ProfiledOp] = Field(default_factory=list)
+    error: str | None = Field(default=None, description="why the epoch could not be profiled (training went on)")
+
+
 class JobOut(BaseModel):
     id: str
     name: str
@@ -172,6 +201,11 @@ class JobOut(BaseModel):
     history: list[dict[str, Any]] | None = None
     events: list[dict[str, Any]] | None = None
     summary: dict[str, Any] | None = None
+    profile: JobProfile | None = Field(
+        default=None,
+        description="for a job started with 'profile': true, once its first epoch has ended: the ops that took the "
+        "most time of their own in that epoch",
+    )
 
 
 class DatasetOut(BaseModel):
@@ -190,8 +224,20 @@ class ModelOut(BaseModel):
     spec: dict[str, Any]
     metrics: dict[str, Any]
     classes: list[str] | None = None
+    preprocessing: dict[str, Any] | None = Field(
+        default=None,
+        description="what /predict does to an input before the network sees it, for clients that run the network "
+        "themselves (GET /v1/models/{id}/onnx): {mean, std} for rows of numbers, which become (x - mean) / std in "
+        "float32 (mean and std: a number, or one per feature); {max_length} for a text model's tokens",
+    )
     created: float
     lineage: dict[str, Any] | None = None
+
+
+class ErrorOut(BaseModel):
+    """An error answer: what went wrong, in words."""
+
+    detail: str
 
 
 class PredictRequest(BaseModel):

@@ -12,8 +12,10 @@ from starlette.responses import JSONResponse
 
 __all__ = ["BodyLimitMiddleware", "RateLimiter", "SecurityHeadersMiddleware", "require_api_key"]
 
+# 'wasm-unsafe-eval' lets the page compile WebAssembly (onnxruntime-web, served from /static) and nothing more:
+# eval and inline scripts stay refused.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
 

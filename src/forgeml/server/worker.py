@@ -29,6 +29,12 @@ environment (``FORGEML_DATABASE_URL``: never on a command line, where other
 users could read it), and the pids of the server and of its worker process
 (``FORGEML_SERVER_PID``, ``FORGEML_WORKER_PID``): a rank ends itself within a
 second of either's death.
+
+A job with ``profile`` set runs its first epoch (training and validation) under
+:func:`forgeml.profiler.profile` and stores the :data:`PROFILE_TOP` ops that took the most
+time of their own (name, calls, self and total time) as ``profile`` in the job's summary as
+soon as that epoch ends; the later epochs run at full speed. In a multi-process job, rank 0
+profiles its share of the work.
 """
 
 from __future__ import annotations
@@ -47,9 +53,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["end_launched_jobs", "mpi_unavailable", "rank_failure", "run_job", "select_device"]
+__all__ = ["end_launched_jobs", "mpi_unavailable", "profile_summary", "rank_failure", "run_job", "select_device"]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+PROFILE_TOP = 20  # the ops a profiled job keeps, by self time
 LOG_NAME = "processes.log"  # the ranks' output of a multi-process job, in its job folder
 PID_LINE = "forgeml.server.worker: rank {rank} of {world} is pid {pid}"
 _PMI_PREFIXES = ("PMI_", "PMIX_", "HYDRA_", "MPI_LOCAL", "OMPI_")
@@ -365,6 +372,87 @@ def _rank_main(argv: list[str]) -> int:
     return 0
 
 
+# -- profiling: the first epoch of a job that asks for it ------------------------------------------
+def _first(entry, *names, default=None):
+    for name in names:
+        value = getattr(entry, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def profile_summary(prof, *, epoch: int, wall_seconds: float, limit: int = PROFILE_TOP) -> dict:
+    """The ``profile`` a job stores from a finished :func:`forgeml.profiler.profile`: its ``limit`` ops with the
+    most self time (``key_averages()``, times in microseconds), in milliseconds and as a share of all ops' self
+    time."""
+    rows = []
+    for entry in prof.key_averages():
+        self_us = float(_first(entry, "self_cpu_time_total", default=0.0))
+        total_us = float(_first(entry, "cpu_time_total", default=self_us))
+        name = str(_first(entry, "key", "name", default="?"))
+        rows.append((name, int(_first(entry, "count", "calls", default=0)), self_us, total_us))
+    all_self = sum(r[2] for r in rows) or 1.0
+    rows.sort(key=lambda r: r[2], reverse=True)
+    ops = [
+        {
+            "name": name,
+            "calls": calls,
+            "self_cpu_ms": round(self_us / 1e3, 3),
+            "cpu_total_ms": round(total_us / 1e3, 3),
+            "self_cpu_percent": round(100.0 * self_us / all_self, 2),
+        }
+        for name, calls, self_us, total_us in rows[:limit]
+    ]
+    return {
+        "epoch": epoch,
+        "wall_ms": round(wall_seconds * 1e3, 1),
+        "ops_self_cpu_ms": round(all_self / 1e3, 3) if rows else 0.0,
+        "distinct_ops": len(rows),
+        "ops": ops,
+    }
+
+
+def _profile_callback(store):
+    """A trainer callback that profiles the first epoch it sees and hands ``store`` the profile (or, when the
+    profiler cannot run, ``{"error": ...}``); training goes on either way."""
+    from forgeml.training import Callback
+
+    class ProfileFirstEpoch(Callback):
+        def __init__(self) -> None:
+            self.prof = None
+            self.done = False
+            self.started = 0.0
+
+        def on_epoch_begin(self, trainer, epoch: int) -> None:
+            if self.done or self.prof is not None:
+                return
+            try:
+                from forgeml.profiler import profile
+
+                prof = profile()
+                prof.__enter__()
+            except Exception as exc:  # noqa: BLE001 - a profile is a courtesy; the job trains on
+                self.done = True
+                store({"epoch": epoch, "error": f"the profiler could not run: {type(exc).__name__}: {exc}"})
+                return
+            self.prof, self.started = prof, time.perf_counter()
+
+        def on_epoch_end(self, trainer, metrics) -> None:
+            if self.prof is None:
+                return
+            prof, self.prof, self.done = self.prof, None, True
+            wall = time.perf_counter() - self.started
+            prof.__exit__(None, None, None)
+            store(profile_summary(prof, epoch=metrics.epoch, wall_seconds=wall))
+
+        def on_train_end(self, trainer) -> None:
+            if self.prof is not None:  # training ended inside the profiled epoch (an error): stop profiling
+                prof, self.prof = self.prof, None
+                prof.__exit__(None, None, None)
+
+    return ProfileFirstEpoch()
+
+
 # -- the training itself: a one-process job, or one rank of a multi-process job ---------------------
 def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, group=None) -> str:
     """Train the job. With ``group`` (a multi-process job) every rank calls this; rank 0 alone touches the
@@ -393,7 +481,8 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
                 )
                 dataset = None if row is None else {"path": row.path, "target": row.target, "summary": row.summary}
                 resume = job.checkpoint if job.checkpoint and (data_dir / job.checkpoint).exists() else None
-                loaded = {"request": job.request, "resume": resume, "dataset": dataset}
+                profiled = bool((job.summary or {}).get("profile"))  # a resumed job keeps its first profile
+                loaded = {"request": job.request, "resume": resume, "dataset": dataset, "profiled": profiled}
     if group is not None:
         loaded = group.broadcast_object(loaded, 0)
     if loaded is None:
@@ -486,23 +575,32 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
                 )
 
     persist = Persist()
+    callbacks: list = [persist]
+    if request.profile and writer and not loaded.get("profiled"):
+
+        def store_profile(profile: dict) -> None:
+            with db.session() as s:
+                row = s.get(JobRow, job_id)
+                row.summary = {**(row.summary or {}), "profile": {**profile, "processes": processes}}
+
+        callbacks.insert(0, _profile_callback(store_profile))  # first: its epoch ends before the checkpoint is saved
     if group is not None:
         from forgeml.distributed import DistributedTrainer
 
         # Without AI the ranks run the plain loop (Trainer.fit) of a DistributedTrainer: sharded batches and
         # metrics reduced across ranks, no AI; its config then only fills the constructor.
         trainer = DistributedTrainer(
-            model, optimizer, group, request.ai, batch_size=request.batch_size, callbacks=[persist], device=device
+            model, optimizer, group, request.ai, batch_size=request.batch_size, callbacks=callbacks, device=device
         )
         if request.ai is not None and writer:
             trainer.orchestrator.listeners.append(persist.record_call)  # the AI runs on rank 0 alone
     elif request.ai is not None:
         trainer = AIEnhancedTrainer(
-            model, optimizer, request.ai, batch_size=request.batch_size, callbacks=[persist], device=device
+            model, optimizer, request.ai, batch_size=request.batch_size, callbacks=callbacks, device=device
         )
         trainer.orchestrator.listeners.append(persist.record_call)
     else:
-        trainer = Trainer(model, optimizer, callbacks=[persist], device=device)
+        trainer = Trainer(model, optimizer, callbacks=callbacks, device=device)
     if loaded["resume"]:
         trainer.load_checkpoint(data_dir / loaded["resume"])  # events stored before stay; new ones are appended
     remaining = request.epochs - trainer.epoch
@@ -563,7 +661,8 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
         )
         row = s.get(JobRow, job_id)
         row.state, row.finished, row.model_id = "completed", time.time(), model_id
-        row.summary = {**(summary or {"final_test": final}), "device": device, "processes": processes}
+        kept = {"profile": row.summary["profile"]} if row.summary and "profile" in row.summary else {}
+        row.summary = {**(summary or {"final_test": final}), "device": device, "processes": processes, **kept}
     return "completed"
 
 

@@ -22,6 +22,8 @@ BUILTIN = {"mnist": ([784], 10), "spam": (None, 2)}  # spam's input is [max_leng
 
 
 def job_out(job: JobRow, *, detail: bool = False, history=None, events=None) -> JobOut:
+    summary = dict(job.summary) if detail and job.summary else None
+    profile = summary.pop("profile", None) if summary else None  # stored in the summary, answered on its own
     return JobOut(
         id=job.id,
         name=job.name,
@@ -40,7 +42,8 @@ def job_out(job: JobRow, *, detail: bool = False, history=None, events=None) -> 
         request=job.request if detail else None,
         history=history,
         events=events,
-        summary=job.summary if detail else None,
+        summary=summary or None,
+        profile=profile,
     )
 
 

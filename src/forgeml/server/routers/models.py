@@ -7,8 +7,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from ..db import JobRow, ModelRow, select
-from ..predictor import InputError
-from ..schemas import ModelOut, PredictRequest, PredictResponse
+from ..export import OPSET, ExportUnavailable, UnsupportedModel, export_onnx
+from ..predictor import InputError, preprocessing
+from ..schemas import ErrorOut, ModelOut, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -35,6 +36,7 @@ def model_out(row: ModelRow, job: JobRow | None = None) -> ModelOut:
         spec=row.spec,
         metrics=row.metrics,
         classes=row.extras.get("classes"),
+        preprocessing=preprocessing(row.kind, row.extras),
         created=row.created,
         lineage=lineage,
     )
@@ -102,3 +104,52 @@ async def weights(request: Request, model_id: str) -> FileResponse:
     if not path.exists():
         raise HTTPException(410, f"the weights of model {model_id} are missing from the data directory")
     return FileResponse(path, media_type="application/octet-stream", filename=f"{model_id}.safetensors")
+
+
+ONNX_RESPONSES = {
+    200: {
+        "description": f"The ONNX file (opset {OPSET}), as an attachment named `<model id>.onnx`.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    401: {"model": ErrorOut, "description": "FORGEML_API_KEY is set and the request lacks it, or has another key."},
+    404: {"model": ErrorOut, "description": "No model has this id."},
+    409: {
+        "model": ErrorOut,
+        "description": "The model has an op or a layer that ONNX export cannot write; the detail names it. The "
+        "request is fine, the stored model is what conflicts with the format: retrying will not help, "
+        "`/predict` and `/weights` still serve it.",
+    },
+    410: {"model": ErrorOut, "description": "The model's weights are missing from the data directory."},
+    503: {"model": ErrorOut, "description": 'This server lacks ONNX export (pip install "forgeml[onnx]").'},
+}
+
+
+@router.get("/{model_id}/onnx", response_class=FileResponse, responses=ONNX_RESPONSES)
+async def onnx(request: Request, model_id: str) -> FileResponse:
+    """The model as an ONNX file, to run it anywhere ONNX Runtime runs (the dashboard runs it in the browser).
+
+    The file holds the network from inputs to logits, with a dynamic batch axis: image and tabular models take
+    ``input`` (float32 `[batch, features]`), text models ``ids`` (int64 `[batch, sequence]`) and ``padding_mask``
+    (bool `[batch, sequence]`, True at padding), with a dynamic sequence axis too; the output is ``logits``
+    (float32 `[batch, classes]`). Inputs get the preprocessing that `/predict` applies (the model's
+    ``preprocessing``: `(x - mean) / std` for rows of numbers), and a softmax of the logits gives `/predict`'s
+    probabilities. Exported on first request, then served from a copy kept beside the weights."""
+    settings, db = request.app.state.settings, request.app.state.db
+
+    def export():
+        return export_onnx(_get(db, model_id), settings.data_dir)
+
+    try:
+        path = await run_in_threadpool(export)
+    except FileNotFoundError as exc:
+        raise HTTPException(410, str(exc)) from None
+    except UnsupportedModel as exc:
+        raise HTTPException(409, str(exc)) from None
+    except ExportUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{model_id}.onnx",
+        headers={"Cache-Control": "private, max-age=3600"},
+    )

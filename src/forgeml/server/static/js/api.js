@@ -88,6 +88,13 @@ export async function api(path, { json, ...options } = {}) {
   return response.json();
 }
 
+/** A binary download (a model's weights or ONNX file) -> an ArrayBuffer, or throws ApiError. */
+export async function apiBytes(path, options = {}) {
+  const response = await apiFetch(path, options);
+  if (!response.ok) throw await errorFrom(response);
+  return response.arrayBuffer();
+}
+
 // ------------------------------------------------------------------ the key dialog
 let pending = null; // {promise, resolve, reject} while the dialog is open
 

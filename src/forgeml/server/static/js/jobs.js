@@ -195,6 +195,7 @@ export function jobRequest() {
   if (batch !== undefined) body.batch_size = batch;
   const processes = intField("#processes", "Processes", 1, 256);
   if (processes !== undefined && processes > 1) body.processes = processes;
+  if ($("#profile").checked) body.profile = true;
   const optName = $("#optimizer").value;
   const lr = floatField("#lr", "Learning rate", 1e-9, 9.99);
   if (optName || lr !== undefined) {
@@ -517,6 +518,8 @@ class JobPage {
     $("#stream-status").textContent = "";
     for (const sel of ["#job-best", "#job-loss", "#job-lr", "#job-speed"]) $(sel).textContent = "—";
     $("#job-request").textContent = "";
+    this.profiled = this.profileShown = this.profileAsked = false;
+    this.showProfile(null);
     clear($("#ai-timeline"));
     if (!this.charts.available()) {
       for (const el of [$("#loss-chart"), $("#acc-chart")]) clear(el).append(empty("Charts are unavailable: plotly.js did not load."));
@@ -611,6 +614,57 @@ class JobPage {
   showDetail(detail) {
     const shown = { request: detail.request, summary: detail.summary };
     $("#job-request").textContent = JSON.stringify(shown, null, 2);
+    this.profiled = Boolean(detail.request?.profile);
+    this.showProfile(detail.profile);
+  }
+
+  /** The profiled first epoch's top ops (a job started with "profile": true), once that epoch has ended. */
+  showProfile(profile) {
+    const card = $("#job-profile-card");
+    const root = clear($("#job-profile"));
+    card.hidden = !this.profiled && !profile;
+    this.profileShown = Boolean(profile);
+    if (card.hidden) return;
+    const meta = $("#job-profile-meta");
+    if (!profile) {
+      meta.textContent = "";
+      root.append(empty("The first epoch runs under the profiler; its top ops appear here when it ends."));
+      return;
+    }
+    if (profile.error) {
+      meta.textContent = `epoch ${profile.epoch}`;
+      root.append(empty(profile.error));
+      return;
+    }
+    const share = profile.processes > 1 ? ` · rank 0's share, of ${profile.processes} processes` : "";
+    meta.textContent = `epoch ${profile.epoch}${share} · ${duration((profile.wall_ms ?? 0) / 1000)} with the profiler on · ${profile.distinct_ops} distinct ops, top ${profile.ops.length} by self time`;
+    root.append(
+      h(
+        "table",
+        { class: "table table-static profile-table" },
+        h("thead", {}, h("tr", {}, ["Op", "Calls", "Self time", "Total time", "Share of op time"].map((t, i) => h("th", { class: i ? "num-head" : "" }, t)))),
+        h(
+          "tbody",
+          {},
+          profile.ops.map((op) =>
+            h(
+              "tr",
+              { dataset: { op: op.name, calls: String(op.calls), selfMs: String(op.self_cpu_ms), totalMs: String(op.cpu_total_ms) } },
+              h("td", { class: "mono" }, op.name),
+              h("td", { class: "num" }, op.calls.toLocaleString()),
+              h("td", { class: "num" }, `${num(op.self_cpu_ms, 4)} ms`),
+              h("td", { class: "num" }, `${num(op.cpu_total_ms, 4)} ms`),
+              h(
+                "td",
+                { class: "num share" },
+                h("span", { class: "share-bar", style: `width:${Math.min(100, op.self_cpu_percent).toFixed(1)}%` }),
+                h("span", {}, `${op.self_cpu_percent.toFixed(1)}%`),
+              ),
+            ),
+          ),
+        ),
+      ),
+    );
   }
 
   addEpoch(m) {
@@ -618,6 +672,10 @@ class JobPage {
     $("#job-loss").textContent = num(m.train_loss, 4);
     $("#job-lr").textContent = num(m.learning_rate, 3);
     $("#job-speed").textContent = m.samples_per_second ? `${Math.round(m.samples_per_second).toLocaleString()} samples/s` : "—";
+    if (this.profiled && !this.profileShown && !this.profileAsked) {
+      this.profileAsked = true; // the profiled epoch has ended: its top ops are stored now
+      this.refreshDetail();
+    }
     if (this.job && m.epoch > this.job.epochs_done) {
       this.job.epochs_done = m.epoch;
       if (m.val_accuracy !== null && m.val_accuracy !== undefined) {

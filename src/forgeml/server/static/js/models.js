@@ -1,7 +1,10 @@
 // Models: the list of trained models and a "try it" panel (draw a digit, paste a text, or type features).
+// The panel answers twice: the server's /predict, and the same network run in this browser from its ONNX
+// export (onnxruntime-web, WebAssembly), each with its latency. window.lastPredictions keeps both answers.
 
 import { api } from "./api.js";
 import { DigitPad } from "./digit.js";
+import { predictInBrowser } from "./onnx.js";
 import { $, ago, clear, empty, formError, h, pct, showError } from "./ui.js";
 
 const KIND_LABEL = { image: "digits", text: "text", tabular: "tabular" };
@@ -10,6 +13,7 @@ let models = [];
 let selected = null;
 let pad = null;
 let wantedId = null;
+let run = 0; // the latest prediction's number: answers to an older one are dropped
 
 function renderList() {
   const root = clear($("#models-list"));
@@ -49,7 +53,7 @@ async function select(model) {
   selected = model;
   renderList();
   formError($("#predict-error"), "");
-  clear($("#prediction"));
+  clearAnswers();
   show($("#try-empty"), !model);
   show($("#try-image"), model?.kind === "image");
   show($("#try-text"), model?.kind === "text");
@@ -104,8 +108,21 @@ function inputsFor(model) {
   return [values];
 }
 
-function renderPrediction(model, answer) {
-  const root = clear($("#prediction"));
+function ms(value) {
+  return value < 10 ? `${value.toFixed(1)} ms` : `${Math.round(value).toLocaleString()} ms`;
+}
+
+function clearAnswers() {
+  run += 1;
+  clear($("#prediction"));
+  const browser = clear($("#prediction-browser"));
+  browser.hidden = true;
+  delete browser.dataset.state;
+  window.lastPredictions = null;
+}
+
+function renderPrediction(model, answer, root = $("#prediction"), source = null) {
+  clear(root);
   const probs = answer.probabilities[0];
   const label = answer.predictions[0];
   const best = Math.max(...probs);
@@ -137,7 +154,64 @@ function renderPrediction(model, answer) {
       ),
     ),
   );
+  if (source) root.append(source);
   root.append(headline, bars);
+}
+
+function sourceLine(where, detail, latencyMs, note = null) {
+  return h(
+    "div",
+    { class: "answer-source small", dataset: { latencyMs: String(latencyMs) } },
+    h("strong", {}, where),
+    " · ",
+    h("span", { class: "latency" }, ms(latencyMs)),
+    h("span", { class: "muted answer-note" }, detail),
+    note ? h("span", { class: "muted answer-note" }, note) : null,
+  );
+}
+
+function browserNote(box, state, message) {
+  box.dataset.state = state;
+  clear(box).append(h("div", { class: "answer-source small" }, h("strong", {}, "In this browser")), h("p", { class: "muted small browser-note" }, message));
+}
+
+/** The same prediction, run in this browser from the model's ONNX export. */
+async function predictHere(model, inputs, server, mine) {
+  const box = $("#prediction-browser");
+  box.hidden = false;
+  if (model.kind === "text") {
+    const reason = "Not run in the browser for text models: that would need the model's tokeniser in JavaScript. The server's answer is above; GET /v1/models/{id}/onnx still exports the network (token ids in, logits out).";
+    browserNote(box, "skipped", reason);
+    window.lastPredictions.browser = { skipped: reason };
+    return;
+  }
+  browserNote(box, "running", "Running the model in this browser (onnxruntime-web, WebAssembly)…");
+  try {
+    const result = await predictInBrowser(model, inputs);
+    if (mine !== run) return;
+    const probs = result.probabilities[0];
+    const top = probs.indexOf(Math.max(...probs));
+    const answer = { classes: server.classes, predictions: [server.classes[top]], probabilities: [probs] };
+    const note = result.loadMs === null ? null : `first run: + ${ms(result.loadMs)} to load`;
+    renderPrediction(model, answer, box, sourceLine("In this browser", "onnxruntime-web, WebAssembly", result.latencyMs, note));
+    const diff = Math.max(...probs.map((p, i) => Math.abs(p - server.probabilities[0][i])));
+    const same = answer.predictions[0] === server.predictions[0];
+    box.dataset.maxDifference = String(diff);
+    box.append(
+      h(
+        "p",
+        { class: `small agreement ${same ? "agree" : "disagree"}` },
+        same ? "Same answer as the server" : "A different answer from the server's",
+        `; the probabilities differ by at most ${diff.toExponential(1)}.`,
+      ),
+    );
+    box.dataset.state = "done";
+    window.lastPredictions.browser = { classes: answer.classes, prediction: answer.predictions[0], probabilities: answer.probabilities, latencyMs: result.latencyMs, loadMs: result.loadMs };
+  } catch (exc) {
+    if (mine !== run) return;
+    browserNote(box, "error", `Could not run the model in this browser: ${exc.message}`);
+    window.lastPredictions.browser = { error: exc.message };
+  }
 }
 
 async function predict() {
@@ -154,14 +228,25 @@ async function predict() {
   }
   const button = $("#predict-btn");
   button.disabled = true;
+  clearAnswers();
+  const mine = run;
+  let answer;
   try {
-    const answer = await api(`/v1/models/${encodeURIComponent(model.id)}/predict`, { method: "POST", json: { inputs } });
-    if (selected?.id === model.id) renderPrediction(model, answer);
+    const started = performance.now();
+    answer = await api(`/v1/models/${encodeURIComponent(model.id)}/predict`, { method: "POST", json: { inputs } });
+    const latencyMs = performance.now() - started;
+    if (mine !== run) return;
+    renderPrediction(model, answer, $("#prediction"), sourceLine("On the server", "POST /predict, round trip", latencyMs));
+    window.lastPredictions = { modelId: model.id, server: { classes: answer.classes, prediction: answer.predictions[0], probabilities: answer.probabilities, latencyMs }, browser: null };
   } catch (exc) {
-    formError(errorBox, `Prediction failed: ${exc.message}`);
+    if (mine === run) formError(errorBox, `Prediction failed: ${exc.message}`);
+    return;
   } finally {
     button.disabled = false;
   }
+  // after the server's answer, not beside it: the page's one thread would otherwise count the model's run
+  // in the server's round trip
+  await predictHere(model, inputs, answer, mine);
 }
 
 async function load() {
@@ -183,10 +268,10 @@ async function load() {
 }
 
 export function initModels() {
-  pad = new DigitPad($("#digit-canvas"), $("#digit-preview"), { onStroke: () => clear($("#prediction")) });
+  pad = new DigitPad($("#digit-canvas"), $("#digit-preview"), { onStroke: clearAnswers });
   $("#clear-canvas").addEventListener("click", () => {
     pad.clear();
-    clear($("#prediction"));
+    clearAnswers();
     formError($("#predict-error"), "");
   });
   $("#predict-btn").addEventListener("click", predict);
