@@ -76,6 +76,22 @@ def client(make_client):
     return make_client()
 
 
+@contextlib.contextmanager
+def offline_app(data_dir, **settings):
+    """A TestClient of an app on ``data_dir`` that no AI key and no FORGEML_* setting of this process reaches
+    (for module-scoped fixtures: the app's worker pool is spawned once)."""
+    from fastapi.testclient import TestClient
+
+    from forgeml.server.app import create_app
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key.endswith("_API_KEY") or key.startswith("FORGEML_"):
+                mp.delenv(key)
+        with TestClient(create_app(ServerSettings(data_dir=data_dir, workers=1, **settings))) as client:
+            yield client
+
+
 def wait_for_job(client, job_id: str, timeout: float = 300.0, states=TERMINAL) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -10,25 +10,18 @@ import os
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 import forgeml as fm
-from forgeml.server.app import create_app
 from forgeml.server.settings import ServerSettings
 
-from .conftest import TINY_MLP, wait_for_job
+from .conftest import TINY_MLP, offline_app, wait_for_job
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     """One app for the module (its worker pool is spawned once), offline: no AI key reaches it."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.endswith("_API_KEY") or key.startswith("FORGEML_"):
-                mp.delenv(key)
-        settings = ServerSettings(data_dir=tmp_path_factory.mktemp("api") / "data", workers=1, ai_rate_limit=10_000)
-        with TestClient(create_app(settings)) as client:
-            yield client
+    with offline_app(tmp_path_factory.mktemp("api") / "data", ai_rate_limit=10_000) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

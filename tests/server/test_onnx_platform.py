@@ -7,17 +7,13 @@ the profile test reads that job's top ops.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 import forgeml as fm
-from forgeml.server.app import create_app
-from forgeml.server.settings import ServerSettings
 
-from .conftest import TINY_MLP, wait_for_job
+from .conftest import TINY_MLP, offline_app, wait_for_job
 
 ort = pytest.importorskip("onnxruntime", reason='ONNX export is tested with onnxruntime: pip install "forgeml[onnx]"')
 
@@ -25,13 +21,8 @@ ort = pytest.importorskip("onnxruntime", reason='ONNX export is tested with onnx
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     """One app for the module, offline: no AI key, no FORGEML_* setting reaches it."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.endswith("_API_KEY") or key.startswith("FORGEML_"):
-                mp.delenv(key)
-        settings = ServerSettings(data_dir=tmp_path_factory.mktemp("onnx") / "data", workers=1)
-        with TestClient(create_app(settings)) as client:
-            yield client
+    with offline_app(tmp_path_factory.mktemp("onnx") / "data") as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

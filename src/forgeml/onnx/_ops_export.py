@@ -398,28 +398,21 @@ def _axes_or_identity(ctx, call, x, axes):
     return False
 
 
-@emits(reduce.Sum)
-def _sum(ctx, call):
-    x, axes, keepdim, _dtype = call.args
-    xs = ctx.name(x, call.dtype)
-    if not _axes_or_identity(ctx, call, xs, axes):
-        ctx.node("Identity", [ctx.reduce("ReduceSum", xs, axes, keepdim)], outputs=call.outputs)
+def _reduction(onnx_op: str):
+    """The emitter of a reduction whose call starts ``(x, axes, keepdim, ...)`` (Sum and Prod add a dtype)."""
+
+    def emit(ctx, call):
+        x, axes, keepdim = call.args[:3]
+        xs = ctx.name(x, call.dtype)
+        if not _axes_or_identity(ctx, call, xs, axes):
+            ctx.node("Identity", [ctx.reduce(onnx_op, xs, axes, keepdim)], outputs=call.outputs)
+
+    return emit
 
 
-@emits(reduce.Mean)
-def _mean(ctx, call):
-    x, axes, keepdim = call.args
-    xs = ctx.name(x, call.dtype)
-    if not _axes_or_identity(ctx, call, xs, axes):
-        ctx.node("Identity", [ctx.reduce("ReduceMean", xs, axes, keepdim)], outputs=call.outputs)
-
-
-@emits(reduce.Prod)
-def _prod(ctx, call):
-    x, axes, keepdim, _dtype = call.args
-    xs = ctx.name(x, call.dtype)
-    if not _axes_or_identity(ctx, call, xs, axes):
-        ctx.node("Identity", [ctx.reduce("ReduceProd", xs, axes, keepdim)], outputs=call.outputs)
+emits(reduce.Sum)(_reduction("ReduceSum"))
+emits(reduce.Mean)(_reduction("ReduceMean"))
+emits(reduce.Prod)(_reduction("ReduceProd"))
 
 
 @emits(reduce.AMax)
