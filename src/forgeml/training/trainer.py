@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from ..autograd.grad_mode import no_grad
+from ..backend import random as _random
 from ..backend.device import CPU, HOST_ARRAY, Device, array_module, as_device, namespace_of, to_host
 from ..io.checkpoint import load, save
 from ..nn.loss import CrossEntropyLoss
@@ -252,6 +253,8 @@ class Trainer:
         self.epoch = 0
         self.global_step = 0
         self._last_good = None
+        self._rng_loader = None  # the last training loader an epoch ran on: its own generators are checkpointed
+        self._pending_loader_rng = None  # their states from a loaded checkpoint, put back when the next epoch starts
         self.amp = bool(amp)
         self.scaler = None
         self._autocast = None
@@ -359,6 +362,7 @@ class Trainer:
             state["scheduler"] = self.scheduler.state_dict()
         if self.scaler is not None and self.scaler.is_enabled():
             state["scaler"] = self.scaler.state_dict()
+        state["rng"] = self._rng_state()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -372,9 +376,11 @@ class Trainer:
         self.epoch = int(state.get("epoch", 0))
         self.global_step = int(state.get("global_step", 0))
         self.history = [EpochMetrics(**m) for m in state.get("history", [])]
+        if state.get("rng") is not None:  # checkpoints written before the random state was saved have none
+            self._load_rng_state(state["rng"])
 
     def save_checkpoint(self, path) -> None:
-        """Model, optimizer, scheduler, epoch and history in one safetensors file (written atomically).
+        """Model, optimizer, scheduler, epoch, history and random state in one safetensors file (written atomically).
 
         The file holds host copies of the tensors, so it loads back on any device.
         """
@@ -444,6 +450,70 @@ class Trainer:
         was a classification): this process's own; ``DistributedTrainer`` adds up every rank's."""
         return total_loss, total, correct, classified
 
+    # -- random state -----------------------------------------------------------------
+    @staticmethod
+    def _loader_generators(loader) -> list:
+        """The generators of their own (not a device's default) that ``loader`` shuffles with, in a fixed order."""
+        found = []
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        for owner in (loader, getattr(loader, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None)):
+            gen = getattr(owner, "generator", None)
+            if (
+                isinstance(gen, _random.Generator)
+                and gen is not _random.default_generator
+                and gen not in _random._cuda_generators.values()
+                and all(gen is not g for g in found)
+            ):
+                found.append(gen)
+        return found
+
+    def _rng_state(self) -> dict:
+        """Every generator's position, so that a resumed run draws what the uninterrupted one would have:
+        the CPU default generator, each CUDA default generator made so far, and the training loader's own.
+        (A CUDA generator's state is its seed and draw count: a resume from it is reproducible, though not
+        bit-identical to the uninterrupted run; see :meth:`forgeml.Generator.get_state`.)"""
+        if self._pending_loader_rng is not None:  # loaded, and no epoch has run since: still the state to resume
+            loader = self._pending_loader_rng
+        elif self._rng_loader is not None:
+            loader = [g.get_state() for g in self._loader_generators(self._rng_loader)]
+        else:
+            loader = []
+        return {
+            "cpu": _random.default_generator.get_state(),
+            "cuda": {index: gen.get_state() for index, gen in sorted(_random._cuda_generators.items())},
+            "loader": loader,
+        }
+
+    def _load_rng_state(self, state: dict) -> None:
+        try:
+            _random.default_generator.set_state(state["cpu"])
+            for index, gen_state in (state.get("cuda") or {}).items():
+                try:
+                    gen = _random.default_generator_for(f"cuda:{int(index)}")
+                except Exception:  # noqa: BLE001 - saved on a GPU this machine lacks: nothing draws from it here
+                    continue
+                gen.set_state(gen_state)
+            self._pending_loader_rng = list(state.get("loader") or [])
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(
+                "invalid 'rng' entry in the trainer state: expected the dict Trainer.state_dict() writes"
+            ) from exc
+
+    def _restore_loader_rng(self, train_loader) -> None:
+        """Put a loaded checkpoint's loader generator states into ``train_loader``'s own generators."""
+        pending, self._pending_loader_rng = self._pending_loader_rng, None
+        if not pending:
+            return
+        generators = self._loader_generators(train_loader)
+        if len(generators) != len(pending):
+            self.log(
+                f"checkpoint holds {len(pending)} data loader generator state(s), the training loader has "
+                f"{len(generators)} generator(s) of its own: their states are not restored"
+            )
+            return
+        for gen, gen_state in zip(generators, pending):
+            gen.set_state(gen_state)
+
     def _snapshot(self) -> None:
         self._last_good = {
             "model": {k: v.clone() for k, v in self.model.state_dict().items()},
@@ -451,6 +521,9 @@ class Trainer:
         }
 
     def _run_epoch(self, train_loader, val_loader) -> EpochMetrics:
+        self._rng_loader = train_loader
+        if self._pending_loader_rng is not None:
+            self._restore_loader_rng(train_loader)
         with device_scope(self.device):  # this thread's current CUDA device (AIEnhancedTrainer runs epochs in one)
             return self._train_epoch(train_loader, val_loader)
 
