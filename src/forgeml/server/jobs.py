@@ -8,6 +8,15 @@ and a later server all see the same jobs. At start, jobs left ``running`` or
 continues them from their last checkpoint. A job on several processes holds one
 worker process, which starts and waits for the job's ``mpiexec``; stopping the
 pool ends those too.
+
+A worker process that dies (killed, crashed, out of memory) breaks the whole
+pool (``BrokenProcessPool``: Python ends its other workers too). The manager
+then replaces the pool at once: a job that was running in it ends
+``interrupted`` with an error that says its worker died (``resume`` continues it
+from its last checkpoint); a job that was still waiting in it had not started,
+so it is submitted again to the new pool (or ends ``cancelled`` if a cancel came
+for it). ``/readyz`` reports the job pool not ready from the moment the pool
+breaks until a process of the new pool has started and answered.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from .db import Database, JobRow, select
@@ -28,6 +38,11 @@ __all__ = ["JobManager"]
 log = logging.getLogger("forgeml.server.jobs")
 
 TERMINAL = ("completed", "failed", "cancelled", "interrupted")
+WORKER_DIED = (
+    "the job's worker process died (killed, crashed or out of memory), or was ended with another that did; "
+    "resume it to continue from its last checkpoint"
+)
+WARMUP_TIMEOUT = 120.0  # seconds a replacement pool's first process has to start and answer
 
 
 class JobManager:
@@ -49,6 +64,9 @@ class JobManager:
         self._futures: dict[str, Future] = {}
         self.accepting = False
         self._stopping = False
+        self._lock = threading.RLock()  # the pool and its replacement (done callbacks run on the pool's threads)
+        self._restarting: str | None = None  # why the pool is not ready (being replaced), None when it is
+        self.restarts = 0  # pools replaced since the start, after a worker died
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> int:
@@ -64,20 +82,67 @@ class JobManager:
         return len(stale)
 
     def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(self.nice, self.threads),
-            )
-        return self._pool
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker,
+                    initargs=(self.nice, self.threads),
+                )
+            return self._pool
+
+    def health(self) -> str:
+        """``'ok'`` when jobs can start; otherwise why not (``/readyz`` reports it). A pool found broken here
+        (a worker died while no job ran) is replaced."""
+        if not self.accepting:
+            return "stopped"
+        pool = self._pool
+        if pool is not None and getattr(pool, "_broken", False):
+            self._replace(pool)
+        restarting = self._restarting
+        return "ok" if restarting is None else restarting
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        """Put a new pool in the place of ``broken`` (once, whoever notices first) and warm it up: readiness
+        says not ready until one of its processes has started and answered."""
+        with self._lock:
+            if self._stopping or self._pool is not broken:
+                return  # already replaced, or stopping
+            self._pool = None
+            self.restarts += 1
+            self._restarting = "restarting: a worker process died; starting new workers"
+            log.warning("a worker process died; replacing the job pool (restart %d)", self.restarts)
+            # The broken pool already ended its processes and failed its futures (BrokenProcessPool): nothing to stop.
+            pool = self._executor()
+            warmup = pool.submit(_ready)
+        threading.Thread(
+            target=self._await_warmup, args=(pool, warmup), name="forgeml-pool-warmup", daemon=True
+        ).start()
+
+    def _await_warmup(self, pool: ProcessPoolExecutor, warmup: Future) -> None:
+        try:
+            warmup.result(timeout=WARMUP_TIMEOUT)
+        except BrokenProcessPool:
+            time.sleep(1.0)  # the new pool broke too: replace it again, not in a tight loop
+            self._replace(pool)
+            return
+        except Exception as exc:  # noqa: BLE001 - readiness reports it; a submitted job may still start later
+            with self._lock:
+                if self._pool is pool:
+                    self._restarting = f"error: new worker processes did not start: {type(exc).__name__}: {exc}"
+            return
+        with self._lock:
+            if self._pool is pool:
+                self._restarting = None
+                log.info("the job pool is ready again")
 
     def shutdown(self) -> None:
         """Stop the workers now and mark their unfinished jobs ``interrupted`` (``resume`` continues them)."""
         self.accepting = False
         self._stopping = True  # workers killed below are not failures of their jobs
-        pool, self._pool = self._pool, None
+        with self._lock:
+            pool, self._pool = self._pool, None
         if pool is None:
             return
         unfinished = list(self._futures)
@@ -97,34 +162,76 @@ class JobManager:
 
     # -- jobs ---------------------------------------------------------------------
     def submit(self, job_id: str) -> None:
-        try:
-            future = self._executor().submit(
-                run_job, job_id, self.db.url, str(self.data_dir), self.device, self.threads
-            )
-        except Exception as exc:  # no worker could start: the job must not stay queued forever
+        """Queue ``job_id`` on the pool; a pool found broken is replaced and the job goes to the new one."""
+        args = (run_job, job_id, self.db.url, str(self.data_dir), self.device, self.threads)
+        future = error = None
+        for _ in range(3):  # a pool that breaks again at once is not retried for ever
+            pool = self._executor()
+            try:
+                future = pool.submit(*args)
+                break
+            except BrokenProcessPool as exc:  # a worker died since the last job: replace the pool and go on
+                error = exc
+                self._replace(pool)
+                if self._stopping:
+                    break
+            except Exception as exc:  # noqa: BLE001 - recorded on the job below, then raised
+                error = exc
+                break
+        if future is None:  # no worker could start: the job must not stay queued forever
             with self.db.session() as s:
                 job = s.get(JobRow, job_id)
                 job.state, job.finished = "failed", time.time()
-                job.error = f"no worker process could start: {type(exc).__name__}: {exc}"[:2000]
-            raise
+                job.error = f"no worker process could start: {type(error).__name__}: {error}"[:2000]
+            raise error
         self._futures[job_id] = future
-        future.add_done_callback(lambda f, jid=job_id: self._finished(jid, f))
+        future.add_done_callback(lambda f, jid=job_id, p=pool: self._finished(jid, f, p))
 
-    def _finished(self, job_id: str, future: Future) -> None:
-        self._futures.pop(job_id, None)
+    def _finished(self, job_id: str, future: Future, pool: ProcessPoolExecutor | None = None) -> None:
+        if self._futures.get(job_id) is future:
+            self._futures.pop(job_id, None)
         if future.cancelled() or self._stopping:
             return
         exc = future.exception()
-        if exc is not None:  # the worker process died (killed, out of memory): record it
-            with self.db.session() as s:
-                job = s.get(JobRow, job_id)
-                if job is not None and job.state in ("queued", "running"):
-                    job.state = "failed"
-                    job.error = f"the worker process ended abnormally: {type(exc).__name__}: {exc}"[:2000]
-                    job.finished = time.time()
+        if exc is None:
+            return
+        if isinstance(exc, BrokenProcessPool):  # a worker process died: every job in its pool lands here
+            if pool is not None:
+                self._replace(pool)
+            self._after_broken_pool(job_id)
+            return
+        with self.db.session() as s:  # the job's call itself failed (run_job never raises; pickling, say)
+            job = s.get(JobRow, job_id)
+            if job is not None and job.state in ("queued", "running"):
+                job.state = "failed"
+                job.error = f"the worker process ended abnormally: {type(exc).__name__}: {exc}"[:2000]
+                job.finished = time.time()
+
+    def _after_broken_pool(self, job_id: str) -> None:
+        """A job of a pool that broke: one that was running is interrupted; one still waiting (it never
+        started) goes to the new pool, unless it was cancelled meanwhile."""
+        resubmit = False
+        with self.db.session() as s:
+            job = s.get(JobRow, job_id)
+            if job is None or job.state not in ("queued", "running"):
+                return
+            if job.state == "running":
+                job.state, job.error, job.finished = "interrupted", WORKER_DIED, time.time()
+                log.warning("job %s interrupted: its worker process died", job_id)
+            elif job.cancel_requested:
+                job.state, job.finished = "cancelled", time.time()
+            else:
+                resubmit = True
+        if resubmit:
+            try:
+                self.submit(job_id)
+            except Exception:  # submit recorded the failure on the job
+                log.exception("job %s could not be queued again after its pool broke", job_id)
 
     def cancel(self, job_id: str) -> str:
-        """Ask a job to stop: a queued one stops at once, a running one at its next epoch boundary."""
+        """Ask a job to stop: a queued one stops at once (or, when the pool has already handed it to a worker,
+        as that worker starts it: it never trains), a running one between two batches within about a second
+        (a job on several processes, at its next epoch boundary)."""
         future = self._futures.get(job_id)
         with self.db.session() as s:
             job = s.get(JobRow, job_id)
@@ -142,6 +249,11 @@ class JobManager:
 
     def running(self) -> int:
         return sum(1 for f in self._futures.values() if f.running())
+
+
+def _ready() -> bool:
+    """The warm-up call of a replacement pool: answers once one of its processes has started."""
+    return True
 
 
 def _init_worker(nice: int, threads: int | None) -> None:

@@ -3,9 +3,13 @@
 Each finished epoch writes its metrics and the AI events since the last epoch
 to the database and a checkpoint (model, optimizer, history) to
 ``<data_dir>/jobs/<id>/checkpoint.safetensors``; a resumed job continues from
-that checkpoint. A job whose ``cancel_requested`` flag is set stops at the next
-epoch boundary. The finished model's weights, vocabulary and metadata become a
-``models`` row, usable for prediction.
+that checkpoint. A job whose ``cancel_requested`` flag is set when a worker
+picks it up ends ``cancelled`` without training (only ``resume`` clears the
+flag). A running one-process job reads the flag between batches (at most every
+:data:`CANCEL_POLL` seconds) and stops mid-epoch: the epoch is abandoned, the
+last epoch's checkpoint stays as it was, and ``resume`` continues from it. A
+job on several processes stops at its next epoch boundary. The finished model's
+weights, vocabulary and metadata become a ``models`` row, usable for prediction.
 
 A job trains on the device it names (``device`` in its request), else on the
 server's (``FORGEML_DEVICE``, resolved by the server: a GPU when there is one).
@@ -57,6 +61,7 @@ __all__ = ["end_launched_jobs", "mpi_unavailable", "profile_summary", "rank_fail
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 PROFILE_TOP = 20  # the ops a profiled job keeps, by self time
+CANCEL_POLL = 0.5  # seconds between two reads of a running job's cancel flag (between batches)
 LOG_NAME = "processes.log"  # the ranks' output of a multi-process job, in its job folder
 PID_LINE = "forgeml.server.worker: rank {rank} of {world} is pid {pid}"
 _PMI_PREFIXES = ("PMI_", "PMIX_", "HYDRA_", "MPI_LOCAL", "OMPI_")
@@ -244,8 +249,11 @@ def _launch(job_id: str, db, data_dir: Path, server_device: str | None, processe
         if job is None:
             return "missing"
         request = JobCreate.model_validate(job.request)
+        if job.cancel_requested:  # cancelled while it waited for a worker: it never starts
+            job.state, job.finished = "cancelled", time.time()
+            return "cancelled"
         # Claimed here, not by rank 0: a cancel that comes while the ranks start up is kept for the first epoch end.
-        job.state, job.started, job.error, job.cancel_requested = "running", job.started or time.time(), None, False
+        job.state, job.started, job.error = "running", job.started or time.time(), None
     device = select_device(request.device, server_device)  # before any work: an unavailable device fails the job
     command = [find_mpiexec(), "-n", str(processes), sys.executable, "-m", "forgeml.server.worker"]
     command += [job_id, str(data_dir), device]
@@ -453,6 +461,35 @@ def _profile_callback(store):
     return ProfileFirstEpoch()
 
 
+# -- cancelling a running job between batches --------------------------------------------------------
+class JobCancelled(Exception):
+    """Raised between two batches of a one-process job whose cancel flag was set: training stops mid-epoch."""
+
+
+def _cancel_callback(db, job_id: str, every: float = CANCEL_POLL):
+    """A trainer callback that reads the job's ``cancel_requested`` flag after a batch, at most every ``every``
+    seconds (one indexed read of one column), and raises :class:`JobCancelled` when it is set."""
+    from forgeml.server.db import JobRow, select
+    from forgeml.training import Callback
+
+    query = select(JobRow.cancel_requested).where(JobRow.id == job_id)
+
+    class CancelBetweenBatches(Callback):
+        def __init__(self) -> None:
+            self.next_check = time.monotonic() + every
+
+        def on_batch_end(self, trainer, step: int, loss: float) -> None:
+            now = time.monotonic()
+            if now < self.next_check:
+                return
+            self.next_check = now + every
+            with db.session() as s:
+                if s.scalar(query):
+                    raise JobCancelled(f"job {job_id} was cancelled")
+
+    return CancelBetweenBatches()
+
+
 # -- the training itself: a one-process job, or one rank of a multi-process job ---------------------
 def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, group=None) -> str:
     """Train the job. With ``group`` (a multi-process job) every rank calls this; rank 0 alone touches the
@@ -470,10 +507,14 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
     if writer:
         with db.session() as s:
             job = s.get(JobRow, job_id)
+            if job is not None and group is None and job.cancel_requested:
+                # Cancelled while it waited (the pool may hand a queued job to a worker before it is free): the
+                # cancel wins, the job never starts. Only resume clears the flag.
+                job.state, job.finished = "cancelled", time.time()
+                return "cancelled"
             if job is not None:
                 if group is None:  # claimed here; a multi-process job, by the worker process that started its ranks
                     job.state, job.started, job.error = "running", job.started or time.time(), None
-                    job.cancel_requested = False
                 row = (
                     s.get(DatasetRow, job.request["dataset"])
                     if job.request["dataset"] not in ("mnist", "spam")
@@ -576,6 +617,8 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
 
     persist = Persist()
     callbacks: list = [persist]
+    if group is None:
+        callbacks.append(_cancel_callback(db, job_id))
     if request.profile and writer and not loaded.get("profiled"):
 
         def store_profile(profile: dict) -> None:
@@ -609,21 +652,25 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
     if group is not None:
         test_loader = trainer._eval_loader(test_loader)  # this rank's shard: every test sample counted once
     summary = None
+    stopped_mid_epoch = False
     if remaining > 0:
-        if request.ai is not None:
-            metrics = trainer.fit(train_loader, test_loader, epochs=remaining)
-            summary = metrics.model_dump(mode="json", exclude={"history", "events"})
-        elif group is not None:
-            Trainer.fit(trainer, trainer._train_loader(train_loader), test_loader, epochs=remaining)
-        else:
-            trainer.fit(train_loader, test_loader, epochs=remaining)
+        try:
+            if request.ai is not None:
+                metrics = trainer.fit(train_loader, test_loader, epochs=remaining)
+                summary = metrics.model_dump(mode="json", exclude={"history", "events"})
+            elif group is not None:
+                Trainer.fit(trainer, trainer._train_loader(train_loader), test_loader, epochs=remaining)
+            else:
+                trainer.fit(train_loader, test_loader, epochs=remaining)
+        except JobCancelled:  # between two batches: the epoch is dropped, its last checkpoint stays for resume
+            stopped_mid_epoch = True
 
     cancelled = False
     if writer:
         with db.session() as s:
             persist.save_events(trainer, s)
             row = s.get(JobRow, job_id)
-            cancelled = row.cancel_requested and trainer.epoch < request.epochs
+            cancelled = stopped_mid_epoch or (row.cancel_requested and trainer.epoch < request.epochs)
     if group is not None:
         cancelled = group.broadcast_object(cancelled, 0)  # the ranks evaluate together, or not at all
     if cancelled:

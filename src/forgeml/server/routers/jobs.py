@@ -182,7 +182,8 @@ async def get_job(request: Request, job_id: str) -> JobOut:
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
 async def cancel_job(request: Request, job_id: str) -> JobOut:
-    """A queued job stops at once, a running one at its next epoch boundary."""
+    """A queued job ends cancelled without training; a running one stops between batches (a job on several
+    processes at its next epoch boundary); resume continues from the last finished epoch."""
     db, manager = request.app.state.db, request.app.state.jobs
     job = await run_in_threadpool(_get_job, db, job_id)
     if job.state in TERMINAL:

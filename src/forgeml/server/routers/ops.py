@@ -22,8 +22,8 @@ async def healthz() -> dict:
 
 @router.get("/readyz")
 async def readyz(request: Request):
-    """The database answers, the job pool is running and the device is usable; 503 otherwise. ``device`` says
-    where training jobs and predictions run (``cpu`` or ``cuda:N``, with the GPU's name when known)."""
+    """The database answers, the job pool is running (not being replaced after a worker died) and the device is
+    usable; 503 otherwise. ``device`` says where training jobs and predictions run (``cpu`` or ``cuda:N``, with the GPU's name when known)."""
     state = request.app.state
     checks = {}
     try:
@@ -36,7 +36,8 @@ async def readyz(request: Request):
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - readiness reports any failure
         checks["database"] = f"error: {type(exc).__name__}"
-    checks["jobs"] = "ok" if state.jobs is not None and state.jobs.accepting else "stopped"
+    # "ok"; "stopped"; or, after a worker process died, not ready until its replacement pool answers
+    checks["jobs"] = await run_in_threadpool(state.jobs.health) if state.jobs is not None else "stopped"
     error = getattr(state, "device_error", None)
     checks["device"] = f"error: {error}" if error else "ok"
     ready = all(v == "ok" for v in checks.values())
