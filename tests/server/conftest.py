@@ -19,6 +19,8 @@ from forgeml.server.settings import ServerSettings
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"  # screenshots and logs of the server tests (git-ignored)
 TERMINAL = ("completed", "failed", "cancelled", "interrupted")
+# .ci/run sets it: there a missing system program (chromium, PostgreSQL, curl) fails its tests instead of skipping
+REQUIRE_SYSTEM_DEPS = os.environ.get("FORGEML_REQUIRE_SYSTEM_DEPS", "") not in ("", "0")
 TINY_MLP = {  # a small digit classifier: a job on it trains in a second or two
     "input_shape": [784],
     "layers": [
@@ -27,6 +29,20 @@ TINY_MLP = {  # a small digit classifier: a job on it trains in a second or two
         {"type": "Linear", "args": {"in_features": 32, "out_features": 10}},
     ],
 }
+
+
+def require_system_program(found: bool, what: str, package: str) -> None:
+    """Skip the test when the system program it drives is missing, naming the command that installs it
+    (``make test`` installs it first when it can); under ``.ci/run`` (FORGEML_REQUIRE_SYSTEM_DEPS=1) fail."""
+    if found:
+        return
+    message = (
+        f"{what} is not installed: `make test` installs it when it can (as root or with passwordless sudo); "
+        f"install it with: sudo apt-get install -y {package}"
+    )
+    if REQUIRE_SYSTEM_DEPS:
+        pytest.fail(f"{message} (FORGEML_REQUIRE_SYSTEM_DEPS is set: .ci/run requires it)")
+    pytest.skip(message)
 
 
 def free_port() -> int:

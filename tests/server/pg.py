@@ -7,8 +7,9 @@ removes the directory. PostgreSQL refuses to run as root, so when the tests
 run as root (CI containers) its programs run as the ``postgres`` system user
 that Debian's package creates, with the directory handed to that user.
 
-PostgreSQL is a test requirement, never skipped: ``.ci/run`` installs Debian's
-``postgresql`` package with apt when it is missing.
+``make test`` installs Debian's ``postgresql`` package with apt when it is
+missing and it can; else the database tests skip naming the command, except
+under ``.ci/run`` (FORGEML_REQUIRE_SYSTEM_DEPS=1), where they fail.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from .conftest import OUTPUT, ROOT, LiveServer, wait_for_job
+from .conftest import OUTPUT, ROOT, LiveServer, require_system_program, wait_for_job
 
 SHOTS = OUTPUT / "screenshots"
 PROVIDERS = ["openai", "anthropic", "perplexity", "gemini", "xai"]
@@ -33,11 +33,7 @@ expect.set_options(timeout=15_000)
 
 def chromium() -> str:
     path = shutil.which("chromium")
-    if path is None:
-        pytest.fail(
-            "Chromium is not installed, and the dashboard tests drive it: `.ci/run` installs it with apt "
-            "(sudo apt-get install chromium)."
-        )
+    require_system_program(path is not None, "Chromium (the dashboard tests drive it)", "chromium")
     return path
 
 
@@ -560,6 +556,32 @@ def test_ai_timeline_shows_what_was_recommended_by_whom_and_if_applied(server, t
     tab.shot("08-ai-timeline")
     page.select_option("#timeline-filter", "recommendation")
     expect(page.locator("#ai-timeline .tl-item:visible")).to_have_count(2)
+    tab.assert_no_errors()
+
+
+def test_an_interrupted_job_says_it_was_interrupted_not_failed(server, tab, mnist_model):
+    """A job the server stopped under (state ``interrupted``) reads as resumable, never as a failure."""
+    with server.client() as client:
+        job = client.get(f"/v1/jobs/{mnist_model['job_id']}").json()
+    job.update(
+        state="interrupted",
+        model_id=None,
+        error="the server stopped while this job was unfinished; resume it to continue",
+    )
+    stream = f"event: state\ndata: {json.dumps(job)}\n\nevent: end\ndata: {json.dumps(job)}\n\n"
+    page = tab.page
+    page.route(
+        "**/events",
+        lambda route: route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=stream),
+    )
+    page.route(f"**/v1/jobs/{job['id']}", lambda route: route.fulfill(status=200, json=job))
+    page.goto(f"{server.url}/#/jobs/{job['id']}")
+    expect(page.locator("#job-state")).to_have_text("interrupted")
+    expect(page.locator("#job-error")).to_have_text(
+        "This job was interrupted (the server stopped); resume it to continue."
+    )
+    expect(page.locator("#resume-job")).to_be_visible()
+    tab.shot("08b-interrupted")
     tab.assert_no_errors()
 
 

@@ -16,12 +16,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import OUTPUT, LiveServer, child_processes, end_processes, free_port, offline_env, wait_for_job
+from .conftest import (
+    OUTPUT,
+    LiveServer,
+    child_processes,
+    end_processes,
+    free_port,
+    offline_env,
+    require_system_program,
+    wait_for_job,
+)
 
 
 def curl(*args: str) -> tuple[int, str]:
     """Run curl as the seed's instructions do; return (HTTP status, body)."""
-    assert shutil.which("curl"), "curl is missing: .ci/run installs it with apt"
+    require_system_program(shutil.which("curl") is not None, "curl (the seed's instructions call it)", "curl")
     out = subprocess.run(
         ["curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}", *args],
         capture_output=True,

@@ -17,8 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from .conftest import OUTPUT, TINY_MLP, LiveServer, child_processes, end_processes, wait_for_job
-from .pg import PostgresCluster
+from .conftest import (
+    OUTPUT,
+    TINY_MLP,
+    LiveServer,
+    child_processes,
+    end_processes,
+    require_system_program,
+    wait_for_job,
+)
+from .pg import PostgresCluster, find_bin_dir
 
 FAST = {"optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 256}
 
@@ -50,7 +58,9 @@ class PgDatabase:
 
 @pytest.fixture(scope="session")
 def postgres():
-    """The session's PostgreSQL server; a missing PostgreSQL or psycopg fails the tests, naming the fix."""
+    """The session's PostgreSQL server. A missing psycopg fails the tests, naming the fix; a missing PostgreSQL
+    skips them naming the command that installs it (fails under .ci/run)."""
+    require_system_program(find_bin_dir() is not None, "PostgreSQL (initdb, pg_ctl, postgres)", "postgresql")
     try:
         import psycopg  # noqa: F401
     except ImportError:

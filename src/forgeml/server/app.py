@@ -3,12 +3,16 @@ orchestrator, the routers, the dashboard and the middleware."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import mimetypes
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -114,6 +118,12 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each bad input, and a NaN or an out-of-range number (1e400) in it cannot
+        # be written as JSON: that turned a 422 into a 500. Such numbers are echoed as strings ("nan", "inf").
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
@@ -123,6 +133,17 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
     app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     return app
+
+
+def _json_safe(value):
+    """``value`` (JSON-like) with every non-finite float replaced by its name as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _version() -> str:
@@ -146,6 +167,26 @@ def describe_device(device: str) -> str:
         return device
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why uvicorn could not listen on ``host:port`` (a port in use, a host not of this machine), or None.
+
+    Checked before ``serve`` says it is serving; the socket is bound as uvicorn binds it (SO_REUSEADDR)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        reason = "it is in use" if getattr(exc, "errno", None) == errno.EADDRINUSE else exc.strerror or str(exc)
+        return (
+            f"cannot listen on {host}:{port}: {reason}. Choose another port: forgeml serve --port N "
+            "(or FORGEML_PORT=N; make run PORT=N)"
+        )
+    return None
+
+
 def serve(settings: ServerSettings) -> None:
     """Run the platform with uvicorn until interrupted (``forgeml serve``)."""
     import uvicorn
@@ -155,6 +196,9 @@ def serve(settings: ServerSettings) -> None:
         device = settings.resolved_device()
     except DeviceUnavailableError as exc:
         raise SystemExit(f"refusing to start: {exc}") from None
+    problem = port_problem(settings.host, settings.port)
+    if problem is not None:
+        raise SystemExit(f"refusing to start: {problem}")
     configure_logging()
     from ..ai.settings import AISettings
 

@@ -100,9 +100,24 @@ class Predictor:
         x = np.asarray(inputs, dtype=np.float32)
         if not np.isfinite(x).all():
             raise InputError("inputs contain NaN or infinity")
+        if self.kind == "image":
+            self._check_range(x)
         mean = np.asarray(self.extras.get("mean", 0.0), dtype=np.float32)
         std = np.asarray(self.extras.get("std", 1.0), dtype=np.float32)
         return fm.from_numpy(np.ascontiguousarray((x - mean) / std, dtype=np.float32))
+
+    def _check_range(self, x: np.ndarray) -> None:
+        """An image model saw pixels in [0, 1] in training (its ``input_range`` where recorded): raw 0-255
+        pixels would be normalised far outside what it learned, and answer confident nonsense."""
+        low, high = (float(v) for v in self.extras.get("input_range", (0.0, 1.0)))
+        found_low, found_high = float(x.min()), float(x.max())
+        slack = 1e-6 * max(1.0, high - low)
+        if found_low < low - slack or found_high > high + slack:
+            hint = "; divide 0-255 pixels by 255" if (low, high) == (0.0, 1.0) and found_high > 1.0 else ""
+            raise InputError(
+                f"this image model was trained on pixels in [{low:g}, {high:g}]; the inputs range from "
+                f"{found_low:g} to {found_high:g}{hint}"
+            )
 
     def predict(self, inputs, *, wait: bool = True) -> tuple[list[str], list[str], list[list[float]]] | None:
         """``(classes, predicted class per input, probabilities per input)``; with ``wait=False``, None

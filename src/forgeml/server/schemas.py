@@ -140,7 +140,8 @@ class JobCreate(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, values):
-        if isinstance(values, dict) and values.get("preset") in PRESETS:
+        # only a name is looked up: a dict or list is unhashable, and pydantic's Literal check answers it with a 422
+        if isinstance(values, dict) and isinstance(values.get("preset"), str) and values["preset"] in PRESETS:
             merged = dict(PRESETS[values["preset"]])
             # a null field takes the preset's value, except "ai": null, which turns a preset's AI guidance off
             merged.update({k: v for k, v in values.items() if v is not None or k == "ai"})

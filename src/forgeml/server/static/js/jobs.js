@@ -24,6 +24,17 @@ import {
 
 const ACTIVE = ["queued", "running"];
 const RESUMABLE = ["interrupted", "cancelled", "failed"];
+const SERVER_STOPPED = "the server stopped";  // how an interrupted job's error begins when the server stopped
+
+/** What the job page says about a job's error: only a failed job failed; an interrupted one can resume. */
+function jobErrorText(j) {
+  if (j.state === "interrupted") {
+    return j.error.startsWith(SERVER_STOPPED)
+      ? "This job was interrupted (the server stopped); resume it to continue."
+      : `This job was interrupted: ${j.error}. Resume it to continue.`;
+  }
+  return j.state === "failed" ? `This job failed: ${j.error}` : `This job ${j.state}: ${j.error}`;
+}
 
 // What each preset starts from: GET /v1/jobs/presets fills this (the form's placeholders and hints);
 // "custom" is the form's own starting point for a spec written by hand.
@@ -597,7 +608,7 @@ class JobPage {
     $("#job-progress-text").textContent = `${j.epochs_done} of ${j.epochs} epochs`;
     $("#job-best").textContent = pct(j.best_val_accuracy);
     const error = $("#job-error");
-    error.textContent = j.error ? `This job failed: ${j.error}` : "";
+    error.textContent = j.error ? jobErrorText(j) : "";
     error.hidden = !j.error;
     this.showActions(j);
     this.renderTimelineEmpty();
