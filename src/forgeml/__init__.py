@@ -169,7 +169,6 @@ def numel(input: Tensor) -> "builtins.int":  # noqa: F821
     return input.numel()
 
 
-from .io import load, save  # noqa: E402  (io builds on nn)
-from .io import from_dlpack  # noqa: E402
+from .io import from_dlpack, load, save  # noqa: E402  (io builds on nn)
 
 __version__ = "0.1.0"

@@ -3,6 +3,7 @@ claims the server is serving, and `make run PORT=N` passes the port on."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -46,6 +47,11 @@ def test_a_free_port_has_no_problem():
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 @pytest.mark.parametrize(("args", "expected"), [(["PORT=5001"], "serve --port 5001"), ([], "serve")])
 def test_make_run_passes_the_port(args, expected):
-    out = subprocess.run(["make", "-n", "run", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    line = out.strip().splitlines()[-1]
-    assert line.split("forgeml ", 1)[1].strip() == expected
+    # Under `make test` this runs inside make: drop the outer make's variables (MAKEFLAGS, MAKELEVEL), which
+    # would make the inner one print "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    command = ["make", "--no-print-directory", "-n", "run", *args]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, env=env).stdout
+    serve = [line for line in out.splitlines() if "forgeml serve" in line]
+    assert len(serve) == 1, out
+    assert serve[0].split("forgeml ", 1)[1].strip() == expected

@@ -65,7 +65,12 @@ def default_max_processes() -> int:
 
 
 class ServerSettings(BaseModel):
-    """How the platform runs. The API key is a ``SecretStr``: it never appears in a repr, log or response."""
+    """How the platform runs. The API key is a ``SecretStr``: it never appears in a repr, log or response.
+
+    With ``api_key`` set, every ``/v1`` route needs ``Authorization: Bearer <key>``; ``/metrics`` needs it too
+    when ``metrics_require_key`` is true (``FORGEML_METRICS_REQUIRE_KEY=true``), and stays open otherwise (the
+    default, for a Prometheus scraper on a private network). Without an API key ``/metrics`` is always open.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -105,6 +110,12 @@ class ServerSettings(BaseModel):
         le=256,
         description="the most processes one training job may ask for (its 'processes'; more is a 422); default: "
         "this machine's cores, at most 4 (FORGEML_MAX_PROCESSES)",
+    )
+
+    metrics_require_key: bool = Field(
+        default=False,
+        description="GET /metrics needs 'Authorization: Bearer <api_key>' like the /v1 routes (401 without it); "
+        "only when an API key is set (FORGEML_METRICS_REQUIRE_KEY: true/false, 1/0, yes/no, on/off)",
     )
 
     @field_validator("device", mode="before")
@@ -158,6 +169,8 @@ class ServerSettings(BaseModel):
             values["api_key"] = env["FORGEML_API_KEY"]
         if env.get("FORGEML_DEVICE"):
             values["device"] = env["FORGEML_DEVICE"]
+        if env.get("FORGEML_METRICS_REQUIRE_KEY"):
+            values["metrics_require_key"] = env["FORGEML_METRICS_REQUIRE_KEY"].strip()  # pydantic checks the value
         for var, field in (
             ("FORGEML_WORKERS", "workers"),
             ("FORGEML_MAX_BODY_BYTES", "max_body_bytes"),

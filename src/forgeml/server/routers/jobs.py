@@ -239,8 +239,10 @@ def _resume_point(last_event_id: str | None) -> tuple[int, int]:
 
 @router.get("/{job_id}/events")
 async def job_events(request: Request, job_id: str, poll: float = 0.25):
-    """Server-Sent Events: ``state`` on each change, ``epoch`` per finished epoch, ``ai_event`` per AI event,
-    in order, then ``end`` when the job is over. ``Last-Event-ID`` resumes a dropped stream."""
+    """Server-Sent Events: ``state`` on connect and on each change, ``epoch`` per finished epoch, ``ai_event``
+    per AI event, in order, then ``end`` when the job is over. Every stored epoch and AI event is sent before
+    the terminal ``state`` (``completed``, ``failed``, ``cancelled``, ``interrupted``), which is the last event
+    before ``end``. ``Last-Event-ID`` resumes a dropped stream."""
     db = request.app.state.db
     await run_in_threadpool(_get_job, db, job_id)
     after_epoch, after_event = _resume_point(request.headers.get("last-event-id"))
@@ -249,22 +251,45 @@ async def job_events(request: Request, job_id: str, poll: float = 0.25):
     async def stream():
         nonlocal after_epoch, after_event
         last_state = None
+        rows_since_state = False
         idle = 0.0
-        while True:
-            job, epochs, events = await run_in_threadpool(_new_rows, db, job_id, after_epoch, after_event)
-            if job.state != last_state:
-                last_state = job.state
-                yield _sse("state", job_out(job).model_dump(mode="json"))
+
+        def rows_sse(epochs, events) -> list[str]:
+            nonlocal after_epoch, after_event
+            out = []
             # in training order: an epoch's metrics, then the AI events at its end
             merged = sorted([(r.epoch, 0, r.id, r) for r in epochs] + [(r.epoch, 1, r.id, r) for r in events])
             for _, is_event, _, row in merged:
                 if is_event:
                     after_event = row.id
-                    yield _sse("ai_event", row.event, f"{after_epoch}-{after_event}")
+                    out.append(_sse("ai_event", row.event, f"{after_epoch}-{after_event}"))
                 else:
                     after_epoch = row.id
-                    yield _sse("epoch", row.metrics, f"{after_epoch}-{after_event}")
-            if job.state in TERMINAL and not epochs and not events:
+                    out.append(_sse("epoch", row.metrics, f"{after_epoch}-{after_event}"))
+            return out
+
+        while True:
+            # the job is read before its rows, and a worker commits an epoch's rows before the job's final
+            # state: a terminal state read here means every row it follows is visible to this read too
+            job, epochs, events = await run_in_threadpool(_new_rows, db, job_id, after_epoch, after_event)
+            terminal = job.state in TERMINAL
+            if last_state is None or (job.state != last_state and not terminal):
+                last_state, rows_since_state = job.state, False  # on connect, and each change while it runs
+                yield _sse("state", job_out(job).model_dump(mode="json"))
+            for message in rows_sse(epochs, events):
+                rows_since_state = True
+                yield message
+            if terminal:
+                while True:  # flush every row not sent yet (however it was committed) before the final state
+                    _, epochs, events = await run_in_threadpool(_new_rows, db, job_id, after_epoch, after_event)
+                    messages = rows_sse(epochs, events)
+                    if not messages:
+                        break
+                    rows_since_state = True
+                    for message in messages:
+                        yield message
+                if job.state != last_state or rows_since_state:
+                    yield _sse("state", job_out(job).model_dump(mode="json"))
                 yield _sse("end", job_out(job).model_dump(mode="json"))
                 return
             if await request.is_disconnected():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select, text
 
 from ..db import JOB_STATES, AICallRow
+from ..security import require_api_key
 from .jobs import count_by_state
 
 router = APIRouter(tags=["operations"])
@@ -68,10 +69,30 @@ def job_ai_totals(db):
     return [tuple(row) for row in calls], [(p, int(i or 0), int(o or 0), float(c or 0.0)) for p, i, o, c in usage]
 
 
-@router.get("/metrics")
+async def require_metrics_key(request: Request) -> None:
+    """``/metrics`` behind the API key when ``metrics_require_key`` is set (``FORGEML_METRICS_REQUIRE_KEY``)."""
+    if request.app.state.settings.metrics_require_key:
+        await require_api_key(request)
+
+
+@router.get(
+    "/metrics",
+    dependencies=[Depends(require_metrics_key)],
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "the metrics in Prometheus text format"},
+        401: {
+            "description": "missing or wrong API key: only when FORGEML_METRICS_REQUIRE_KEY is true and "
+            "FORGEML_API_KEY is set; send 'Authorization: Bearer <FORGEML_API_KEY>'"
+        },
+    },
+)
 async def metrics(request: Request) -> Response:
     """Prometheus text format: requests by route and status with latency histograms, jobs by state,
-    AI calls by provider and outcome, tokens and cost."""
+    AI calls by provider and outcome, tokens and cost.
+
+    Open by default. With ``FORGEML_METRICS_REQUIRE_KEY=true`` and an API key set (``FORGEML_API_KEY``), it
+    needs ``Authorization: Bearer <key>`` like the ``/v1`` routes, and answers 401 without it."""
     state = request.app.state
     counts, (calls, usage) = await run_in_threadpool(lambda: (count_by_state(state.db), job_ai_totals(state.db)))
     for job_state in JOB_STATES:
