@@ -43,7 +43,7 @@ import time
 
 from ..autograd.engine import queue_callback
 from ..autograd.grad_mode import is_grad_enabled, no_grad
-from ..backend.device import namespace_of
+from ..backend.device import as_device, namespace_of
 from ..nn.module import Module
 from ..tensor import Tensor
 from .group import ReduceOp, default_group
@@ -135,7 +135,7 @@ class DistributedDataParallel(Module):
         if len(devices) > 1:
             raise ValueError(f"DistributedDataParallel needs the module on one device; its parameters are on {devices}")
         if device_ids is not None:
-            wanted = {str(_as_cuda(d)) for d in device_ids}
+            wanted = {str(as_device(d)) for d in device_ids}
             if len(wanted) != 1 or wanted != devices:
                 raise ValueError(f"device_ids={list(device_ids)} does not match the module's device {devices.pop()}")
         self._names = [name for name, _ in named]
@@ -379,9 +379,3 @@ class DistributedDataParallel(Module):
             f"world_size={self.process_group.world_size}, buckets={len(self._buckets)}, "
             f"bucket_cap_mb={self.bucket_cap_mb}, find_unused_parameters={self.find_unused_parameters}"
         )
-
-
-def _as_cuda(device):
-    from ..backend.device import as_device
-
-    return as_device(device)

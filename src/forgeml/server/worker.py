@@ -240,7 +240,7 @@ def _sigterm_ends_launched_jobs():
 
 def _launch(job_id: str, db, data_dir: Path, server_device: str | None, processes: int, threads: int | None) -> str:
     """Run job ``job_id`` on ``processes`` MPI ranks and wait for them; a job they leave unfinished is failed."""
-    from forgeml.distributed.launch import find_mpiexec
+    from forgeml.distributed.launch import launch_command
     from forgeml.server.db import JobRow
     from forgeml.server.schemas import JobCreate
 
@@ -255,8 +255,10 @@ def _launch(job_id: str, db, data_dir: Path, server_device: str | None, processe
         # Claimed here, not by rank 0: a cancel that comes while the ranks start up is kept for the first epoch end.
         job.state, job.started, job.error = "running", job.started or time.time(), None
     device = select_device(request.device, server_device)  # before any work: an unavailable device fails the job
-    command = [find_mpiexec(), "-n", str(processes), sys.executable, "-m", "forgeml.server.worker"]
-    command += [job_id, str(data_dir), device]
+    # No rank guard: the ranks print their pids (PID_LINE) and rank_failure maps mpiexec's report to a rank.
+    command = launch_command(
+        "forgeml.server.worker", [job_id, str(data_dir), device], processes, module=True, guard=False
+    )
     job_dir = data_dir / "jobs" / job_id
     job_dir.mkdir(parents=True, exist_ok=True)
     log_path = job_dir / LOG_NAME
