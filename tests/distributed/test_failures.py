@@ -79,9 +79,10 @@ def test_a_rank_killed_by_a_signal_ends_the_job(mpirun):
 
 def test_a_rank_that_exits_ends_the_job(mpirun):
     run = mpirun(DIES.replace("{how}", "exit"), n=2, timeout=60)
-    # os._exit skips every Python hook and Hydra prints nothing for a plain non-zero exit: all that
-    # tells the user is the job's exit code, which is the dead rank's.
-    assert run.returncode == 3, run.describe()
+    # os._exit skips every Python hook and Hydra prints nothing for a plain non-zero exit. Its exit code is
+    # that of the first death it noticed: usually the dead rank's 3, sometimes the 9 of rank 0, which it
+    # killed itself. `forgeml launch` reports the rank that died first (tests/distributed/test_launch.py).
+    assert run.returncode in (3, 9), run.describe()
     assert run.seconds < QUICK, run.describe()
     assert "done" not in run.reports[0]
 

@@ -1,7 +1,9 @@
 """forgeml launch: mpiexec on one machine, exit codes, thread shares, timeouts, and a clear error without MPI."""
 
 import importlib.util
+import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -11,7 +13,15 @@ import pytest
 
 from forgeml import cli
 from forgeml.distributed import launch as launch_module
-from forgeml.distributed.launch import RANK_GUARD, _rank_environment, find_mpiexec, launch, launch_command
+from forgeml.distributed.launch import (
+    RANK_GUARD,
+    RankFailure,
+    _rank_environment,
+    find_mpiexec,
+    first_rank_failure,
+    launch,
+    launch_command,
+)
 
 # As tests/distributed/conftest.py: jobs need mpi4py and the mpiexec of the mpich wheel beside the interpreter.
 _MPIEXEC = Path(sys.executable).parent / "mpiexec"
@@ -130,10 +140,25 @@ def test_a_rank_that_dies_is_named(tmp_path, capfd):
     killed, exited = tmp_path / "killed.py", tmp_path / "exited.py"
     killed.write_text(body + "if dist.get_rank() == 1:\n    os.kill(os.getpid(), signal.SIGKILL)\ndist.barrier()\n")
     exited.write_text(body + "if dist.get_rank() == 1:\n    os._exit(3)\ndist.barrier()\n")
-    assert launch(killed, nprocs=2, timeout=60) != 0
-    assert "rank 1 of 2" in capfd.readouterr().err.split("was killed by SIGKILL")[0].splitlines()[-1]
-    assert launch(exited, nprocs=2, timeout=60) != 0
-    assert "forgeml launch: rank 1 of 2" in capfd.readouterr().err
+    # The exit code is the dead rank's, never the 9 of rank 0 that mpiexec kills while ending the job (its
+    # own exit code is whichever death it noticed first).
+    for _ in range(3):
+        assert launch(killed, nprocs=2, timeout=60) == 128 + signal.SIGKILL
+        assert "rank 1 of 2" in capfd.readouterr().err.split("was killed by SIGKILL")[0].splitlines()[-1]
+        assert launch(exited, nprocs=2, timeout=60) == 3
+        assert "forgeml launch: rank 1 of 2 (pid " in capfd.readouterr().err
+
+
+def test_the_first_failure_is_read_from_the_guards_records(tmp_path):
+    assert first_rank_failure(tmp_path) is None
+    (tmp_path / "rank-0.json").write_text(json.dumps({"rank": "0", "size": "2", "pid": 5, "time": 2.5, "signal": 9}))
+    (tmp_path / "rank-1.json").write_text(json.dumps({"rank": "1", "size": "2", "pid": 6, "time": 2.0, "code": 3}))
+    (tmp_path / "rank-2.json").write_text("{half a rec")  # unreadable: ignored
+    first = first_rank_failure(tmp_path)
+    assert (first.rank, first.size, first.exit_code) == (1, 2, 3)
+    assert first.describe() == "rank 1 of 2 died: exited with code 3"
+    later = RankFailure(rank=0, size=2, pid=5, time=2.5, signal=9)
+    assert (later.exit_code, later.describe()) == (137, "rank 0 of 2 died: killed by SIGKILL (signal 9)")
 
 
 def test_missing_mpiexec_names_what_to_install(script, tmp_path, monkeypatch, capsys):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from forgeml.distributed.launch import RankFailure
 from forgeml.server.app import create_app
 from forgeml.server.settings import ServerSettings, default_max_processes
 from forgeml.server.worker import mpi_unavailable, rank_failure
@@ -209,7 +210,7 @@ def test_a_rank_that_dies_fails_the_job_naming_it(api):
     os.kill(pids[1], signal.SIGKILL)  # as the OOM killer would
     failed = wait_for_job(api, job["id"], timeout=30)
     assert failed["state"] == "failed", failed
-    assert failed["error"].startswith("rank 1 of 2 died: Killed (signal 9)"), failed["error"]
+    assert failed["error"].startswith("rank 1 of 2 died: killed by SIGKILL (signal 9)"), failed["error"]
     assert _gone(pids.values()), "a rank outlived its failed job"
 
 
@@ -245,12 +246,18 @@ def test_rank_failures_are_told_by_rank():
         "forgeml.distributed: rank 1 of 2 failed with ValueError: bad batch 17; ending the job\n"
     )
     assert rank_failure(raised, 1, 2) == "rank 1 of 2 failed with ValueError: bad batch 17"
+    # mpiexec names the first death it noticed, here rank 0 (pid 100) that it killed itself while ending the
+    # job; the rank guards' records name the rank that died first.
     died = (
         "forgeml.server.worker: rank 0 of 3 is pid 100\nforgeml.server.worker: rank 2 of 3 is pid 102\n"
-        "=   BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES\n=   PID 102 RUNNING AT host\n=   EXIT CODE: 9\n"
+        "=   BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES\n=   PID 100 RUNNING AT host\n=   EXIT CODE: 9\n"
         "YOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed (signal 9)\n"
     )
-    assert rank_failure(died, 9, 3) == "rank 2 of 3 died: Killed (signal 9)"
+    first = RankFailure(rank=2, size=3, pid=102, time=1.0, signal=9)
+    assert rank_failure(died, 9, 3, first) == "rank 2 of 3 died: killed by SIGKILL (signal 9)"
+    assert rank_failure(died, 9, 3) == "a rank of 3 died: Killed (signal 9)"  # no record: no rank is guessed
+    exited = RankFailure(rank=1, size=2, pid=7, time=1.0, code=3)
+    assert rank_failure("", 3, 2, exited) == "rank 1 of 2 died: exited with code 3"
     early = "forgeml.server.worker: rank 0 of 2 is pid 5\nTraceback ...\nImportError: no module x\n"
     assert rank_failure(early, 1, 2) == "the job's 2 processes ended with exit code 1: ImportError: no module x"
     assert rank_failure("", 0, 2) == "the job's 2 processes ended without finishing it"

@@ -17,6 +17,7 @@ rank 0 of 1.
 
 from __future__ import annotations
 
+import json
 import numbers
 import os
 import shutil
@@ -24,11 +25,21 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RANK_GUARD", "available_cpus", "find_mpiexec", "launch", "launch_command"]
+__all__ = [
+    "RANK_GUARD",
+    "RankFailure",
+    "available_cpus",
+    "find_mpiexec",
+    "first_rank_failure",
+    "launch",
+    "launch_command",
+]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _GRACE_SECONDS = 5.0  # after a timeout or an interrupt: how long mpiexec gets to end the ranks before it is killed
@@ -89,6 +100,48 @@ def _check_count(name: str, value, minimum: int = 1) -> int:
 
 
 RANK_GUARD = str(Path(__file__).with_name("rank_guard.py"))
+RANK_STATUS_VARIABLE = "FORGEML_RANK_STATUS"  # as rank_guard.STATUS_VARIABLE (the guard imports nothing of ForgeML)
+
+
+@dataclass(frozen=True)
+class RankFailure:
+    """A rank that died on its own (not ended by the launcher), as its guard recorded it."""
+
+    rank: int
+    size: int
+    pid: int
+    time: float
+    code: int | None = None  # its exit code, or
+    signal: int | None = None  # the signal that killed it
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code a shell would report for it (128 + the signal for a killed process)."""
+        return 128 + self.signal if self.signal is not None else int(self.code or 0)
+
+    def describe(self) -> str:
+        """``rank 1 of 2 died: killed by SIGKILL (signal 9)`` or ``rank 1 of 2 died: exited with code 3``."""
+        if self.signal is not None:
+            known = self.signal in signal.valid_signals()
+            name = signal.Signals(self.signal).name if known else "a signal"
+            return f"rank {self.rank} of {self.size} died: killed by {name} (signal {self.signal})"
+        return f"rank {self.rank} of {self.size} died: exited with code {self.code}"
+
+
+def first_rank_failure(folder: str | os.PathLike) -> RankFailure | None:
+    """The rank that failed first among the records the rank guards left in ``folder``, or ``None``.
+
+    mpiexec's exit code is that of the death it noticed first, which can be a healthy rank it killed
+    while ending the job; the guards' records, stamped when each rank ended, tell which one began it."""
+    failures = []
+    for path in Path(folder).glob("rank-*.json"):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            failures.append(RankFailure(**{k: record[k] for k in ("pid", "time", "code", "signal") if k in record},
+                                        rank=int(record["rank"]), size=int(record["size"])))  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a record from an older guard or a half-deleted folder: fall back to the others
+    return min(failures, key=lambda failure: failure.time, default=None)
 
 
 def launch_command(
@@ -177,8 +230,20 @@ def launch(
             "(oversubscribed)"
         )
     environment = _rank_environment(nprocs, threads, env)
+    with tempfile.TemporaryDirectory(prefix="forgeml-launch-") as status:
+        environment[RANK_STATUS_VARIABLE] = status
+        code, ended_by_us = _run(subprocess.Popen(command, env=environment), timeout)
+        first = first_rank_failure(status) if code != 0 and not ended_by_us else None
+    if first is not None:
+        code = first.exit_code  # the rank that began it, not whichever death mpiexec saw first
+    if code != 0 and not ended_by_us:
+        _say(f"the job failed with exit code {code}; the failing rank's error is above")
+    return code
 
-    process = subprocess.Popen(command, env=environment)
+
+def _run(process: subprocess.Popen, timeout: float | None) -> tuple[int, bool]:
+    """Wait for mpiexec; stop it on a timeout or Ctrl-C. Returns the exit code and whether the job was
+    ended from outside (a timeout, Ctrl-C, mpiexec killed) rather than by its ranks."""
     forward = threading.current_thread() is threading.main_thread()
     # A SIGTERM to the launcher (a batch system ending the job) goes on to mpiexec, which ends the ranks.
     previous = signal.signal(signal.SIGTERM, lambda sig, frame: process.send_signal(sig)) if forward else None
@@ -188,18 +253,16 @@ def launch(
         except subprocess.TimeoutExpired:
             _stop(process, signal.SIGTERM)
             _say(f"the job did not finish within {timeout:g} s and was stopped")
-            return _TIMEOUT_EXIT_CODE
+            return _TIMEOUT_EXIT_CODE, True
         except KeyboardInterrupt:
             _stop(process, signal.SIGINT)
             _say("interrupted; the job was stopped")
-            return _INTERRUPT_EXIT_CODE
+            return _INTERRUPT_EXIT_CODE, True
     finally:
         if forward:  # back to what was there (None: a handler set outside Python, so the default)
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if code < 0:  # mpiexec itself was killed by a signal
         name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
         _say(f"mpiexec was ended by {name}; the job was stopped")
-        return 128 - code
-    if code != 0:
-        _say(f"the job failed with exit code {code}; the failing rank's error is above")
-    return code
+        return 128 - code, True
+    return code, False

@@ -10,19 +10,28 @@ code C``) before exiting the same way. The rank is killed if the guard is (Linux
 the parent-death signal), so no orphan stays behind waiting in a collective.
 Signals sent to the guard (SIGTERM, SIGINT from mpiexec ending the job) are
 passed on to the rank, and those deaths are not reported as failures.
+
+When ``FORGEML_RANK_STATUS`` names a folder, a failed rank also leaves a record
+there (``rank-R.json``: rank, size, pid, exit code or signal, and the time).
+mpiexec's own exit code is that of whichever death it noticed first, which may
+be a healthy rank it killed while ending the job; the launcher reads the records
+to report the rank that failed first (:func:`forgeml.distributed.launch.first_rank_failure`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 _RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS")
 _PR_SET_PDEATHSIG = 1
+STATUS_VARIABLE = "FORGEML_RANK_STATUS"
 
 
 def _first(names) -> str:
@@ -38,6 +47,22 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+
+
+def _record(rank: str, size: str, pid: int, code: int) -> None:
+    """Leave this rank's failure where the launcher looks (written whole, then renamed: never half a record)."""
+    folder = os.environ.get(STATUS_VARIABLE)
+    if not folder:
+        return
+    record = {"rank": rank, "size": size, "pid": pid, "time": time.time()}
+    record.update({"signal": -code} if code < 0 else {"code": code})
+    path = os.path.join(folder, f"rank-{rank}.json")
+    try:
+        with open(path + ".tmp", "w", encoding="utf-8") as out:
+            json.dump(record, out)
+        os.replace(path + ".tmp", path)
+    except OSError as exc:  # the launcher falls back to mpiexec's exit code
+        sys.stderr.write(f"forgeml launch: could not record rank {rank}'s failure in {folder}: {exc}\n")
 
 
 def main(argv: list[str]) -> int:
@@ -70,9 +95,11 @@ def main(argv: list[str]) -> int:
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
         if -code not in forwarded:
+            _record(rank, size, child.pid, code)
             sys.stderr.write(f"forgeml launch: rank {rank} of {size} (pid {child.pid}) was killed by {name}\n")
         return 128 - code
     if code != 0 and not forwarded:
+        _record(rank, size, child.pid, code)
         sys.stderr.write(f"forgeml launch: rank {rank} of {size} (pid {child.pid}) exited with code {code}\n")
     return code
 

@@ -128,9 +128,9 @@ def export_onnx(row, data_dir: Path) -> Path:
         if not weights.exists():
             raise FileNotFoundError(f"the weights of model {row.id} are missing from the data directory")
         try:
-            from forgeml.onnx.export import export as to_onnx
-
             import onnx  # noqa: F401 - the extra that export needs
+
+            from forgeml.onnx.export import export as to_onnx
         except ImportError as exc:
             raise ExportUnavailable(f'ONNX export needs the onnx extra: pip install "forgeml[onnx]" ({exc})') from None
         from .predictor import load_model
@@ -161,9 +161,8 @@ def export_onnx(row, data_dir: Path) -> Path:
 
 def _unsupported_errors() -> tuple[type[BaseException], ...]:
     """The exceptions with which :func:`forgeml.onnx.export` says a model has something it cannot write."""
-    import forgeml.onnx.export
-
     import forgeml.onnx
+    import forgeml.onnx.export
 
     errors: list[type[BaseException]] = [NotImplementedError]
     for module in (forgeml.onnx, sys.modules["forgeml.onnx.export"]):

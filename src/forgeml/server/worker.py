@@ -47,6 +47,7 @@ import contextlib
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,8 +55,12 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from forgeml.distributed.launch import RankFailure
 
 __all__ = ["end_launched_jobs", "mpi_unavailable", "profile_summary", "rank_failure", "run_job", "select_device"]
 
@@ -240,7 +245,7 @@ def _sigterm_ends_launched_jobs():
 
 def _launch(job_id: str, db, data_dir: Path, server_device: str | None, processes: int, threads: int | None) -> str:
     """Run job ``job_id`` on ``processes`` MPI ranks and wait for them; a job they leave unfinished is failed."""
-    from forgeml.distributed.launch import launch_command
+    from forgeml.distributed.launch import RANK_STATUS_VARIABLE, first_rank_failure, launch_command
     from forgeml.server.db import JobRow
     from forgeml.server.schemas import JobCreate
 
@@ -255,12 +260,14 @@ def _launch(job_id: str, db, data_dir: Path, server_device: str | None, processe
         # Claimed here, not by rank 0: a cancel that comes while the ranks start up is kept for the first epoch end.
         job.state, job.started, job.error = "running", job.started or time.time(), None
     device = select_device(request.device, server_device)  # before any work: an unavailable device fails the job
-    # No rank guard: the ranks print their pids (PID_LINE) and rank_failure maps mpiexec's report to a rank.
-    command = launch_command(
-        "forgeml.server.worker", [job_id, str(data_dir), device], processes, module=True, guard=False
-    )
+    # Each rank runs under the rank guard, which records a rank that dies: mpiexec's report may name a rank
+    # it killed itself while ending the job.
+    command = launch_command("forgeml.server.worker", [job_id, str(data_dir), device], processes, module=True)
     job_dir = data_dir / "jobs" / job_id
-    job_dir.mkdir(parents=True, exist_ok=True)
+    status_dir = job_dir / "ranks"
+    shutil.rmtree(status_dir, ignore_errors=True)  # a resumed job's earlier failures are not this run's
+    status_dir.mkdir(parents=True)
+    environment = {**_rank_environment(db.url, processes, threads), RANK_STATUS_VARIABLE: str(status_dir)}
     log_path = job_dir / LOG_NAME
     with log_path.open("ab") as log, _sigterm_ends_launched_jobs():
         start = log.tell()
@@ -269,7 +276,7 @@ def _launch(job_id: str, db, data_dir: Path, server_device: str | None, processe
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=_rank_environment(db.url, processes, threads),
+            env=environment,
             start_new_session=True,
         )
         _launched[process.pid] = process
@@ -290,28 +297,23 @@ def _launch(job_id: str, db, data_dir: Path, server_device: str | None, processe
             return job.state
         job.state, job.finished = "failed", time.time()
         where = f"the ranks' output is in {log_path.relative_to(data_dir)}"
-        job.error = f"{rank_failure(output, code, processes)} ({where})"[:2000]
+        job.error = f"{rank_failure(output, code, processes, first_rank_failure(status_dir))} ({where})"[:2000]
         return "failed"
 
 
-def rank_failure(output: str, code: int, processes: int) -> str:
-    """What went wrong in a multi-process job, in a line that names the failing rank where the output tells:
-    the line a failing rank prints (``forgeml.distributed: rank R of W failed with ...``), else the rank
-    whose process mpiexec reports dead, else the exit code and the last line printed."""
+def rank_failure(output: str, code: int, processes: int, first: RankFailure | None = None) -> str:
+    """What went wrong in a multi-process job, in a line that names the failing rank where it can: the line a
+    rank that raised prints (``forgeml.distributed: rank R of W failed with ...``), else the rank its guard
+    recorded dying first (``first``), else what mpiexec said, else the exit code and the last line printed."""
     failed = re.search(r"^forgeml\.distributed: (rank \d+ of \d+ failed with .*?)(?:; ending the job)?$", output, re.M)
     if failed:
         return failed.group(1)
+    if first is not None:
+        return first.describe()
+    told = re.search(r"EXIT STRING: (.+)$", output, re.M)
+    if told:  # mpiexec names a process by its pid only, and maybe one it killed itself
+        return f"a rank of {processes} died: {told.group(1).strip()}"
     pids_line = re.compile(r"forgeml\.server\.worker: rank (\d+) of \d+ is pid (\d+)")
-    pids = {m.group(2): m.group(1) for m in pids_line.finditer(output)}
-    dead = re.search(r"^=\s+PID (\d+) RUNNING AT", output, re.M)
-    if dead:
-        how = re.search(r"EXIT STRING: (.+)$", output, re.M) or re.search(r"EXIT CODE: (\d+)", output)
-        what = (
-            how.group(1).strip() if how and not how.group(1).isdigit() else f"exit code {how.group(1) if how else code}"
-        )
-        rank = pids.get(dead.group(1))
-        who = f"rank {rank} of {processes}" if rank is not None else f"a rank (pid {dead.group(1)}) of {processes}"
-        return f"{who} died: {what}"
     lines = [line.strip() for line in output.splitlines() if line.strip() and not pids_line.match(line)]
     last = f": {lines[-1]}" if lines else ""
     if code == 0:
