@@ -21,14 +21,17 @@ switch sides for one sample, changing that unit's whole update). The tests pin t
 - the tolerance against that plain run is the float32 noise of the computation
   itself, measured in the same job: the gap between the one-process float32 run
   and the one-process float64 run from the same weights. DDP's float32 result
-  must be no further from the one-process float32 result than float32 is from
-  float64, and no further from the float64 result than twice that (with a
-  floor of a few float32 ulps for tensors float32 happens to get nearly right).
+  must be no further from the float64 result than twice that, and no further
+  from the one-process float32 result than twice that either (two float32 runs,
+  each that far from float64 in its own direction, can be twice as far from
+  each other), with a floor of a few float32 ulps for tensors float32 happens
+  to get nearly right.
 
 Measured for the seed MLP after 20 steps at lr 1e-3 (weights of size ~0.19):
 DDP vs one process 8.8e-7 at most with one BLAS thread (5.6e-6 with two),
 float32 vs float64 2.4e-5 at most (7.0e-5 with two); float64 DDP vs one
-process 4.7e-15. The BatchNorm model is compared with SyncBatchNorm (plain
+process 4.7e-15 (with OPENBLAS_CORETYPE as this machine's environment sets it;
+without it OpenBLAS picks other kernels, and the gaps were 1.9e-5 and 9.8e-6). The BatchNorm model is compared with SyncBatchNorm (plain
 BatchNorm under DDP normalises each rank's batch alone and cannot match),
 running statistics and ``num_batches_tracked`` included.
 """
@@ -607,7 +610,7 @@ def test_two_ranks_train_like_one_process_on_the_concatenated_batch(job, name):
         # (with a floor of 4 float32 ulps of the tensor's largest value: a tensor float32 happens to get nearly
         # right would otherwise demand more than float32 can hold)
         noise = max(c["ref32_ref64"], 4 * F32_EPS * c["scale"])
-        assert c["ddp32_ref32"] <= noise, f"{name} {key} (float32): DDP differs more than float32 noise: {c}"
+        assert c["ddp32_ref32"] <= 2 * noise, f"{name} {key} (float32): DDP differs more than float32 noise: {c}"
         assert c["ddp32_ref64"] <= 2 * noise, f"{name} {key} (float32 vs float64): {c}"
     for key, c in compare.items():  # num_batches_tracked
         if "equal" in c:
