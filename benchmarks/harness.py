@@ -7,6 +7,7 @@ ratio; nothing here asserts a speed.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -35,16 +36,43 @@ def measure(workloads, repeats: int) -> dict:
     return {name: {k: statistics.median(v) for k, v in r.items()} for name, r in results.items()}
 
 
-def print_environment(torch_module=None) -> None:
-    """The machine, library versions and the BLAS environment variables, as the README quotes them."""
+def environment(torch_module=None) -> dict:
+    """What :func:`print_environment` prints, as a dict for a benchmark's JSON report."""
     import forgeml as fm
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
-    versions = f"numpy {np.__version__}, forgeml {fm.__version__}"
+    env = {
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "forgeml": fm.__version__,
+        "env": {name: os.environ.get(name) for name in ENV_VARS},
+    }
     if torch_module is not None:
-        versions += f", torch {torch_module.__version__} (threads: {torch_module.get_num_threads()})"
+        env["torch"] = torch_module.__version__
+        env["torch_threads"] = torch_module.get_num_threads()
+    return env
+
+
+def print_environment(torch_module=None) -> None:
+    """The machine, library versions and the BLAS environment variables, as the README quotes them."""
+    env = environment(torch_module)
+    print(f"machine: {env['machine']}, {env['cpus']} cpus, Python {env['python']}")
+    versions = f"numpy {env['numpy']}, forgeml {env['forgeml']}"
+    if torch_module is not None:
+        versions += f", torch {env['torch']} (threads: {env['torch_threads']})"
     print(versions)
-    print("env: " + " ".join(f"{name}={os.environ.get(name, '(unset)')}" for name in ENV_VARS))
+    print("env: " + " ".join(f"{name}={'(unset)' if value is None else value}" for name, value in env["env"].items()))
+
+
+def write_json(path, report: dict) -> None:
+    """Write a benchmark's results (``--json PATH``), with the environment under ``"environment"`` unless the
+    report has one already; say where."""
+    from pathlib import Path
+
+    report = {**report, "environment": report.get("environment") or environment()}
+    Path(path).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {path}")
 
 
 def print_table(results: dict, repeats: int, width: int = 50) -> None:

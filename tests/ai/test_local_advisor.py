@@ -717,3 +717,25 @@ def test_adam_with_a_learning_rate_above_its_usual_range_is_told_to_lower_it():
     assert lr and lr[0].action.factor == pytest.approx(0.2)
     calm = LocalAdvisor(seed=0).analyze("MLP, optimizer=Adam, lr=0.001, num_classes=10", metrics)
     assert not any(r.action.action == "scale_learning_rate" for r in calm.recommendations)
+
+
+# =============================================================================== numbers near the float limit
+@pytest.mark.filterwarnings("error")  # an overflow inside the advisor is a failure here, not a warning
+def test_numbers_near_the_float_limit_neither_overflow_nor_leave_the_range():
+    advisor = LocalAdvisor(seed=0)
+    x = np.array([[1.2e308, 0.5], [-1.2e308, 1.5], [5.0, 2.5], [1.0e308, 3.5]])
+    result = advisor.synthetic_data("classifier", x, [0, 1, 0, 1], 50)
+    out = np.array([s.features for s in result.samples])
+    assert (
+        np.isfinite(out).all() and (out.min(axis=0) >= x.min(axis=0)).all() and (out.max(axis=0) <= x.max(axis=0)).all()
+    )
+    # the power-of-two scaling is exact: ordinary data gives the same samples, bit for bit, as scaled data
+    small = LocalAdvisor(seed=0).synthetic_data("classifier", x / 2.0**1000, [0, 1, 0, 1], 50)
+    big = LocalAdvisor(seed=0).synthetic_data("classifier", x / 2.0**1000 * 2.0**20, [0, 1, 0, 1], 50)
+    assert [[v * 2.0**20 for v in s.features] for s in small.samples] == [s.features for s in big.samples]
+
+    # A loss beyond float32's range cannot come from a float32 run: read as non-finite, the run as diverging.
+    metrics = _metrics(train_loss=[0.9, 0.7, 1.9e154, 0.5], val_loss=[1.0, 0.8, 0.7, -5.5e307])
+    result = advisor.analyze("an MLP", metrics)
+    assert result.diagnosis == "diverging"
+    assert any("beyond float32's range" in line for line in result.evidence), result.evidence

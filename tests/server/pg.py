@@ -3,7 +3,9 @@
 ``PostgresCluster().start()`` runs ``initdb`` into a temporary directory and
 starts ``postgres`` on 127.0.0.1 at a free port (trust authentication, no
 fsync: nothing it holds needs to survive); ``stop()`` ends it at once and
-removes the directory. PostgreSQL refuses to run as root, so when the tests
+removes the directory; ``stop_server()`` and ``start_server()`` restart it on
+the same port and data, as an administrator would (the tests of a job that
+trains on through a restart). PostgreSQL refuses to run as root, so when the tests
 run as root (CI containers) its programs run as the ``postgres`` system user
 that Debian's package creates, with the directory handed to that user.
 
@@ -64,6 +66,7 @@ class PostgresCluster:
         self.bin_dir = Path(found)
         self.port: int | None = None
         self.base: Path | None = None
+        self._options = ""  # postgres's options (socket directory, port, no fsync), for a restart
         self._as_postgres = os.geteuid() == 0
 
     # -- paths and commands -----------------------------------------------------------------
@@ -122,15 +125,11 @@ class PostgresCluster:
                 raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
             for attempt in range(attempts):  # another process may take the free port before postgres binds it
                 self.port = _free_port()
-                options = (
+                self._options = (
                     f"-k {self.socket_dir} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off "
                     "-c synchronous_commit=off -c full_page_writes=off"
                 )
-                started = self._run(
-                    "pg_ctl",
-                    *("-D", str(self.data_dir), "-l", str(self.log_path), "-w", "-t", "30", "-o", options),
-                    "start",
-                )
+                started = self._pg_ctl_start()
                 if started.returncode == 0:
                     break
                 if attempt == attempts - 1:
@@ -143,6 +142,29 @@ class PostgresCluster:
             self.stop()
             raise
         return self
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess:
+        return self._run(
+            "pg_ctl",
+            *("-D", str(self.data_dir), "-l", str(self.log_path), "-w", "-t", "30", "-o", self._options),
+            "start",
+        )
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server and keep its data, as an administrator's restart does: ``fast`` ends every session
+        (their transactions roll back; committed ones are on disk); :meth:`start_server` starts it again."""
+        stopped = self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "30", "stop")
+        if stopped.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed ({stopped.returncode}):\n{stopped.stdout}\n{stopped.stderr}")
+
+    def start_server(self) -> None:
+        """Start the server :meth:`stop_server` stopped, on the same port and data."""
+        started = self._pg_ctl_start()
+        if started.returncode != 0:
+            raise RuntimeError(
+                f"pg_ctl start failed ({started.returncode}):\n{started.stdout}\n{started.stderr}\n"
+                f"server log:\n{self._log_tail()}"
+            )
 
     def stop(self) -> None:
         """Stop the server at once (``-m immediate``) and remove its directory."""

@@ -287,6 +287,59 @@ def test_a_job_killed_with_its_server_is_interrupted_then_resumed_on_postgres(pg
     assert platform_sqlite(tmp_path / "data") == []
 
 
+def test_a_job_trains_on_through_a_postgres_restart(postgres, pg_db, tmp_path):
+    """PostgreSQL stopped mid-job and started again (an administrator's restart): the server answers all along,
+    /readyz says the database is down while it is, the job's epoch writes wait for it and the job completes,
+    and every epoch acknowledged before the restart is still there."""
+    epochs = 6
+    server = LiveServer(tmp_path / "data", OUTPUT / "logs" / "postgres-outage.log", FORGEML_DATABASE_URL=pg_db.url)
+    server.log_path.unlink(missing_ok=True)
+    try:
+        server.start()
+        with server.client() as api:
+            body = {"model": TINY_MLP, "dataset": "mnist", "epochs": epochs, "name": "outage", "batch_size": 32}
+            job_id = api.post("/v1/jobs", json=body).json()["id"]
+            deadline = time.monotonic() + 60
+            while api.get(f"/v1/jobs/{job_id}").json()["epochs_done"] < 2:
+                assert time.monotonic() < deadline, "the job did not train two epochs in 60 s"
+                time.sleep(0.02)
+            acknowledged = [h["epoch"] for h in api.get(f"/v1/jobs/{job_id}").json()["history"]]
+            assert len(acknowledged) < epochs, "the job finished before the restart: make its epochs longer"
+
+            postgres.stop_server()  # pg_ctl stop -m fast: every session is ended
+            try:
+                down = time.monotonic()
+                ready = api.get("/readyz")
+                assert ready.status_code == 503, ready.text
+                assert ready.json()["checks"]["database"].startswith("error"), ready.json()
+                assert api.get("/healthz").status_code == 200
+                detail = api.get(f"/v1/jobs/{job_id}")  # a clear 503, not an internal error
+                assert detail.status_code == 503 and "database is unavailable" in detail.json()["detail"], detail.text
+                time.sleep(max(0.0, 2.0 - (time.monotonic() - down)))  # an epoch ends while it is down
+            finally:
+                postgres.start_server()
+
+            deadline, ready = time.monotonic() + 15, None
+            while time.monotonic() < deadline:
+                ready = api.get("/readyz")
+                if ready.status_code == 200:
+                    break
+                time.sleep(0.1)
+            assert ready.status_code == 200, f"/readyz did not recover after the restart: {ready.text}"
+            done = wait_for_job(api, job_id, timeout=120)
+            assert done["state"] == "completed" and done["error"] is None, done
+            history = [h["epoch"] for h in api.get(f"/v1/jobs/{job_id}").json()["history"]]
+            assert history == list(range(1, epochs + 1)), history
+    finally:
+        server.stop()
+    # in PostgreSQL itself: the epochs acknowledged before the restart, then the others, each once
+    stored = [e for (e,) in pg_db.rows("SELECT epoch FROM epochs WHERE job_id = %s ORDER BY id", job_id)]
+    assert stored[: len(acknowledged)] == acknowledged and stored == list(range(1, epochs + 1)), stored
+    assert pg_db.rows("SELECT state, epochs_done FROM jobs") == [("completed", epochs)]
+    log = server.log_path.read_text()
+    assert "lost the database connection" in log, "the worker's epoch writes never waited for the database"
+
+
 def test_no_secret_reaches_the_database(app_client, pg_db):
     from tests.ai.fake_providers import FakeProviderServer, answer, http_error
 

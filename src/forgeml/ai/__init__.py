@@ -13,7 +13,14 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from .errors import AIError, BudgetExceeded, ProviderError
 from .local import LocalAdvisor
-from .orchestrator import AIServiceOrchestrator, AuditRecord, merge_analyses
+from .orchestrator import (
+    AIServiceOrchestrator,
+    AIStatus,
+    AuditRecord,
+    ProviderStatus,
+    describe_attempts,
+    merge_analyses,
+)
 from .settings import TASKS, AISettings
 
 __all__ = [
@@ -21,9 +28,12 @@ __all__ = [
     "AIError",
     "AIServiceOrchestrator",
     "AISettings",
+    "AIStatus",
     "AuditRecord",
     "BudgetExceeded",
     "LocalAdvisor",
     "ProviderError",
+    "ProviderStatus",
+    "describe_attempts",
     "merge_analyses",
 ]

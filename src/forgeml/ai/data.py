@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..specs import RejectedSample, SyntheticSample
+from .local.synthetic import power_of_two_scale
 
 __all__ = ["DataSample", "check_synthetic", "parse_sample"]
 
@@ -147,10 +148,11 @@ def statistics(sample: DataSample) -> dict:
     out = {}
     for name, idx in groups.items():
         x = sample.features[idx]
+        scale = power_of_two_scale(x)
         out[name] = {
             "count": len(idx),
-            "mean": _round(x.mean(axis=0)),
-            "std": _round(x.std(axis=0)),
+            "mean": _round((x / scale).mean(axis=0) * scale),
+            "std": _round((x / scale).std(axis=0) * scale),
             "min": _round(x.min(axis=0)),
             "max": _round(x.max(axis=0)),
         }
@@ -164,8 +166,9 @@ def check_synthetic(
     and features within the observed range widened by ``margin`` of its span; reject the rest with a reason."""
     low = sample.features.min(axis=0)
     high = sample.features.max(axis=0)
-    span = np.where(high > low, high - low, np.maximum(np.abs(high), 1.0))
-    lo, hi = low - margin * span, high + margin * span
+    with np.errstate(over="ignore"):  # a range widened past the float limit is unbounded there: inf is right
+        span = np.where(high > low, high - low, np.maximum(np.abs(high), 1.0))
+        lo, hi = low - margin * span, high + margin * span
     known = set(sample.label_set)
     kept, rejected = [], []
     for i, cand in enumerate(candidates):

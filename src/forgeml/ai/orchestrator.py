@@ -4,7 +4,11 @@ Every task walks its provider chain (settings ``routes``): a provider without a
 key, with an open circuit breaker, or past the budget is skipped; a failed call
 falls through to the next; the offline advisor (``local``) ends every chain, so
 a task always answers, and the answer says which provider gave it and why the
-earlier ones did not (``attempts``).
+earlier ones did not (``attempts``; :func:`describe_attempts` puts them in one
+sentence). Each provider's last error is kept in words (``cause`` of
+:class:`~forgeml.ai.errors.ProviderError`, never text a server sent) and shown
+by :meth:`AIServiceOrchestrator.status`. An answer given after a provider
+failed is not cached: the next identical request tries the providers again.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from ..specs import (
     ArchitectureCandidate,
@@ -40,14 +45,14 @@ from . import prompts
 from .cache import ResponseCache, request_key
 from .cost import CostLedger
 from .data import CLASSIFIER_TYPES, check_synthetic, parse_sample, summarise_for_prompt
-from .errors import BadOutput, BudgetExceeded, CircuitOpen, ProviderError, ProviderTimeout
+from .errors import BadOutput, BudgetExceeded, CircuitOpen, ProviderError, ProviderTimeout, ProviderUnavailable
 from .local import LocalAdvisor
 from .providers.base import Message, RemoteProvider
 from .resilience import CircuitBreaker, backoff_delay
 from .schemas import AnalysisDraft, ArchitectureDraft, ResearchDraft, SyntheticDraft
 from .settings import AISettings
 
-__all__ = ["AIServiceOrchestrator", "AuditRecord"]
+__all__ = ["AIServiceOrchestrator", "AIStatus", "AuditRecord", "ProviderStatus", "attempt_cause", "describe_attempts"]
 
 OFFLINE_MODEL = "offline-advisor"
 _SEVERITY = ("diverging", "overfitting", "plateau", "underfitting", "noisy", "healthy", "unknown")
@@ -76,9 +81,58 @@ class _Stats:
     calls: int = 0
     errors: int = 0
     latencies: deque = None
+    last_error: str | None = None  # the cause in words (ProviderError.cause): never a server's text or a key
+    last_error_at: float | None = None
+    consecutive_errors: int = 0
 
     def __post_init__(self):
         self.latencies = deque(maxlen=20)
+
+    def failed(self, cause: str) -> None:
+        self.errors += 1
+        self.consecutive_errors += 1
+        self.last_error, self.last_error_at = cause, time.time()
+
+
+class ProviderStatus(BaseModel):
+    """One provider in ``GET /v1/ai/status``: its configuration and health. Never a key."""
+
+    configured: bool = Field(description="an API key is set")
+    enabled: bool = Field(description="not turned off (FORGEML_<PROVIDER>_ENABLED)")
+    model: str
+    base_url_host: str | None = Field(default=None, description="the host calls go to (no path, no key)")
+    calls: int = Field(description="calls made since the server started (retries and repairs count)")
+    errors: int = Field(description="calls that failed since the server started")
+    recent_latency_ms: float | None = Field(default=None, description="mean latency of the last 20 calls")
+    breaker: Literal["closed", "open", "half-open"] = Field(
+        description="the circuit breaker: 'open' after repeated errors (calls are skipped until retry_at), "
+        "'half-open' while one trial call may go out, 'closed' otherwise"
+    )
+    last_error: str | None = Field(
+        default=None,
+        description="the cause of the last failed call, in words, e.g. '401 unauthorized: the API key was "
+        "rejected', '429 rate limited', '503 service unavailable', 'connection refused', 'timed out after 30 s', "
+        "'invalid response: not JSON'; null when no call has failed. Never text a server sent, never a key",
+    )
+    last_error_at: float | None = Field(default=None, description="when the last call failed (Unix time)")
+    consecutive_errors: int = Field(default=0, description="failed calls in a row since the last success")
+    retry_at: float | None = Field(
+        default=None, description="while the breaker is open: when a trial call will be let through (Unix time)"
+    )
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class AIStatus(BaseModel):
+    """``GET /v1/ai/status``: every provider (and ``local``, the offline advisor), the routes and the spend."""
+
+    providers: dict[str, ProviderStatus]
+    routes: dict[str, list[str]] = Field(description="task -> the providers asked, in order; 'local' ends each")
+    budget_usd: float | None = None
+    spent_usd: float = 0.0
+    consensus: bool = False
+    cache: Literal["disk", "memory", "off"]
 
 
 _ONLY_PROVIDERS: contextvars.ContextVar[frozenset | None] = contextvars.ContextVar(
@@ -114,16 +168,25 @@ class AIServiceOrchestrator:
         self.cache = None
         if s.cache_enabled:
             path = Path(s.cache_dir) / "ai_cache.sqlite" if s.cache_dir is not None else None
-            self.cache = ResponseCache(path)
+            self.cache = ResponseCache(
+                path,
+                max_entries=s.cache_max_entries,
+                max_age=s.cache_max_age,
+                audit_max_rows=s.audit_max_rows,
+                audit_max_age=s.audit_max_age,
+            )
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
-        """Each provider's configuration and health (never a key), the routes, and the spend so far."""
+        """Each provider's configuration and health (never a key), the routes, and the spend so far: a dict
+        that fits :class:`AIStatus`. A provider's ``last_error`` is the cause of its last failed call in words."""
         providers = {}
         for name, provider in self._providers.items():
             cfg = provider.config
             stats = self._stats[name]
             spend = self.ledger.by_provider.get(name)
+            breaker = self._breakers[name]
+            wait = breaker.seconds_until_retry()
             providers[name] = {
                 "configured": cfg.api_key is not None and bool(cfg.api_key.get_secret_value()),
                 "enabled": cfg.enabled,
@@ -132,7 +195,11 @@ class AIServiceOrchestrator:
                 "calls": stats.calls,
                 "errors": stats.errors,
                 "recent_latency_ms": round(sum(stats.latencies) / len(stats.latencies), 1) if stats.latencies else None,
-                "breaker": self._breakers[name].state,
+                "breaker": breaker.state,
+                "last_error": stats.last_error,
+                "last_error_at": stats.last_error_at,
+                "consecutive_errors": stats.consecutive_errors,
+                "retry_at": round(time.time() + wait, 3) if wait else None,
                 "cost_usd": round(spend.cost_usd, 6) if spend else 0.0,
                 "input_tokens": spend.input_tokens if spend else 0,
                 "output_tokens": spend.output_tokens if spend else 0,
@@ -147,6 +214,10 @@ class AIServiceOrchestrator:
             "errors": local.errors,
             "recent_latency_ms": round(sum(local.latencies) / len(local.latencies), 1) if local.latencies else None,
             "breaker": "closed",
+            "last_error": local.last_error,
+            "last_error_at": local.last_error_at,
+            "consecutive_errors": local.consecutive_errors,
+            "retry_at": None,
             "cost_usd": 0.0,
             "input_tokens": 0,
             "output_tokens": 0,
@@ -447,6 +518,10 @@ class AIServiceOrchestrator:
         return response
 
     def _to_cache(self, task, key, response) -> None:
+        """Cache ``response``, unless a provider failed on the way to it (a rate limit, an outage): a degraded
+        answer is not served again; the next identical request tries the providers afresh."""
+        if any(a.outcome in _DEGRADED for a in response.attempts):
+            return
         if self.cache is not None:
             self.cache.put(key, task, response.model_dump_json(), self.settings.cache_ttl.get(task, 3600))
 
@@ -456,6 +531,7 @@ class AIServiceOrchestrator:
             hit = self._from_cache(task, key, response_cls)
             if hit is not None:
                 return hit
+        await self._warm_up(self.route(task))
         deadline = time.monotonic() + self.settings.task_deadline
         attempts: list[ProviderAttempt] = []
         for name in self.route(task):
@@ -470,18 +546,27 @@ class AIServiceOrchestrator:
             try:
                 response = await remote(self._providers[name], deadline)
             except BudgetExceeded as exc:
-                attempts.append(ProviderAttempt(provider=name, outcome="budget_exceeded", detail=str(exc)))
+                attempts.append(_budget_attempt(name, exc))
                 continue
             except ProviderError as exc:
-                attempts.append(
-                    ProviderAttempt(provider=name, outcome="failed", detail=f"{type(exc).__name__}: {exc.detail}")
-                )
+                attempts.append(_failed_attempt(name, exc))
                 continue
             attempts.append(ProviderAttempt(provider=name, outcome="answered"))
             break
         response.attempts = attempts
         self._to_cache(task, key, response)
         return response
+
+    async def _warm_up(self, names) -> None:
+        """Import the SDKs of the providers a task may call (in threads), before its deadline starts: an import
+        that takes seconds on a busy machine must not eat the time the task has for its calls."""
+        warm = [
+            self._providers[n].warm_up()
+            for n in names
+            if n in self._providers and self._skip_reason(n) is None and hasattr(self._providers[n], "warm_up")
+        ]
+        if warm:
+            await asyncio.gather(*warm)
 
     def _skip_reason(self, name: str) -> ProviderAttempt | None:
         provider = self._providers.get(name)
@@ -494,8 +579,19 @@ class AIServiceOrchestrator:
                 provider=name, outcome="not_configured", detail=f"no API key ({type(provider).key_env})"
             )
         if self._breakers[name].state == "open":
-            return ProviderAttempt(provider=name, outcome="circuit_open", detail="too many recent failures")
+            return ProviderAttempt(provider=name, outcome="circuit_open", detail=self._circuit_words(name))
         return None
+
+    def _circuit_words(self, name: str) -> str:
+        """An open breaker in words: ``"circuit open: 429 rate limited (3 errors in a row), retrying after
+        12:03:05"`` (local time)."""
+        stats, breaker = self._stats[name], self._breakers[name]
+        last = f": {stats.last_error}" if stats.last_error else ""
+        words = f"circuit open{last} ({stats.consecutive_errors} errors in a row)"
+        wait = breaker.seconds_until_retry()
+        if wait:
+            words += f", retrying after {time.strftime('%H:%M:%S', time.localtime(time.time() + wait))}"
+        return words
 
     async def _run_local(self, task, local):
         start = time.perf_counter()
@@ -513,6 +609,7 @@ class AIServiceOrchestrator:
             hit = self._from_cache("analysis", key, ModelAnalysisResponse)
             if hit is not None:
                 return hit
+        await self._warm_up(self.route("analysis"))
         deadline = time.monotonic() + self.settings.task_deadline
         attempts, calls, names = [], [], []
         for name in self.route("analysis"):
@@ -528,9 +625,12 @@ class AIServiceOrchestrator:
         answers = []
         for name, result in zip(names, results):
             if isinstance(result, BaseException):
-                if not isinstance(result, (ProviderError, BudgetExceeded)):
+                if isinstance(result, BudgetExceeded):
+                    attempts.append(_budget_attempt(name, result))
+                elif isinstance(result, ProviderError):
+                    attempts.append(_failed_attempt(name, result))
+                else:
                     raise result
-                attempts.append(ProviderAttempt(provider=name, outcome="failed", detail=str(result)))
             else:
                 answers.append(result)
                 attempts.append(ProviderAttempt(provider=name, outcome="answered"))
@@ -543,7 +643,19 @@ class AIServiceOrchestrator:
 
     # ----------------------------------------------------------- one provider
     async def _structured_call(self, provider, task, system, user, draft_cls, validate, deadline):
-        """Ask ``provider`` for a ``draft_cls`` JSON object, with retries, one repair round and the budget check."""
+        """Ask ``provider`` for a ``draft_cls`` JSON object, with retries, one repair round and the budget check.
+
+        When its breaker is half-open, the first call is the breaker's one trial; whatever ends this method
+        (an answer, a failure, an unusable answer, the budget, a cancellation) resolves the trial, so a breaker
+        never stays half-open with no trial allowed."""
+        trial = _Trial()
+        try:
+            return await self._call_with_retries(provider, task, system, user, draft_cls, validate, deadline, trial)
+        finally:
+            if trial.held:
+                self._breakers[provider.name].release_trial()
+
+    async def _call_with_retries(self, provider, task, system, user, draft_cls, validate, deadline, trial):
         s = self.settings
         name = provider.name
         breaker = self._breakers[name]
@@ -551,12 +663,25 @@ class AIServiceOrchestrator:
         messages = [Message("user", user)]
         repaired = False
         attempt = 0
+        last_error: ProviderError | None = None
+        warm_up = getattr(provider, "warm_up", None)
+        if warm_up is not None:
+            await warm_up()  # the SDK's import, off the event loop and outside the call's timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ProviderTimeout(name, f"the {task} deadline of {s.task_deadline:.0f}s passed")
-            if not breaker.allow():
-                raise CircuitOpen(name, "circuit breaker open")
+                if last_error is not None:  # out of time after a failure: that failure is what went wrong
+                    raise last_error
+                raise ProviderTimeout(
+                    name,
+                    f"the {task} deadline of {s.task_deadline:g}s passed",
+                    cause=f"not tried: the {task} deadline of {s.task_deadline:g} s had passed",
+                )
+            if not trial.held:  # a repair or a retry within the trial needs no second permission
+                half_open = breaker.state == "half-open"
+                if not breaker.allow():
+                    raise CircuitOpen(name, "circuit breaker open", cause=self._circuit_words(name))
+                trial.held = half_open
             prompt_chars = len(system) + sum(len(m.content) for m in messages)
             if not self.ledger.can_afford(provider.model, prompt_chars, s.max_output_tokens):
                 raise BudgetExceeded(
@@ -580,13 +705,16 @@ class AIServiceOrchestrator:
                     timeout=timeout + 1.0,
                 )
             except TimeoutError:
-                error = ProviderTimeout(name, f"no answer within {timeout:.1f}s")
+                error = ProviderTimeout(name, f"no answer within {timeout:.1f}s", timeout=timeout)
             except ProviderError as exc:
                 error = exc
+            except Exception as exc:  # noqa: BLE001 - a client that breaks on a strange reply is a failed call
+                error = _unexpected(provider, exc)
             latency = (time.perf_counter() - start) * 1000
             stats.latencies.append(latency)
             if error is not None:
-                stats.errors += 1
+                last_error = error
+                stats.failed(error.cause)
                 spent = getattr(error, "usage", None)  # a reply that came back unusable still cost tokens
                 if spent is not None:
                     self.ledger.record(
@@ -610,6 +738,7 @@ class AIServiceOrchestrator:
                     continue
                 if not isinstance(error, BadOutput):
                     breaker.record_failure()
+                    trial.held = False
                 if error.retryable and attempt < s.max_retries:
                     delay = backoff_delay(attempt, s.backoff_base, s.backoff_max, error.retry_after)
                     if time.monotonic() + delay < deadline:
@@ -624,7 +753,8 @@ class AIServiceOrchestrator:
             try:
                 result = validate(draft_cls.model_validate(reply.data), reply)
             except (ValidationError, ValueError) as exc:
-                stats.errors += 1
+                stats.failed(_SCHEMA_MISFIT)
+                last_error = BadOutput(name, f"the output failed validation: {_short(exc)}", cause=_SCHEMA_MISFIT)
                 self._log_call(
                     task,
                     name,
@@ -644,9 +774,14 @@ class AIServiceOrchestrator:
                     repaired = True
                     continue
                 raise BadOutput(
-                    name, f"the output failed validation after a repair request: {_short(exc)}", raw=reply.raw_text
+                    name,
+                    f"the output failed validation after a repair request: {_short(exc)}",
+                    raw=reply.raw_text,
+                    cause=_SCHEMA_MISFIT,
                 ) from None
             breaker.record_success()
+            trial.held = False
+            stats.consecutive_errors = 0
             self._log_call(
                 task, name, reply.model, latency, "ok", usage=usage, cost=cost, prompt=user, output=reply.raw_text
             )
@@ -680,6 +815,79 @@ class AIServiceOrchestrator:
 
 
 # ------------------------------------------------------------------ helpers
+@dataclass
+class _Trial:
+    held: bool = False  # this call holds its half-open breaker's one trial
+
+
+_DEGRADED = ("failed", "circuit_open", "budget_exceeded")  # attempt outcomes where a provider let the task down
+_SCHEMA_MISFIT = "invalid response: did not fit the schema"
+_CAUSE_END = " | "  # in a failed attempt's detail: the cause in words, then the error's type and message
+
+
+def _failed_attempt(name: str, exc: ProviderError) -> ProviderAttempt:
+    """``detail`` is the cause in words, then (after :data:`_CAUSE_END`) the error's type and message."""
+    return ProviderAttempt(
+        provider=name, outcome="failed", detail=f"{exc.cause}{_CAUSE_END}{type(exc).__name__}: {exc.detail}"
+    )
+
+
+def _unexpected(provider, exc: Exception) -> ProviderError:
+    """A provider's client raised something other than a typed error. One that could not read the reply (a
+    malformed body: an empty one, JSON of the wrong shape) is ``ProviderUnavailable`` with the cause
+    ``"invalid response: malformed reply"``, retried like a 5xx; a missing SDK is ``"its SDK is not installed"``;
+    anything else is ``"unexpected error (Type)"``. Either way the task goes on to the next provider."""
+    from .providers._common import redact
+
+    key = provider.config.api_key.get_secret_value() if provider.config.api_key is not None else None
+    message = redact(f"{type(exc).__name__}: {_short(exc)}", key)
+    if isinstance(exc, ImportError):  # require_sdk's message says what to install
+        return ProviderError(provider.name, message, cause="its SDK is not installed")
+    if isinstance(exc, ValueError | TypeError | AttributeError | LookupError):  # JSONDecodeError, ValidationError
+        return ProviderUnavailable(
+            provider.name, f"the reply could not be read: {message}", cause="invalid response: malformed reply"
+        )
+    return ProviderError(provider.name, message, cause=f"unexpected error ({type(exc).__name__})")
+
+
+def _budget_attempt(name: str, exc: BudgetExceeded) -> ProviderAttempt:
+    return ProviderAttempt(provider=name, outcome="budget_exceeded", detail=f"budget used up ({exc})")
+
+
+def attempt_cause(attempt: ProviderAttempt) -> str:
+    """What happened to one provider of a task, in words: ``"401 unauthorized: the API key was rejected"``,
+    ``"circuit open: 429 rate limited (3 errors in a row), retrying after 12:03:05"``, ``"budget used up"``,
+    ``"no API key (OPENAI_API_KEY)"``, ``"answered"``."""
+    if attempt.outcome == "answered":
+        return "answered"
+    if attempt.outcome == "failed":
+        return attempt.detail.split(_CAUSE_END, 1)[0] or "failed"
+    if attempt.outcome == "budget_exceeded":
+        return "budget used up"
+    return attempt.detail or attempt.outcome.replace("_", " ")
+
+
+def describe_attempts(attempts) -> str | None:
+    """One sentence on how a task was answered when a configured provider let it down, else None: e.g.
+    ``"the configured providers (anthropic, gemini) failed: anthropic 401 unauthorized: the API key was
+    rejected; gemini connection refused; the offline advisor answered instead"`` or ``"anthropic 429 rate
+    limited; gemini answered instead"``. Providers without a key (or turned off) are left out: the offline
+    advisor answering for them is the plan, not a fallback."""
+    tried = [a for a in attempts if a.provider != "local" and a.outcome not in ("not_configured", "unknown")]
+    let_down = [a for a in tried if a.outcome in _DEGRADED]
+    if not let_down:
+        return None
+    causes = "; ".join(f"{a.provider} {attempt_cause(a)}" for a in let_down)
+    answered = [a.provider for a in attempts if a.outcome == "answered"]
+    remote = [p for p in answered if p != "local"]
+    if not remote:
+        names = ", ".join(dict.fromkeys(a.provider for a in tried))
+        many = len({a.provider for a in tried}) > 1
+        subject = f"the configured providers ({names})" if many else f"the configured provider ({names})"
+        return f"{subject} failed: {causes}; the offline advisor answered instead"
+    return f"{causes}; {', '.join(remote)} answered instead"
+
+
 def _short(exc, limit: int = 300) -> str:
     text = str(exc).replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -42,10 +42,21 @@ class CircuitBreaker:
             return True
         return False
 
+    def release_trial(self) -> None:
+        """End a half-open trial that neither succeeded nor failed (an unusable answer, a cancelled call): the
+        breaker stays half-open and the next call may be the trial."""
+        self._trial_in_flight = False
+
     def record_success(self) -> None:
         self.failures = 0
         self.opened_at = None
         self._trial_in_flight = False
+
+    def seconds_until_retry(self) -> float | None:
+        """While open, how long until a trial call is let through; None when the breaker is not open."""
+        if self.opened_at is None:
+            return None
+        return max(0.0, self.cooldown - (self.clock() - self.opened_at))
 
     def record_failure(self) -> None:
         self._trial_in_flight = False

@@ -8,7 +8,11 @@ Environment variables:
   ARCHITECTURE), ``FORGEML_AI_CONSENSUS=1`` to ask several analysts;
 * limits: ``FORGEML_AI_BUDGET_USD``, ``FORGEML_AI_TIMEOUT`` (per call), ``FORGEML_AI_DEADLINE`` (per task),
   ``FORGEML_AI_MAX_RETRIES``;
-* cache: ``FORGEML_AI_CACHE_DIR`` (else ``FORGEML_DATA_DIR``), ``FORGEML_AI_CACHE=0`` to turn it off.
+* circuit breaker: ``FORGEML_AI_BREAKER_THRESHOLD`` (failed calls in a row that open it),
+  ``FORGEML_AI_BREAKER_COOLDOWN`` (seconds before a trial call);
+* cache: ``FORGEML_AI_CACHE_DIR`` (else ``FORGEML_DATA_DIR``), ``FORGEML_AI_CACHE=0`` to turn it off,
+  ``FORGEML_AI_CACHE_MAX_ENTRIES`` and ``FORGEML_AI_CACHE_MAX_AGE`` (seconds) to bound it;
+* audit trail (beside the cache, on disk): ``FORGEML_AI_AUDIT_MAX_ROWS``, ``FORGEML_AI_AUDIT_MAX_AGE`` (seconds).
 """
 
 from __future__ import annotations
@@ -56,6 +60,14 @@ class AISettings(BaseModel):
     cache_dir: Path | None = None
     cache_enabled: bool = True
     cache_ttl: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_CACHE_TTL))
+    cache_max_entries: int = Field(
+        default=10_000, ge=1, description="cached responses kept, at most (the oldest go first)"
+    )
+    cache_max_age: float = Field(
+        default=7 * 86400, gt=0, description="seconds a cached response is served, at most (whatever its task's TTL)"
+    )
+    audit_max_rows: int = Field(default=100_000, ge=1, description="rows of the on-disk audit trail kept, at most")
+    audit_max_age: float = Field(default=90 * 86400, gt=0, description="seconds an audit row is kept, at most")
     consensus: bool = False
     max_sample_rows: int = Field(default=200, ge=1)
     max_sample_bytes: int = Field(default=64_000, ge=1024)
@@ -108,6 +120,12 @@ class AISettings(BaseModel):
             "FORGEML_AI_TIMEOUT": ("call_timeout", float),
             "FORGEML_AI_DEADLINE": ("task_deadline", float),
             "FORGEML_AI_MAX_RETRIES": ("max_retries", int),
+            "FORGEML_AI_BREAKER_THRESHOLD": ("breaker_threshold", int),
+            "FORGEML_AI_BREAKER_COOLDOWN": ("breaker_cooldown", float),
+            "FORGEML_AI_CACHE_MAX_ENTRIES": ("cache_max_entries", int),
+            "FORGEML_AI_CACHE_MAX_AGE": ("cache_max_age", float),
+            "FORGEML_AI_AUDIT_MAX_ROWS": ("audit_max_rows", int),
+            "FORGEML_AI_AUDIT_MAX_AGE": ("audit_max_age", float),
         }
         for var, (field, kind) in numeric.items():
             if env.get(var):

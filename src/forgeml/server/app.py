@@ -7,22 +7,29 @@ import errno
 import logging
 import math
 import mimetypes
+import re
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .db import Database
 from .jobs import JobManager
-from .observability import Metrics, ObservabilityMiddleware, configure_logging
+from .observability import AICallsPruner, Metrics, ObservabilityMiddleware, configure_logging
 from .predictor import PredictorCache
 from .routers import ai, datasets, jobs, models, ops
+from .schemas import ErrorOut
 from .security import BodyLimitMiddleware, RateLimiter, SecurityHeadersMiddleware, require_api_key
 from .settings import DeviceUnavailableError, ServerSettings
+from .storage import disk_full_message, is_disk_full
 
 __all__ = ["create_app"]
 
@@ -65,6 +72,7 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
             nice=settings.worker_nice,
             threads=settings.blas_threads_per_worker,
             device=state.device or settings.device,
+            memory_limit=settings.worker_memory_limit_bytes,
         )
         interrupted = state.jobs.start()
         state.predictors = PredictorCache(settings.data_dir, device=state.device or "cpu")
@@ -76,6 +84,8 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
         else:
             state.orchestrator = orchestrator
         state.orchestrator.listeners.append(metrics.record_ai_call)
+        # ai_calls (the AI calls of training jobs) kept bounded; what is pruned is rolled up for /metrics
+        state.ai_calls_pruner = AICallsPruner(state.db, settings.ai_calls_max_rows, settings.ai_calls_max_age).start()
         log.info(
             "started",
             extra={"data_dir": str(settings.data_dir), "interrupted_jobs": interrupted, "device": state.device},
@@ -83,6 +93,7 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
         try:
             yield
         finally:
+            await state.ai_calls_pruner.stop()
             state.jobs.shutdown()
             state.orchestrator.listeners.remove(metrics.record_ai_call)
             if own_orchestrator:
@@ -101,12 +112,22 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
     app.state.jobs = None
     app.state.device, app.state.device_error, app.state.device_label = None, None, None
 
-    guarded = [Depends(require_api_key)]
+    # With an API key, the /v1 routes declare bearer authentication in the OpenAPI (HTTPBearer only documents
+    # it: require_api_key checks the key); their 401 is documented either way, as the ONNX route and /metrics do.
+    guarded, guarded_responses = [Depends(require_api_key)], {401: UNAUTHORIZED}
+    if settings.api_key is not None:
+        guarded = [Security(BEARER), *guarded]
+    typed = [Depends(require_declared_media_type)]  # after the key check: a stranger learns nothing of the body
     ai_limit = RateLimiter(settings.ai_rate_limit)
-    app.include_router(ai.router, dependencies=[*guarded, Depends(ai_limit)])
+    app.include_router(
+        ai.router,
+        dependencies=[*guarded, Depends(ai_limit), *typed],
+        responses={**guarded_responses, 429: RATE_LIMITED},
+    )
     for router in (jobs.router, datasets.router, models.router):
-        app.include_router(router, dependencies=guarded)
+        app.include_router(router, dependencies=[*guarded, *typed], responses=guarded_responses)
     app.include_router(ops.router)
+    app.openapi = _with_body_errors(app)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:
@@ -124,6 +145,35 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
         # be written as JSON: that turned a 422 into a 500. Such numbers are echoed as strings ("nan", "inf").
         return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 405:
+            # the router's Allow names the methods of one route on the path (POST for /v1/jobs, which GET
+            # serves too): every method the OpenAPI gives the path is named
+            methods = _documented_methods(request.app.openapi(), request.url.path)
+            if methods:
+                exc = StarletteHTTPException(
+                    405, exc.detail, headers={**(exc.headers or {}), "Allow": ", ".join(methods)}
+                )
+        return await http_exception_handler(request, exc)
+
+    async def storage_or_database(request: Request, exc: Exception) -> JSONResponse:
+        """A write to the full data directory (where SQLite lives by default): 507; the database server away (a
+        PostgreSQL restart): 503. Answered here, not as a 500 (which also drops the client's connection)."""
+        if is_disk_full(exc):
+            log.warning("no space left on device", extra={"path": request.url.path, "error": str(exc)[:300]})
+            detail = disk_full_message("writing to the data directory", "nothing was changed: free space and retry")
+            return JSONResponse({"detail": detail}, status_code=507)
+        database = getattr(request.app.state, "db", None)
+        if database is not None and database.lost_connection(exc):
+            log.warning("database unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
+            detail = "the database is unavailable (restarting or unreachable); retry in a few seconds"
+            return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
+        raise exc  # anything else: the 500 below
+
+    app.add_exception_handler(OSError, storage_or_database)
+    app.add_exception_handler(DBAPIError, storage_or_database)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
@@ -133,6 +183,98 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
     app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     return app
+
+
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="APIKey",
+    description="FORGEML_API_KEY, sent as 'Authorization: Bearer <key>'; required on every /v1 route when set",
+)
+UNAUTHORIZED = {
+    "model": ErrorOut,
+    "description": "FORGEML_API_KEY is set and the request lacks it, or has another key.",
+    "headers": {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+}
+RATE_LIMITED = {
+    "model": ErrorOut,
+    "description": "This client passed the AI rate limit (FORGEML_AI_RATE_LIMIT requests a minute).",
+    "headers": {
+        "Retry-After": {"description": "seconds until the next request is allowed", "schema": {"type": "integer"}}
+    },
+}
+# What every route that reads a body may answer besides its own codes (added to the OpenAPI by
+# _with_body_errors): FastAPI's 400 for a body it cannot read (not UTF-8, a broken multipart form),
+# BodyLimitMiddleware's 413, and require_declared_media_type's 415.
+BODY_ERRORS = {
+    "400": "The body could not be read: not UTF-8 text, or a malformed multipart form.",
+    "413": "The body is over the limit (FORGEML_MAX_BODY_BYTES; FORGEML_MAX_UPLOAD_BYTES for uploads).",
+    "415": "The body is not in the media type the route reads (its Content-Type is another, or missing).",
+}
+
+
+async def require_declared_media_type(request: Request) -> None:
+    """415 for a body in another media type than the route reads: JSON, or ``multipart/form-data`` for an
+    upload. (FastAPI itself reads a JSON route's body only when it is declared JSON, and answered another
+    with a 422 saying the body is not an object, which hid the cause.)"""
+    route = request.scope.get("route")
+    field = getattr(route, "body_field", None)
+    if field is None:  # the route reads no body
+        return
+    expected = getattr(field.field_info, "media_type", "application/json")
+    declared = request.headers.get("content-type")
+    if declared is None:
+        has_body = request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
+        if not has_body:
+            return  # nothing sent: the route's validation names the missing body or fields
+        raise HTTPException(415, f"the request body needs 'Content-Type: {expected}'")
+    media_type = declared.partition(";")[0].strip().lower()
+    if expected == "application/json":
+        ok = media_type == "application/json" or (
+            media_type.startswith("application/") and media_type.endswith("+json")
+        )
+    else:
+        ok = media_type == expected
+    if not ok:
+        raise HTTPException(415, f"the request body must be {expected}, not {media_type or 'untyped'}")
+
+
+def _documented_methods(schema: dict, path: str) -> list[str]:
+    """The methods the OpenAPI ``schema`` documents for ``path`` (a request's, its parameters filled in)."""
+    methods = set()
+    for template, operations in schema.get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods.update(method.upper() for method in operations if method in HTTP_METHODS)
+    return sorted(methods)
+
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def _with_body_errors(app: FastAPI):
+    """``app.openapi`` with :data:`BODY_ERRORS` documented on every operation that has a request body."""
+    generate, completed = app.openapi, []
+
+    def openapi() -> dict:
+        schema = generate()  # FastAPI's: cached on the app until its routes change, and completed in place once
+        if completed and completed[-1] is schema:
+            return schema
+        completed[:] = [schema]
+        error = {"$ref": "#/components/schemas/ErrorOut"}
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("ErrorOut", ErrorOut.model_json_schema())
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if "requestBody" not in operation:
+                    continue
+                responses = operation.setdefault("responses", {})
+                for code, description in BODY_ERRORS.items():
+                    responses.setdefault(
+                        code, {"description": description, "content": {"application/json": {"schema": error}}}
+                    )
+        return schema
+
+    return openapi
 
 
 def _json_safe(value):

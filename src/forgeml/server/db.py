@@ -4,23 +4,43 @@ SQLite in the data directory by default; ``FORGEML_DATABASE_URL`` selects
 another database (PostgreSQL). Artifacts (checkpoints, weights, uploads) are
 files in the data directory; rows hold their paths relative to it. Rows never
 hold a secret.
+
+A database server that restarts is survived: pooled connections are checked
+before use (``pool_pre_ping``), and :meth:`Database.run` runs a transaction
+again on a new connection while the server is away (up to
+:data:`RECONNECT_SECONDS`); the workers store their epochs through it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import uuid
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-__all__ = ["AICallRow", "AIEventRow", "Base", "Database", "DatasetRow", "EpochRow", "JobRow", "ModelRow", "new_id"]
+__all__ = [
+    "AICallRow",
+    "AICallTotalRow",
+    "AIEventRow",
+    "Base",
+    "Database",
+    "DatasetRow",
+    "EpochRow",
+    "JobRow",
+    "ModelRow",
+    "new_id",
+]
 
 JOB_STATES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+RECONNECT_SECONDS = 60.0  # how long Database.run retries a transaction whose database server went away
+log = logging.getLogger("forgeml.server.db")
 
 
 def new_id(prefix: str) -> str:
@@ -102,7 +122,24 @@ class AICallRow(Base):
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
-    created: Mapped[float] = mapped_column(Float, default=time.time)
+    created: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+
+
+class AICallTotalRow(Base):
+    """The ``ai_calls`` rows pruned so far (``FORGEML_AI_CALLS_MAX_ROWS``, ``FORGEML_AI_CALLS_MAX_AGE``), summed
+    by provider, task and outcome before they were deleted, so that ``/metrics`` keeps counting them
+    (:func:`forgeml.server.observability.prune_ai_calls`)."""
+
+    __tablename__ = "ai_call_totals"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(64), primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    updated: Mapped[float] = mapped_column(Float, default=time.time)
 
 
 class DatasetRow(Base):
@@ -134,7 +171,8 @@ class Database:
     """An engine and a session factory; ``create_all`` makes the tables (idempotent)."""
 
     def __init__(self, url: str) -> None:
-        kwargs: dict = {"json_serializer": _json_dumps}
+        # pool_pre_ping: a pooled connection that a restarted database server dropped is replaced, not used
+        kwargs: dict = {"json_serializer": _json_dumps, "pool_pre_ping": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.url = url
@@ -156,6 +194,38 @@ class Database:
         """A session that commits when the block ends and rolls back on an error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    def lost_connection(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a lost or refused connection to the database server (restarted, unreachable for a
+        while): worth a retry. SQLite, a file, loses no connection; its "locked" waits in ``busy_timeout``."""
+        if not isinstance(exc, DBAPIError):
+            return False
+        if exc.connection_invalidated:
+            return True
+        return self.engine.dialect.name != "sqlite" and isinstance(exc, OperationalError | InterfaceError)
+
+    def run(self, work, *, retry_seconds: float | None = None):
+        """``work(session)`` in a transaction (committed when it returns); its result. When the connection to the
+        database server is lost (a PostgreSQL restart), the whole transaction runs again on a new connection,
+        for up to ``retry_seconds`` (default :data:`RECONNECT_SECONDS`), then the error is raised. ``work`` may
+        run more than once: it must leave nothing behind outside the session until :meth:`run` returns."""
+        wait = RECONNECT_SECONDS if retry_seconds is None else retry_seconds
+        deadline, delay, attempt = time.monotonic() + wait, 0.1, 0
+        while True:
+            try:
+                with self.session() as s:
+                    return work(s)
+            except DBAPIError as exc:
+                attempt += 1
+                left = deadline - time.monotonic()
+                if not self.lost_connection(exc) or left <= 0:
+                    raise
+                if attempt == 1:
+                    log.warning(
+                        "lost the database connection (%s); retrying for up to %.0f s", type(exc).__name__, wait
+                    )
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 1.0)
 
     def get(self, model, key):
         with self.session() as s:

@@ -31,6 +31,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from .db import Database, JobRow, select
+from .storage import ensure_reserve, is_disk_full, release_reserve
 from .worker import end_launched_jobs, run_job
 
 __all__ = ["JobManager"]
@@ -54,12 +55,14 @@ class JobManager:
         nice: int = 0,
         threads: int | None = None,
         device: str | None = None,
+        memory_limit: int | None = None,
     ) -> None:
         self.db = db
         self.data_dir = Path(data_dir)
         self.workers = workers
         self.device = device  # the server's device for jobs that name none ('cpu', 'cuda:N'; None: auto)
         self.nice, self.threads = nice, threads
+        self.memory_limit = memory_limit  # bytes of data memory per worker process (RLIMIT_DATA); None: no limit
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[str, Future] = {}
         self.accepting = False
@@ -71,6 +74,7 @@ class JobManager:
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> int:
         """Mark jobs a previous server left unfinished as ``interrupted``; returns how many."""
+        ensure_reserve(self.data_dir)  # room to record a job's failure when the disk fills up (storage.py)
         with self.db.session() as s:
             stale = list(s.scalars(select(JobRow).where(JobRow.state.in_(("running", "queued")))))
             for job in stale:
@@ -88,7 +92,7 @@ class JobManager:
                     max_workers=self.workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_init_worker,
-                    initargs=(self.nice, self.threads),
+                    initargs=(self.nice, self.threads, self.memory_limit),
                 )
             return self._pool
 
@@ -164,6 +168,7 @@ class JobManager:
     def submit(self, job_id: str) -> None:
         """Queue ``job_id`` on the pool; a pool found broken is replaced and the job goes to the new one."""
         args = (run_job, job_id, self.db.url, str(self.data_dir), self.device, self.threads)
+        ensure_reserve(self.data_dir)  # made again once space was freed after a full disk (a no-op when it is there)
         future = error = None
         for _ in range(3):  # a pool that breaks again at once is not retried for ever
             pool = self._executor()
@@ -200,29 +205,45 @@ class JobManager:
                 self._replace(pool)
             self._after_broken_pool(job_id)
             return
-        with self.db.session() as s:  # the job's call itself failed (run_job never raises; pickling, say)
+        # the job's call itself failed (run_job raises only when it could not record the job's failure; pickling)
+        error = f"the worker process ended abnormally: {type(exc).__name__}: {exc}"[:2000]
+
+        def fail(s) -> None:
             job = s.get(JobRow, job_id)
             if job is not None and job.state in ("queued", "running"):
-                job.state = "failed"
-                job.error = f"the worker process ended abnormally: {type(exc).__name__}: {exc}"[:2000]
-                job.finished = time.time()
+                job.state, job.error, job.finished = "failed", error, time.time()
+
+        self._write(fail)
+
+    def _write(self, work):
+        """``work(session)`` in a transaction, from a pool thread: run again while the database server is away
+        (:meth:`Database.run`), and on a full disk once more after the reserve file is released, so that a job's
+        end is recorded."""
+        try:
+            return self.db.run(work)
+        except Exception as exc:
+            if not is_disk_full(exc) or not release_reserve(self.data_dir):
+                raise
+            return self.db.run(work)
 
     def _after_broken_pool(self, job_id: str) -> None:
         """A job of a pool that broke: one that was running is interrupted; one still waiting (it never
         started) goes to the new pool, unless it was cancelled meanwhile."""
-        resubmit = False
-        with self.db.session() as s:
+
+        def settle(s) -> bool:
             job = s.get(JobRow, job_id)
             if job is None or job.state not in ("queued", "running"):
-                return
+                return False
             if job.state == "running":
                 job.state, job.error, job.finished = "interrupted", WORKER_DIED, time.time()
                 log.warning("job %s interrupted: its worker process died", job_id)
             elif job.cancel_requested:
                 job.state, job.finished = "cancelled", time.time()
             else:
-                resubmit = True
-        if resubmit:
+                return True
+            return False
+
+        if self._write(settle):
             try:
                 self.submit(job_id)
             except Exception:  # submit recorded the failure on the job
@@ -256,11 +277,14 @@ def _ready() -> bool:
     return True
 
 
-def _init_worker(nice: int, threads: int | None) -> None:
+def _init_worker(nice: int, threads: int | None, memory_limit: int | None = None) -> None:
     """Run in each worker process as it starts: training yields the CPU to the server's requests and uses
     ``threads`` BLAS threads (OpenBLAS threads spin while they wait for each other, so more threads than
     free cores, at a lower priority, slow an epoch down many times over), and the worker ends itself
-    when the server process is gone (killed) instead of idling on as an orphan."""
+    when the server process is gone (killed) instead of idling on as an orphan. With ``memory_limit`` the
+    process's data memory is limited (``RLIMIT_DATA``, :func:`forgeml.server.limits.apply_memory_limit`):
+    an allocation past it is a MemoryError, which fails the job with an out-of-memory error, and the worker
+    lives on for the next one."""
     if nice and hasattr(os, "nice"):
         os.nice(nice)
     if threads:
@@ -277,3 +301,7 @@ def _init_worker(nice: int, threads: int | None) -> None:
                 os._exit(1)  # stores are atomic: an epoch's rows commit whole, checkpoints are renamed into place
 
     threading.Thread(target=watch, name="forgeml-server-watch", daemon=True).start()
+    if memory_limit:  # last: the watchdog above must start whatever the limit
+        from .limits import apply_memory_limit
+
+        apply_memory_limit(memory_limit)

@@ -8,16 +8,29 @@ so a bearer token cannot reach it. Metrics live in a registry of the app's own
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import math
 import sys
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["JsonFormatter", "Metrics", "ObservabilityMiddleware", "configure_logging"]
+__all__ = [
+    "AICallsPruner",
+    "JsonFormatter",
+    "Metrics",
+    "ObservabilityMiddleware",
+    "configure_logging",
+    "job_ai_totals",
+    "prune_ai_calls",
+]
 
 access_log = logging.getLogger("forgeml.server.access")
+log = logging.getLogger("forgeml.server.observability")
+AI_CALLS_PRUNE_EVERY = 600.0  # seconds between two sweeps of the ai_calls table (AICallsPruner)
 
 
 class JsonFormatter(logging.Formatter):
@@ -134,6 +147,194 @@ class JobAICollector:
             tokens.add_metric([provider, "output"], output_tokens)
             cost.add_metric([provider], dollars)
         yield from (calls, tokens, cost)
+
+
+# ------------------------------------------------------------- the AI calls of training jobs, in the database
+def job_ai_totals(db) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, int, int, float]]]:
+    """Totals of the AI calls training jobs made: ``(provider, task, outcome, calls)`` rows, and
+    ``(provider, input tokens, output tokens, cost)`` by provider. The ``ai_calls`` rows still kept and the
+    roll-up of those pruned (``ai_call_totals``) are summed in one statement, so a prune that commits meanwhile
+    never makes a call count twice or not at all."""
+    from sqlalchemy import func, literal, select, union_all
+
+    from .db import AICallRow, AICallTotalRow
+
+    kept = select(
+        AICallRow.provider.label("provider"),
+        AICallRow.task.label("task"),
+        AICallRow.outcome.label("outcome"),
+        literal(1).label("calls"),
+        AICallRow.input_tokens.label("input_tokens"),
+        AICallRow.output_tokens.label("output_tokens"),
+        AICallRow.cost_usd.label("cost_usd"),
+    )
+    pruned = select(
+        AICallTotalRow.provider,
+        AICallTotalRow.task,
+        AICallTotalRow.outcome,
+        AICallTotalRow.calls,
+        AICallTotalRow.input_tokens,
+        AICallTotalRow.output_tokens,
+        AICallTotalRow.cost_usd,
+    )
+    both = union_all(kept, pruned).subquery()
+    query = select(
+        both.c.provider,
+        both.c.task,
+        both.c.outcome,
+        func.sum(both.c.calls),
+        func.sum(both.c.input_tokens),
+        func.sum(both.c.output_tokens),
+        func.sum(both.c.cost_usd),
+    ).group_by(both.c.provider, both.c.task, both.c.outcome)
+    with db.session() as s:
+        rows = s.execute(query).all()
+    calls, usage = [], {}
+    for provider, task, outcome, n, tokens_in, tokens_out, cost in rows:
+        calls.append((provider, task, outcome, int(n or 0)))
+        total = usage.setdefault(provider, [0, 0, 0.0])
+        total[0] += int(tokens_in or 0)
+        total[1] += int(tokens_out or 0)
+        total[2] += float(cost or 0.0)
+    return calls, [(p, i, o, c) for p, (i, o, c) in usage.items()]
+
+
+def prune_ai_calls(db, max_rows: int, max_age: float, *, batch: int = 5000, now: float | None = None) -> int:
+    """Delete the ``ai_calls`` rows beyond the newest ``max_rows`` or older than ``max_age`` seconds, after
+    adding them into ``ai_call_totals`` (by provider, task and outcome: calls, tokens, cost), so the job totals
+    ``/metrics`` reports never drop. Returns how many rows went.
+
+    Each transaction deletes at most ``batch`` rows with ``DELETE ... RETURNING`` and adds what it deleted to
+    the totals before it commits: a row is either still in ``ai_calls`` or counted in the totals, never both,
+    even with several processes pruning at once (PostgreSQL skips the rows another transaction deleted;
+    SQLite runs one writer at a time)."""
+    if max_rows < 1 or not max_age > 0:
+        raise ValueError(f"prune_ai_calls: max_rows must be >= 1 and max_age > 0, got {max_rows} and {max_age}")
+    from sqlalchemy import delete, or_, select
+
+    from .db import AICallRow
+
+    cutoff = (time.time() if now is None else now) - max_age
+    deleted = 0
+    while True:
+        # the id of the max_rows-th newest row: everything older than it is surplus (none when fewer rows)
+        newest_kept = select(AICallRow.id).order_by(AICallRow.id.desc()).offset(max_rows - 1).limit(1).scalar_subquery()
+        doomed = (
+            select(AICallRow.id)
+            .where(or_(AICallRow.created < cutoff, AICallRow.id < newest_kept))
+            .order_by(AICallRow.id)
+            .limit(batch)
+        )
+        statement = (
+            delete(AICallRow)
+            .where(AICallRow.id.in_(doomed))
+            .returning(
+                AICallRow.provider,
+                AICallRow.task,
+                AICallRow.outcome,
+                AICallRow.input_tokens,
+                AICallRow.output_tokens,
+                AICallRow.cost_usd,
+            )
+        )
+        with db.session() as s:
+            rows = s.execute(statement.execution_options(synchronize_session=False)).all()
+            if rows:
+                _add_to_totals(s, rows)
+        deleted += len(rows)
+        if len(rows) < batch:
+            return deleted
+
+
+class AICallsPruner:
+    """Runs :func:`prune_ai_calls` in a thread at start and every ``every`` seconds (default
+    :data:`AI_CALLS_PRUNE_EVERY`) while the server runs: ``start()`` on its event loop, ``await stop()``.
+    A sweep that fails (the database away) is logged and tried again at the next one."""
+
+    def __init__(self, db, max_rows: int, max_age: float, every: float | None = None) -> None:
+        self.db, self.max_rows, self.max_age = db, max_rows, max_age
+        self.every = AI_CALLS_PRUNE_EVERY if every is None else every
+        self.pruned = 0  # rows pruned since start
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> AICallsPruner:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="forgeml-ai-calls-pruner")
+        return self
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                n = await asyncio.to_thread(prune_ai_calls, self.db, self.max_rows, self.max_age)
+            except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+                log.warning("pruning ai_calls failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+            else:
+                self.pruned += n
+                if n:
+                    log.info("pruned ai_calls", extra={"rows": n})
+            await asyncio.sleep(self.every)
+
+
+def _add_to_totals(session, rows) -> None:
+    """Add deleted ``ai_calls`` rows to ``ai_call_totals`` (an upsert per provider, task and outcome)."""
+    from .db import AICallTotalRow
+
+    sums: dict[tuple[str, str, str], list] = {}
+    for provider, task, outcome, tokens_in, tokens_out, cost in rows:
+        total = sums.setdefault((provider, task, outcome), [0, 0, 0, 0.0])
+        total[0] += 1
+        total[1] += int(tokens_in or 0)
+        total[2] += int(tokens_out or 0)
+        total[3] += float(cost or 0.0) if math.isfinite(cost or 0.0) else 0.0
+    values = [
+        {
+            "provider": p,
+            "task": t,
+            "outcome": o,
+            "calls": n,
+            "input_tokens": i,
+            "output_tokens": out,
+            "cost_usd": c,
+            "updated": time.time(),
+        }
+        for (p, t, o), (n, i, out, c) in sums.items()
+    ]
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        table = AICallTotalRow.__table__
+        statement = insert(table)
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.provider, table.c.task, table.c.outcome],
+            set_={
+                "calls": table.c.calls + statement.excluded.calls,
+                "input_tokens": table.c.input_tokens + statement.excluded.input_tokens,
+                "output_tokens": table.c.output_tokens + statement.excluded.output_tokens,
+                "cost_usd": table.c.cost_usd + statement.excluded.cost_usd,
+                "updated": statement.excluded.updated,
+            },
+        )
+        session.execute(statement, values)
+        return
+    for v in values:  # another database: read, then add (the DELETE before holds the rows it counted)
+        row = session.get(AICallTotalRow, (v["provider"], v["task"], v["outcome"]), with_for_update=True)
+        if row is None:
+            session.add(AICallTotalRow(**v))
+        else:
+            row.calls += v["calls"]
+            row.input_tokens += v["input_tokens"]
+            row.output_tokens += v["output_tokens"]
+            row.cost_usd += v["cost_usd"]
+            row.updated = v["updated"]
 
 
 class ObservabilityMiddleware:

@@ -1,8 +1,11 @@
-"""Request and response models of the REST API (pydantic, validated at the edge)."""
+"""Request and response models of the REST API (pydantic, validated at the edge).
+
+The request models are strict: a value of another JSON type than the OpenAPI documents is a 422, not
+coerced (``false`` for a number, ``"5"`` for an integer, ``1`` for a boolean); an integer is still a number."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,6 +25,8 @@ __all__ = [
     "PredictRequest",
     "PredictResponse",
     "SyntheticRequest",
+    "ValidationIssue",
+    "error_responses",
 ]
 
 MNIST_MLP = {
@@ -103,7 +108,7 @@ class JobCreate(BaseModel):
     """A training job: a preset, or a model spec with its dataset, optimizer and schedule (a preset's
     fields can be overridden). ``ai`` turns on AI guidance; leave it out for plain training."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
     name: str | None = Field(default=None, max_length=200)
     preset: Literal["mnist_mlp", "mnist_ai_enhanced", "spam_transformer"] | None = None
@@ -241,12 +246,37 @@ class ErrorOut(BaseModel):
     detail: str
 
 
+class ValidationIssue(BaseModel):
+    """One thing wrong with a request, as a 422's ``detail`` lists them (FastAPI's ``ValidationError`` shape):
+    where (``loc``: ``["body", "inputs"]``, ``["query", "limit"]``), what (``msg``) and its kind (``type``)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` (for a route's ``responses=``): each status code answered with an :class:`ErrorOut`
+    body, with what it means on that route."""
+    return {code: {"model": ErrorOut, "description": text} for code, text in descriptions.items()}
+
+
+# A union's length limits go on each of its list types: set on the union, pydantic documents them as a string's
+# (minLength, maxLength), which OpenAPI clients and schema-driven tools take for no limit on the list at all.
+SampleRows = Annotated[list[list[float]], Field(min_length=1, max_length=10_000)]
+SampleRecords = Annotated[list[dict[str, Any]], Field(min_length=1, max_length=10_000)]
+TrainingRows = Annotated[list[list[float]], Field(max_length=10_000)]
+TrainingRecords = Annotated[list[dict[str, Any]], Field(max_length=10_000)]
+
+
 class PredictRequest(BaseModel):
     """Batched inputs: rows of numbers (image pixels in [0, 1], 784 per digit, or tabular features), or raw strings for a text model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    inputs: list[list[float]] | list[str] = Field(min_length=1)
+    inputs: Annotated[list[list[float]], Field(min_length=1)] | Annotated[list[str], Field(min_length=1)]
 
 
 class PredictResponse(BaseModel):
@@ -257,7 +287,7 @@ class PredictResponse(BaseModel):
 
 
 class EnhanceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     ai_providers: list[Literal["openai", "anthropic", "perplexity", "gemini", "xai", "local"]] | None = None
     synthetic_data_ratio: float = Field(default=0.3, ge=0, le=10)
@@ -266,24 +296,24 @@ class EnhanceConfig(BaseModel):
 
 
 class EnhanceRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
     model_description: str = Field(min_length=1, max_length=4000)
-    training_data: list[list[float]] | list[dict[str, Any]] = Field(default_factory=list, max_length=10_000)
+    training_data: TrainingRows | TrainingRecords = Field(default_factory=list)
     performance_metrics: TrainingMetrics | dict[str, Any] = Field(default_factory=dict)
     config: EnhanceConfig = Field(default_factory=EnhanceConfig)
 
 
 class SyntheticRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
     model_type: str = "classifier"
-    existing_data_sample: list[list[float]] | list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+    existing_data_sample: SampleRows | SampleRecords
     target_count: int = Field(default=100, ge=0, le=100_000)
 
 
 class AnalyzeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
     model_description: str = Field(min_length=1, max_length=4000)
     performance_metrics: TrainingMetrics | dict[str, Any] = Field(default_factory=dict)

@@ -7,7 +7,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from .limits import default_worker_memory_limit, machine_memory_bytes, parse_count, parse_size
 
 __all__ = ["DeviceUnavailableError", "ServerSettings", "check_device_spec", "default_max_processes", "resolve_device"]
 
@@ -118,10 +120,70 @@ class ServerSettings(BaseModel):
         "only when an API key is set (FORGEML_METRICS_REQUIRE_KEY: true/false, 1/0, yes/no, on/off)",
     )
 
+    ai_calls_max_rows: int = Field(
+        default=100_000,
+        ge=1,
+        description="rows of the ai_calls table (the AI calls training jobs made) kept, at most; older ones are "
+        "added into the ai_call_totals roll-up and deleted, so /metrics totals stay whole (FORGEML_AI_CALLS_MAX_ROWS)",
+    )
+    ai_calls_max_age: float = Field(
+        default=90 * 86400,
+        gt=0,
+        description="seconds an ai_calls row is kept, at most; older ones are rolled up and deleted the same way "
+        "(FORGEML_AI_CALLS_MAX_AGE)",
+    )
+
+    # Resource limits of training jobs (forgeml.server.limits): a job over one is refused with a 422 that gives
+    # its estimate; 0 or none turns a limit off.
+    max_job_parameters: int | None = Field(
+        default=100_000_000,
+        description="the most parameters a job's model may have (a 422 on 'model' above it; 0 or none: no limit) "
+        "(FORGEML_MAX_JOB_PARAMETERS)",
+    )
+    max_job_memory_bytes: int | None = Field(
+        default=None,
+        description="the most memory a job may need by its estimate (model, gradients, optimizer state, the "
+        "trainer's copies, activations of a batch and data, times its processes; a 422 above it); sizes like "
+        "'8GiB' are accepted; default: two thirds of worker_memory_limit_bytes, or half this machine's memory "
+        "without a worker limit; 0 or none: no limit (FORGEML_MAX_JOB_MEMORY_BYTES)",
+    )
+    max_job_samples: int | None = Field(
+        default=100_000_000,
+        description="the most samples a job may train on, epochs x its dataset's training rows (a 422 on "
+        "'epochs' above it; 0 or none: no limit) (FORGEML_MAX_JOB_SAMPLES)",
+    )
+    worker_memory_limit_bytes: int | None = Field(
+        default_factory=default_worker_memory_limit,
+        description="the data memory (RLIMIT_DATA) each training worker process may use; a job that needs more "
+        "fails with an out-of-memory error, the worker and the server live on. The ranks of a multi-process job "
+        "share it. Sizes like '8GiB' are accepted; default: 75% of this machine's (or container's) memory; 0 or "
+        "none: no limit (FORGEML_WORKER_MEMORY_LIMIT_BYTES)",
+    )
+
     @field_validator("device", mode="before")
     @classmethod
     def _device(cls, value) -> str:
         return check_device_spec(value)
+
+    @field_validator("max_job_memory_bytes", "worker_memory_limit_bytes", mode="before")
+    @classmethod
+    def _size(cls, value) -> int | None:
+        return parse_size(value)
+
+    @field_validator("max_job_parameters", "max_job_samples", mode="before")
+    @classmethod
+    def _count(cls, value) -> int | None:
+        return parse_count(value)
+
+    @model_validator(mode="after")
+    def _default_job_memory(self) -> ServerSettings:
+        if "max_job_memory_bytes" not in self.model_fields_set:  # not given: follows the worker's limit
+            if self.worker_memory_limit_bytes:
+                self.max_job_memory_bytes = self.worker_memory_limit_bytes * 2 // 3
+            else:
+                total = machine_memory_bytes()
+                self.max_job_memory_bytes = None if total is None else total // 2
+        return self
 
     def resolved_device(self) -> str:
         """``device`` on this machine: ``'cpu'`` or ``'cuda:N'`` (see :func:`resolve_device`)."""
@@ -171,6 +233,14 @@ class ServerSettings(BaseModel):
             values["device"] = env["FORGEML_DEVICE"]
         if env.get("FORGEML_METRICS_REQUIRE_KEY"):
             values["metrics_require_key"] = env["FORGEML_METRICS_REQUIRE_KEY"].strip()  # pydantic checks the value
+        for var, field in (  # sizes and counts: pydantic parses them ("8GiB", "1e8", "none")
+            ("FORGEML_MAX_JOB_PARAMETERS", "max_job_parameters"),
+            ("FORGEML_MAX_JOB_MEMORY_BYTES", "max_job_memory_bytes"),
+            ("FORGEML_MAX_JOB_SAMPLES", "max_job_samples"),
+            ("FORGEML_WORKER_MEMORY_LIMIT_BYTES", "worker_memory_limit_bytes"),
+        ):
+            if env.get(var):
+                values[field] = env[var].strip()
         for var, field in (
             ("FORGEML_WORKERS", "workers"),
             ("FORGEML_MAX_BODY_BYTES", "max_body_bytes"),
@@ -179,8 +249,11 @@ class ServerSettings(BaseModel):
             ("FORGEML_WORKER_NICE", "worker_nice"),
             ("FORGEML_WORKER_THREADS", "worker_threads"),
             ("FORGEML_MAX_PROCESSES", "max_processes"),
+            ("FORGEML_AI_CALLS_MAX_ROWS", "ai_calls_max_rows"),
         ):
             if env.get(var):
                 values[field] = int(env[var])
+        if env.get("FORGEML_AI_CALLS_MAX_AGE"):
+            values["ai_calls_max_age"] = float(env["FORGEML_AI_CALLS_MAX_AGE"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -11,6 +11,15 @@ last epoch's checkpoint stays as it was, and ``resume`` continues from it. A
 job on several processes stops at its next epoch boundary. The finished model's
 weights, vocabulary and metadata become a ``models`` row, usable for prediction.
 
+The checkpoint is written before the epoch's row, so an epoch the API shows is
+always in the checkpoint; a resumed job stores from the checkpoint's history an
+epoch whose row was never written (its worker died in between). The job's
+database writes are run again while a database server restarts
+(:meth:`~forgeml.server.db.Database.run`). A checkpoint that cannot be read
+(corrupt, truncated, missing) fails the resumed job with an error naming it; a
+full disk fails the job naming what could not be written, the last checkpoint
+kept whole (:mod:`forgeml.server.storage`).
+
 A job trains on the device it names (``device`` in its request), else on the
 server's (``FORGEML_DEVICE``, resolved by the server: a GPU when there is one).
 The data stay on the host; the trainer moves each batch to the device. A job
@@ -166,23 +175,114 @@ def run_job(job_id: str, db_url: str, data_dir: str, device: str | None = None, 
 
     db = Database(db_url)
     try:
-        with db.session() as s:
+
+        def processes_of(s) -> int:
             job = s.get(JobRow, job_id)
-            processes = int((job.request or {}).get("processes") or 1) if job is not None else 1
+            return int((job.request or {}).get("processes") or 1) if job is not None else 1
+
+        processes = db.run(processes_of)
         if processes > 1:
             return _launch(job_id, db, Path(data_dir), device, processes, threads)
         return _run(job_id, db, Path(data_dir), device)
     except Exception as exc:  # noqa: BLE001 - a job's failure is recorded, never lost
-        with db.session() as s:
-            job = s.get(JobRow, job_id)
-            if job is not None:
-                job.state = "failed"
-                job.error = f"{type(exc).__name__}: {exc}"[:2000]
-                job.finished = time.time()
         traceback.print_exc()
+        if isinstance(exc, MemoryError):  # over the worker's memory limit: the job fails, the worker lives on
+            _release_frames(exc)  # the job's arrays go before its failure is written
+        _record_failure(db, job_id, Path(data_dir), exc)
         return "failed"
     finally:
         db.dispose()
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Free what the frames of ``exc``'s traceback hold (a failed job's model, optimizer and batches): near the
+    memory limit, recording the failure needs the room."""
+    import gc
+
+    tb, exc.__traceback__ = exc.__traceback__, None
+    if tb is not None:
+        traceback.clear_frames(tb)  # the frames that have returned; the running one is left as it is
+    del tb
+    gc.collect()
+
+
+def _failure_text(exc: BaseException) -> str:
+    """A failed job's ``error``: the clear messages of a full disk or an unreadable checkpoint as they are,
+    anything else as ``Type: message``."""
+    from forgeml.server.storage import DiskFullError, disk_full_message, is_disk_full
+
+    if isinstance(exc, DiskFullError | CheckpointUnusable):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        from forgeml.server.limits import out_of_memory_message
+
+        return out_of_memory_message(exc)
+    if is_disk_full(exc):
+        return disk_full_message("writing to the data directory", f"{type(exc).__name__}: {exc}")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _record_failure(db, job_id: str, data_dir: Path, exc: BaseException) -> None:
+    """Mark the job ``failed`` with ``exc``'s reason. On a full disk the reserve file goes first, so that SQLite on
+    that disk has room for the row; a database server that is away is waited for (:meth:`Database.run`)."""
+    from forgeml.server.db import JobRow
+    from forgeml.server.storage import is_disk_full, release_reserve
+
+    if is_disk_full(exc):
+        release_reserve(data_dir)
+    error = _failure_text(exc)[:2000]
+
+    def fail(s) -> None:
+        job = s.get(JobRow, job_id)
+        if job is not None:
+            job.state, job.error, job.finished = "failed", error, time.time()
+
+    try:
+        db.run(fail)
+    except Exception as again:
+        if not is_disk_full(again) or not release_reserve(data_dir):
+            raise
+        db.run(fail)  # the reserve was made after this job started: released now, it makes the room
+
+
+class CheckpointUnusable(RuntimeError):
+    """A job's checkpoint cannot be resumed from (missing, truncated, corrupt, or of another model); the message
+    names it and says what to do."""
+
+
+def _load_checkpoint(trainer, data_dir: Path, relative: str) -> None:
+    """``trainer.load_checkpoint`` of the job's checkpoint, failing with :class:`CheckpointUnusable` naming it."""
+    path = data_dir / relative
+    try:
+        trainer.load_checkpoint(path)
+    except Exception as exc:
+        reason = str(exc).replace(str(path), "it").replace(str(path.resolve()), "it")
+        raise CheckpointUnusable(
+            f"cannot resume from the checkpoint {relative}: {reason} ({type(exc).__name__}); restore a good copy "
+            "of that file and resume the job again, or start a new job"
+        ) from exc
+
+
+def _match_checkpoint(s, job_id: str, trainer, relative: str) -> None:
+    """Make the job's stored epochs those of the checkpoint it resumes from: an epoch the checkpoint holds but the
+    database missed (the worker died between writing the one and the other, or its row could not be written) is
+    stored from the checkpoint's history; epochs past the checkpoint (an older copy was put back) are dropped, as
+    they are trained again."""
+    from forgeml.server.db import EpochRow, JobRow, select
+
+    rows = list(s.scalars(select(EpochRow).where(EpochRow.job_id == job_id).order_by(EpochRow.id)))
+    stored = {row.epoch for row in rows}
+    for row in rows:
+        if row.epoch > trainer.epoch:
+            s.delete(row)
+    for metrics in trainer.history:
+        if metrics.epoch not in stored and metrics.epoch <= trainer.epoch:
+            s.add(EpochRow(job_id=job_id, epoch=metrics.epoch, metrics=metrics.as_dict()))
+    job = s.get(JobRow, job_id)
+    job.epochs_done, job.checkpoint = trainer.epoch, relative
+    accuracies = [m.val_accuracy for m in trainer.history if m.val_accuracy is not None and m.epoch <= trainer.epoch]
+    if accuracies:
+        job.best_val_accuracy = max(accuracies)
 
 
 # -- a job on several processes: the worker process's side ------------------------------------------
@@ -220,6 +320,13 @@ def _rank_environment(db_url: str, processes: int, threads: int | None) -> dict[
     env["FORGEML_DATABASE_URL"] = db_url
     env["FORGEML_SERVER_PID"] = str(os.getppid())
     env["FORGEML_WORKER_PID"] = str(os.getpid())
+    from forgeml.server.limits import RANK_LIMIT_VARIABLE, rank_memory_limit
+
+    rank_limit = rank_memory_limit(processes)  # the ranks share the worker's memory limit
+    if rank_limit is None:
+        env.pop(RANK_LIMIT_VARIABLE, None)
+    else:
+        env[RANK_LIMIT_VARIABLE] = str(rank_limit)
     return env
 
 
@@ -366,10 +473,12 @@ def _rank_main(argv: list[str]) -> int:
         return 2
     job_id, data_dir, device = argv
     import forgeml.distributed as dist
+    from forgeml.server.limits import RANK_LIMIT_VARIABLE, apply_memory_limit, out_of_memory_message
 
     group = dist.init_process_group("mpi")
     print(PID_LINE.format(rank=group.rank, world=group.world_size, pid=os.getpid()), flush=True)
     _watch_parents()
+    apply_memory_limit(int(os.environ.get(RANK_LIMIT_VARIABLE) or 0))  # this rank's share of the worker's limit
     db = None
     if group.rank == 0:
         from forgeml.server.db import Database
@@ -377,6 +486,8 @@ def _rank_main(argv: list[str]) -> int:
         db = Database(os.environ["FORGEML_DATABASE_URL"])
     try:
         _run(job_id, db, Path(data_dir), device, group=group)
+    except MemoryError as exc:  # the hook prints it as this rank's failure, which the job's error names
+        raise MemoryError(out_of_memory_message(exc, processes=group.world_size)) from None
     finally:
         if db is not None:
             db.dispose()
@@ -473,6 +584,8 @@ class JobCancelled(Exception):
 def _cancel_callback(db, job_id: str, every: float = CANCEL_POLL):
     """A trainer callback that reads the job's ``cancel_requested`` flag after a batch, at most every ``every``
     seconds (one indexed read of one column), and raises :class:`JobCancelled` when it is set."""
+    from sqlalchemy.exc import DBAPIError
+
     from forgeml.server.db import JobRow, select
     from forgeml.training import Callback
 
@@ -487,9 +600,15 @@ def _cancel_callback(db, job_id: str, every: float = CANCEL_POLL):
             if now < self.next_check:
                 return
             self.next_check = now + every
-            with db.session() as s:
-                if s.scalar(query):
-                    raise JobCancelled(f"job {job_id} was cancelled")
+            try:
+                with db.session() as s:
+                    cancelled = s.scalar(query)
+            except DBAPIError as exc:  # the database is away (restarting): train on, read the flag next time
+                if not db.lost_connection(exc):
+                    raise
+                return
+            if cancelled:
+                raise JobCancelled(f"job {job_id} was cancelled")
 
     return CancelBetweenBatches()
 
@@ -501,33 +620,42 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
     import forgeml as fm
     from forgeml.data import DataLoader
     from forgeml.nn import build
-    from forgeml.server.db import AICallRow, AIEventRow, DatasetRow, EpochRow, JobRow, ModelRow, new_id
+    from forgeml.server.db import AICallRow, AIEventRow, DatasetRow, EpochRow, JobRow, ModelRow, new_id, select
     from forgeml.server.observability import outcome_label
     from forgeml.server.schemas import JobCreate
+    from forgeml.server.storage import DiskFullError, disk_full_message, is_disk_full
     from forgeml.training import AIEnhancedTrainer, Callback, Trainer
 
     writer = group is None or group.rank == 0
     loaded = None
     if writer:
-        with db.session() as s:
+
+        def claim(s):
             job = s.get(JobRow, job_id)
-            if job is not None and group is None and job.cancel_requested:
+            if job is None:
+                return None
+            if group is None and job.cancel_requested:
                 # Cancelled while it waited (the pool may hand a queued job to a worker before it is free): the
                 # cancel wins, the job never starts. Only resume clears the flag.
                 job.state, job.finished = "cancelled", time.time()
                 return "cancelled"
-            if job is not None:
-                if group is None:  # claimed here; a multi-process job, by the worker process that started its ranks
-                    job.state, job.started, job.error = "running", job.started or time.time(), None
-                row = (
-                    s.get(DatasetRow, job.request["dataset"])
-                    if job.request["dataset"] not in ("mnist", "spam")
-                    else None
+            if group is None:  # claimed here; a multi-process job, by the worker process that started its ranks
+                job.state, job.started, job.error = "running", job.started or time.time(), None
+            row = s.get(DatasetRow, job.request["dataset"]) if job.request["dataset"] not in ("mnist", "spam") else None
+            dataset = None if row is None else {"path": row.path, "target": row.target, "summary": row.summary}
+            resume = job.checkpoint if job.checkpoint and (data_dir / job.checkpoint).exists() else None
+            if job.checkpoint and resume is None and job.epochs_done > 0:  # never silently from scratch
+                raise CheckpointUnusable(
+                    f"cannot resume from the checkpoint {job.checkpoint}: the file is missing from the data "
+                    f"directory (it held epoch {job.epochs_done}); restore it and resume the job again, or start "
+                    "a new job"
                 )
-                dataset = None if row is None else {"path": row.path, "target": row.target, "summary": row.summary}
-                resume = job.checkpoint if job.checkpoint and (data_dir / job.checkpoint).exists() else None
-                profiled = bool((job.summary or {}).get("profile"))  # a resumed job keeps its first profile
-                loaded = {"request": job.request, "resume": resume, "dataset": dataset, "profiled": profiled}
+            profiled = bool((job.summary or {}).get("profile"))  # a resumed job keeps its first profile
+            return {"request": job.request, "resume": resume, "dataset": dataset, "profiled": profiled}
+
+        loaded = db.run(claim)
+        if loaded == "cancelled":
+            return "cancelled"
     if group is not None:
         loaded = group.broadcast_object(loaded, 0)
     if loaded is None:
@@ -558,6 +686,8 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
     job_dir = data_dir / "jobs" / job_id
     job_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = job_dir / "checkpoint.safetensors"
+    checkpoint_name = str(checkpoint.relative_to(data_dir))
+    stored_epoch = select(EpochRow.id).where(EpochRow.job_id == job_id).limit(1)
 
     if group is None:
         server_pid = os.getppid()
@@ -584,28 +714,63 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
         def on_epoch_end(self, trainer, metrics) -> None:
             if writer and not server_alive():  # the server died: stop rather than write behind the next one's back
                 os._exit(1)  # the pool's watchdog would end this process within a second anyway
-            trainer.save_checkpoint(checkpoint)
+            # The checkpoint first, then the epoch's row: an epoch the database shows is always in the checkpoint.
+            try:
+                trainer.save_checkpoint(checkpoint)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                kept = (
+                    f"the checkpoint of epoch {metrics.epoch - 1} is intact: free space, then resume the job"
+                    if checkpoint.exists()
+                    else "nothing was written in its place: free space, then resume the job"
+                )
+                what = f"writing the checkpoint {checkpoint_name} of epoch {metrics.epoch}"
+                raise DiskFullError(disk_full_message(what, kept)) from exc
             if not writer:
                 return
-            with db.session() as s:
+
+            def store(s):
+                if s.scalar(stored_epoch.where(EpochRow.epoch == metrics.epoch)) is not None:
+                    return None, False  # an earlier try committed before its connection was lost
                 s.add(EpochRow(job_id=job_id, epoch=metrics.epoch, metrics=metrics.as_dict()))
-                self.save_events(trainer, s)
+                saved = self.save_events(trainer, s)
                 row = s.get(JobRow, job_id)
                 row.epochs_done = metrics.epoch
-                row.checkpoint = str(checkpoint.relative_to(data_dir))
+                row.checkpoint = checkpoint_name
                 if metrics.val_accuracy is not None:
                     row.best_val_accuracy = max(row.best_val_accuracy or 0.0, metrics.val_accuracy)
-                if row.cancel_requested:
-                    trainer.stop_training = True
+                return saved, row.cancel_requested
 
-        def save_events(self, trainer, session) -> None:
-            """AI events not stored yet (advice that arrived after the last epoch is stored when training ends)."""
+            try:
+                saved, cancel = db.run(store)
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                what = f"storing epoch {metrics.epoch} in the database"
+                kept = "its checkpoint is written: free space, then resume the job"
+                raise DiskFullError(disk_full_message(what, kept)) from exc
+            if saved is not None:
+                saved()
+            if cancel:
+                trainer.stop_training = True
+
+        def save_events(self, trainer, session):
+            """Add the AI events and calls not stored yet to ``session`` (advice that arrived after the last epoch is
+            stored when training ends); returns the function that marks them stored, to call once the session has
+            committed (a transaction that is run again after a lost connection adds them again)."""
             events = getattr(trainer, "events", [])
-            for event in events[self.events_saved :]:
+            new_events = events[self.events_saved :]
+            for event in new_events:
                 session.add(AIEventRow(job_id=job_id, epoch=event.epoch, event=event.model_dump(mode="json")))
-            self.events_saved = len(events)
             with self.calls_lock:
-                calls, self.calls = self.calls, []
+                calls = list(self.calls)
+
+            def saved() -> None:
+                self.events_saved += len(new_events)
+                with self.calls_lock:
+                    del self.calls[: len(calls)]
+
             for c in calls:
                 session.add(
                     AICallRow(
@@ -618,6 +783,7 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
                         cost_usd=c.cost_usd if math.isfinite(c.cost_usd) else 0.0,
                     )
                 )
+            return saved
 
     persist = Persist()
     callbacks: list = [persist]
@@ -626,9 +792,11 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
     if request.profile and writer and not loaded.get("profiled"):
 
         def store_profile(profile: dict) -> None:
-            with db.session() as s:
+            def store(s) -> None:
                 row = s.get(JobRow, job_id)
                 row.summary = {**(row.summary or {}), "profile": {**profile, "processes": processes}}
+
+            db.run(store)
 
         callbacks.insert(0, _profile_callback(store_profile))  # first: its epoch ends before the checkpoint is saved
     if group is not None:
@@ -649,7 +817,9 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
     else:
         trainer = Trainer(model, optimizer, callbacks=callbacks, device=device)
     if loaded["resume"]:
-        trainer.load_checkpoint(data_dir / loaded["resume"])  # events stored before stay; new ones are appended
+        _load_checkpoint(trainer, data_dir, loaded["resume"])  # events stored before stay; new ones are appended
+        if writer:
+            db.run(lambda s: _match_checkpoint(s, job_id, trainer, loaded["resume"]))
     remaining = request.epochs - trainer.epoch
     train_loader = DataLoader(train, batch_size=request.batch_size, shuffle=True)
     test_loader = DataLoader(test, batch_size=256)
@@ -671,17 +841,24 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
 
     cancelled = False
     if writer:
-        with db.session() as s:
-            persist.save_events(trainer, s)
+
+        def finish_events(s):
+            saved = persist.save_events(trainer, s)
             row = s.get(JobRow, job_id)
-            cancelled = stopped_mid_epoch or (row.cancel_requested and trainer.epoch < request.epochs)
+            return saved, stopped_mid_epoch or (row.cancel_requested and trainer.epoch < request.epochs)
+
+        saved, cancelled = db.run(finish_events)
+        saved()
     if group is not None:
         cancelled = group.broadcast_object(cancelled, 0)  # the ranks evaluate together, or not at all
     if cancelled:
         if writer:
-            with db.session() as s:
+
+            def cancel(s) -> None:
                 row = s.get(JobRow, job_id)
                 row.state, row.finished = "cancelled", time.time()
+
+            db.run(cancel)
         return "cancelled"
 
     final = trainer.evaluate(test_loader)  # a collective in a multi-process job: every rank takes part
@@ -691,13 +868,25 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
     model_dir = data_dir / "models"
     model_dir.mkdir(parents=True, exist_ok=True)
     weights = model_dir / f"{model_id}.safetensors"
-    fm.save(model.state_dict(), weights)
     model_extras = {k: v for k, v in extras.items() if k != "vocab"}
-    if "vocab" in extras:
-        vocab_path = model_dir / f"{model_id}.vocab.json"
-        extras["vocab"].save(vocab_path)
-        model_extras["vocab"] = str(vocab_path.relative_to(data_dir))
-    with db.session() as s:
+    vocab_path = model_dir / f"{model_id}.vocab.json"
+    try:
+        fm.save(model.state_dict(), weights)  # to a temporary name, renamed into place: never half-written
+        if "vocab" in extras:
+            extras["vocab"].save(vocab_path)
+            model_extras["vocab"] = str(vocab_path.relative_to(data_dir))
+    except OSError as exc:
+        for written in (weights, vocab_path):
+            written.unlink(missing_ok=True)  # no model file without its row
+        if not is_disk_full(exc):
+            raise
+        what = f"writing the trained model's file {weights.relative_to(data_dir)}"
+        kept = f"the checkpoint of epoch {trainer.epoch} is intact: free space, then resume the job"
+        raise DiskFullError(disk_full_message(what, kept)) from exc
+
+    def complete(s) -> None:
+        if s.get(ModelRow, model_id) is not None:
+            return  # an earlier try committed before its connection was lost
         s.add(
             ModelRow(
                 id=model_id,
@@ -714,6 +903,17 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
         row.state, row.finished, row.model_id = "completed", time.time(), model_id
         kept = {"profile": row.summary["profile"]} if row.summary and "profile" in row.summary else {}
         row.summary = {**(summary or {"final_test": final}), "device": device, "processes": processes, **kept}
+
+    try:
+        db.run(complete)
+    except Exception as exc:
+        for written in (weights, vocab_path):
+            written.unlink(missing_ok=True)
+        if not is_disk_full(exc):
+            raise
+        what = "storing the trained model in the database"
+        kept = f"the checkpoint of epoch {trainer.epoch} is intact: free space, then resume the job"
+        raise DiskFullError(disk_full_message(what, kept)) from exc
     return "completed"
 
 

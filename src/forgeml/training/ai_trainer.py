@@ -7,8 +7,10 @@ every ``optimization_guidance_frequency`` epochs, research every
 boundary, within the guardrails of :class:`AIEnhancedConfig`; every change (or
 refusal) is an :class:`AIEvent` with its before and after values, provider and
 rationale. A provider failure never stops training (the orchestrator falls
-back to the offline advisor), and a diverging loss restores the last good
-epoch and lowers the learning rate instead of ending the run.
+back to the next provider, and at last to the offline advisor), and a
+``provider_error`` event says which provider failed how and who answered
+instead; a diverging loss restores the last good epoch and lowers the learning
+rate instead of ending the run.
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ class AIEnhancedConfig(BaseModel):
 
 
 class AIEvent(BaseModel):
-    """Something the AI layer did during training: advice applied or refused, an insight, data, a recovery."""
+    """Something the AI layer did during training: advice applied or refused, an insight, data, a recovery, or
+    (``provider_error``) a provider that failed, with its cause in words and who answered instead."""
 
     time: float
     epoch: int = Field(description="the epoch boundary at which the event happened")
@@ -348,6 +351,7 @@ class AIEnhancedTrainer(Trainer):
         response = await self.orchestrator.suggest_architectures(
             self._description(), current, input_size, num_classes, k
         )
+        self._note_fallback("architecture", response)
         self._event(
             "architecture",
             "architecture",
@@ -475,6 +479,7 @@ class AIEnhancedTrainer(Trainer):
                 self._event(task_name, "provider_error", "", reason=f"{type(exc).__name__}: {exc}; training continues")
                 continue
             self._asked_at = asked_at
+            self._note_fallback(task_name, task.result())
             getattr(self, f"_use_{task_name}")(task.result())
             self._asked_at = None
         self._pending = keep
@@ -654,6 +659,15 @@ class AIEnhancedTrainer(Trainer):
         return f"the weights of epoch {self.epoch}", where
 
     # ------------------------------------------------------------ helpers
+    def _note_fallback(self, task, response) -> None:
+        """A ``provider_error`` event when a configured provider let ``task`` down on the way to ``response``:
+        which provider failed how, and who answered instead (the offline advisor, or the next provider)."""
+        from ..ai.orchestrator import describe_attempts
+
+        note = describe_attempts(getattr(response, "attempts", None) or [])
+        if note is not None:
+            self._event(task, "provider_error", getattr(response, "provider", ""), reason=note)
+
     def _event(self, task, kind, provider, **fields) -> None:
         event = AIEvent(
             time=time.time(),

@@ -2,7 +2,9 @@
 
 The rules run in order and the first that fires gives the diagnosis:
 
-1. ``diverging``: a non-finite loss (NaN or inf) at any epoch.
+1. ``diverging``: a non-finite loss (NaN or inf) at any epoch. A value beyond float32's range (about
+   3.4e38) counts as non-finite: no float32 training run can record it, and the statistics below would
+   overflow on it.
 2. ``unknown``: fewer than ``MIN_EPOCHS`` epochs with a finite loss.
 3. ``diverging``: the training loss explodes relative to its minimum (at least
    doubles), or rises three epochs in a row by 25% or more.
@@ -55,6 +57,7 @@ MIN_EPOCHS = 3  # fewer finite epochs than this: "unknown"
 PLATEAU_THRESHOLD = 0.01  # relative improvement over the recent window below which progress has stalled
 NOISE_CV = 0.03  # scatter about the trend, as a fraction of the curve's level, that counts as noisy
 _EPS = 1e-12
+_FLOAT32_MAX = 3.4028234663852886e38  # larger magnitudes are read as non-finite (see rule 1)
 
 
 @dataclass
@@ -71,7 +74,7 @@ class _Curve:
     name: str
     epochs: np.ndarray  # 0-based epochs with a finite value
     y: np.ndarray  # those values
-    bad: list[tuple[int, float]]  # (epoch, value) of non-finite entries
+    bad: list[tuple[int, float]]  # (epoch, value) of non-finite entries (or beyond float32's range)
 
     @property
     def n(self) -> int:
@@ -111,7 +114,7 @@ def _curve(name: str, values) -> _Curve:
         if v is None:
             continue
         v = float(v)
-        if math.isfinite(v):
+        if abs(v) <= _FLOAT32_MAX:
             epochs.append(i)
             ys.append(v)
         else:
@@ -181,6 +184,8 @@ def _nonfinite(ctx: _Ctx) -> AnalysisResult | None:
             i = int(np.argmin(yb))
             text += f" (last finite value {_g(yb[-1])} at epoch {eb[-1] + 1}; best {_g(yb[i])} at epoch {eb[i] + 1})"
         text += f"; non-finite in {len(c.bad)} of {len(c.bad) + c.n} recorded epochs"
+        if any(math.isfinite(value) for _, value in c.bad):
+            text += " (values beyond float32's range count as non-finite)"
         evidence.append(text)
     if ctx.grad.n:
         g = ctx.grad.y[ctx.grad.epochs < first_bad]

@@ -141,6 +141,15 @@ def _allocate(counts: np.ndarray, total: int) -> np.ndarray:
     return out
 
 
+def power_of_two_scale(x: np.ndarray) -> np.ndarray:
+    """Per column, a power of two that brings the column's largest magnitude into [1, 2) (1/2 for a zero column).
+
+    Dividing by it is exact, and the column's spans, variances and distances then stay finite even for values
+    near the float limit."""
+    _, exponent = np.frexp(np.abs(x).max(axis=0))  # peak = m * 2**exponent with m in [0.5, 1)
+    return np.ldexp(1.0, exponent - 1)
+
+
 def _std(z: np.ndarray) -> np.ndarray:
     return z.std(axis=0) if len(z) > 1 else np.zeros(z.shape[1])
 
@@ -251,7 +260,11 @@ def generate_synthetic(
 
     # Everything the generators work on: features, plus the target column for a regressor.
     z = x if y is None else np.column_stack([x, y])
-    whole = np.all(z == np.round(z), axis=0) & (np.ptp(z, axis=0) > 0)
+    whole = np.all(z == np.round(z), axis=0) & (z.max(axis=0) > z.min(axis=0))
+    # Work on columns scaled by a power of two to below 2 in magnitude: exact (the same samples as
+    # unscaled, bit for bit), and spans, variances and distances of values near the float limit stay finite.
+    scale = power_of_two_scale(z)
+    z = z / scale
     global_lo, global_hi, global_std = z.min(axis=0), z.max(axis=0), _std(z)
     noise_mask = np.ones(z.shape[1])
     if y is not None:
@@ -315,7 +328,7 @@ def generate_synthetic(
         else:
             notes.append("Gaussian per class: a diagonal Gaussian fitted to each class, samples clipped to its range")
 
-    generated = _round_whole_columns(generated, whole)
+    generated = _round_whole_columns(generated * scale, whole)
     if np.any(whole[:n_features]):
         cols = np.flatnonzero(whole[:n_features])
         notes.append(f"feature columns {_describe_rows(cols)} hold whole numbers in the sample, so they were rounded")

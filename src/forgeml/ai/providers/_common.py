@@ -27,6 +27,7 @@ from ..errors import (
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
+    connection_cause,
 )
 from .base import ProviderConfig, RemoteProvider
 
@@ -335,9 +336,16 @@ def parse_json_object(provider: str, text: str | None, *, truncated: bool = Fals
     """
     raw = text or ""
     if truncated:
-        raise BadOutput(provider, "the reply was cut off at the output-token limit, so its JSON is incomplete", raw=raw)
+        raise BadOutput(
+            provider,
+            "the reply was cut off at the output-token limit, so its JSON is incomplete",
+            raw=raw,
+            cause="invalid response: cut off at the output-token limit",
+        )
     if not raw.strip():
-        raise BadOutput(provider, "the reply was empty; expected a JSON object", raw=raw)
+        raise BadOutput(
+            provider, "the reply was empty; expected a JSON object", raw=raw, cause="invalid response: empty"
+        )
     candidates = [raw]
     body = _THINK.sub("", raw, count=1)
     fenced = _FENCE.match(body)
@@ -356,8 +364,13 @@ def parse_json_object(provider: str, text: str | None, *, truncated: bool = Fals
             continue
         if isinstance(value, dict):
             return value
-        raise BadOutput(provider, f"expected a JSON object, got a JSON {type(value).__name__}", raw=raw)
-    raise BadOutput(provider, f"the reply is not valid JSON ({error})", raw=raw)
+        raise BadOutput(
+            provider,
+            f"expected a JSON object, got a JSON {type(value).__name__}",
+            raw=raw,
+            cause="invalid response: not a JSON object",
+        )
+    raise BadOutput(provider, f"the reply is not valid JSON ({error})", raw=raw, cause="invalid response: not JSON")
 
 
 # ----------------------------------------------------------------- errors
@@ -432,11 +445,11 @@ def transport_error(
     """A ``ProviderTimeout`` or ``ProviderUnavailable`` for a network-level failure, else None."""
     timeouts = (TimeoutError, *_transport_classes("TimeoutException"))
     if isinstance(exc, timeouts):
-        return ProviderTimeout(provider, f"no reply within {timeout:g} s")
+        return ProviderTimeout(provider, f"no reply within {timeout:g} s", timeout=timeout)
     transport = (ConnectionError, *_transport_classes("TransportError"), *_transport_classes("NetworkError"))
     if isinstance(exc, transport):
         detail = redact(str(exc), secret)[:_MAX_DETAIL] or type(exc).__name__
-        return ProviderUnavailable(provider, f"connection failed: {detail}")
+        return ProviderUnavailable(provider, f"connection failed: {detail}", cause=connection_cause(exc))
     return None
 
 
@@ -497,7 +510,7 @@ class SDKProvider(RemoteProvider):
         except ProviderError:
             raise
         except TimeoutError:  # asyncio.timeout's deadline
-            raise ProviderTimeout(self.name, f"no reply within {timeout:g} s") from None
+            raise ProviderTimeout(self.name, f"no reply within {timeout:g} s", timeout=timeout) from None
         except Exception as exc:  # mapped to a typed error when it is the SDK's or the network's; else re-raised
             mapped = self._map_error(exc, timeout, secret) or transport_error(self.name, exc, timeout, secret)
             if mapped is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..errors import BadOutput, ProviderError, ProviderTimeout, ProviderUnavailable
+from ..errors import BadOutput, ProviderError, ProviderTimeout, ProviderUnavailable, connection_cause
 from ..models import PROVIDER_DEFAULTS
 from ._common import (
     SDKProvider,
@@ -36,6 +36,7 @@ class AnthropicProvider(SDKProvider):
     """Claude through ``AsyncAnthropic().messages.create`` with ``output_config.format``."""
 
     name = "anthropic"
+    sdk_modules = ("anthropic",)
     key_env = PROVIDER_DEFAULTS["anthropic"]["key_env"]
     default_model = PROVIDER_DEFAULTS["anthropic"]["model"]
     default_base_url = PROVIDER_DEFAULTS["anthropic"]["base_url"]
@@ -52,14 +53,20 @@ class AnthropicProvider(SDKProvider):
     def _map_error(self, exc: BaseException, timeout: float, secret: str) -> ProviderError | None:
         anthropic = require_sdk("anthropic", "anthropic")
         if isinstance(exc, anthropic.APITimeoutError):
-            return ProviderTimeout(self.name, f"no reply within {timeout:g} s")
+            return ProviderTimeout(self.name, f"no reply within {timeout:g} s", timeout=timeout)
         if isinstance(exc, anthropic.APIStatusError):
             message = getattr(exc, "api_message", None) or exc.message
             return map_status_error(self.name, exc.status_code, message, headers=exc.response.headers, secret=secret)
         if isinstance(exc, anthropic.APIConnectionError):
-            return ProviderUnavailable(self.name, f"connection failed: {redact(str(exc), secret)}")
+            return ProviderUnavailable(
+                self.name, f"connection failed: {redact(str(exc), secret)}", cause=connection_cause(exc)
+            )
         if isinstance(exc, anthropic.APIResponseValidationError):
-            return ProviderUnavailable(self.name, "the server's response did not follow the Messages format")
+            return ProviderUnavailable(
+                self.name,
+                "the server's response did not follow the Messages format",
+                cause="invalid response: not the Messages format",
+            )
         if isinstance(exc, anthropic.AnthropicError):
             return ProviderError(self.name, f"{type(exc).__name__}: {redact(str(exc), secret)[:500]}")
         return None
@@ -96,13 +103,17 @@ class AnthropicProvider(SDKProvider):
 
         message = await self._call(call, timeout)
         if not hasattr(message, "content"):
-            raise ProviderUnavailable(self.name, "the server's response was not a Messages reply")
+            raise ProviderUnavailable(
+                self.name,
+                "the server's response was not a Messages reply",
+                cause="invalid response: not a Messages reply",
+            )
         usage = _usage(message)
         text = "".join(getattr(block, "text", "") for block in message.content or [] if block.type == "text")
         stop = message.stop_reason
         try:
             if stop == "refusal":
-                raise BadOutput(self.name, "the model refused to answer", raw=text)
+                raise BadOutput(self.name, "the model refused to answer", raw=text, cause="the model refused to answer")
             data = parse_json_object(self.name, text, truncated=stop in ("max_tokens", "model_context_window_exceeded"))
         except BadOutput as exc:
             exc.usage = usage  # the tokens were spent even though the answer is unusable

@@ -9,6 +9,9 @@ failure to one of the typed errors in :mod:`forgeml.ai.errors`.
 from __future__ import annotations
 
 import abc
+import asyncio
+import importlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -73,9 +76,27 @@ class RemoteProvider(abc.ABC):
     key_env: ClassVar[str]
     default_model: ClassVar[str]
     default_base_url: ClassVar[str | None] = None
+    sdk_modules: ClassVar[tuple[str, ...]] = ()  # what complete() imports: warm_up() imports it off the event loop
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
+
+    async def warm_up(self) -> None:
+        """Import the SDK (``sdk_modules``) in a thread, once, before the first call: an SDK can take seconds
+        to import on a busy machine, which must neither block the event loop nor count against a call's
+        timeout. A missing SDK is left to :meth:`complete`, which says how to install it."""
+        missing = [m for m in self.sdk_modules if m not in sys.modules]
+        if not missing:
+            return
+
+        def load() -> None:
+            for module in missing:
+                try:
+                    importlib.import_module(module)
+                except ImportError:
+                    return
+
+        await asyncio.to_thread(load)
 
     @property
     def model(self) -> str:

@@ -40,6 +40,7 @@ class GeminiProvider(SDKProvider):
     """Gemini through ``genai.Client(...).aio.models.generate_content``."""
 
     name = "gemini"
+    sdk_modules = ("google.genai", "google.genai.types", "google.genai.errors")
     key_env = PROVIDER_DEFAULTS["gemini"]["key_env"]
     default_model = PROVIDER_DEFAULTS["gemini"]["model"]
     default_base_url = PROVIDER_DEFAULTS["gemini"]["base_url"]
@@ -69,10 +70,16 @@ class GeminiProvider(SDKProvider):
             status = int(exc.code) if isinstance(exc.code, int) else 0
             message = exc.message or exc.status or str(exc.details)
             if not status:
-                return ProviderUnavailable(self.name, f"API error: {redact(str(message), secret)[:500]}")
+                return ProviderUnavailable(
+                    self.name, f"API error: {redact(str(message), secret)[:500]}", cause="API error without a status"
+                )
             return map_status_error(self.name, status, str(message), headers=headers, secret=secret)
         if isinstance(exc, (errors.UnknownApiResponseError, json.JSONDecodeError)):
-            return ProviderUnavailable(self.name, "the server's response did not follow the generateContent format")
+            return ProviderUnavailable(
+                self.name,
+                "the server's response did not follow the generateContent format",
+                cause="invalid response: not the generateContent format",
+            )
         return None  # httpx timeouts and connection errors are mapped by the shared code
 
     @staticmethod
@@ -125,7 +132,7 @@ class GeminiProvider(SDKProvider):
             feedback = getattr(response, "prompt_feedback", None)
             reason = getattr(feedback, "block_reason", None)
             why = f"the prompt was blocked ({_enum_name(reason)})" if reason else "the reply had no candidates"
-            raise BadOutput(self.name, why, raw="")
+            raise BadOutput(self.name, why, raw="", cause="invalid response: no answer")
         candidate = candidates[0]
         finish = _enum_name(getattr(candidate, "finish_reason", None))
         parts = getattr(getattr(candidate, "content", None), "parts", None) or []
@@ -133,7 +140,12 @@ class GeminiProvider(SDKProvider):
             part.text for part in parts if getattr(part, "text", None) and not getattr(part, "thought", False)
         )
         if finish in _BLOCKED:
-            raise BadOutput(self.name, f"the reply was stopped by the provider ({finish})", raw=text)
+            raise BadOutput(
+                self.name,
+                f"the reply was stopped by the provider ({finish})",
+                raw=text,
+                cause="invalid response: stopped by the provider",
+            )
         return text, finish
 
 

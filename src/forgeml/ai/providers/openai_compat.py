@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from ..errors import BadOutput, ProviderError, ProviderTimeout, ProviderUnavailable
+from ..errors import BadOutput, ProviderError, ProviderTimeout, ProviderUnavailable, connection_cause
 from ..models import PROVIDER_DEFAULTS
 from ._common import (
     SDKProvider,
@@ -33,6 +33,8 @@ __all__ = ["OpenAIProvider", "PerplexityProvider", "XAIProvider"]
 
 class _ChatCompletionsProvider(SDKProvider):
     """A provider reached through ``AsyncOpenAI(...).chat.completions.create``."""
+
+    sdk_modules = ("openai",)
 
     max_tokens_param: ClassVar[str] = "max_completion_tokens"
     inline_schema_refs: ClassVar[bool] = False  # for servers that do not follow "$ref"
@@ -60,7 +62,7 @@ class _ChatCompletionsProvider(SDKProvider):
     def _map_error(self, exc: BaseException, timeout: float, secret: str) -> ProviderError | None:
         openai = require_sdk("openai", "openai")
         if isinstance(exc, openai.APITimeoutError):
-            return ProviderTimeout(self.name, f"no reply within {timeout:g} s")
+            return ProviderTimeout(self.name, f"no reply within {timeout:g} s", timeout=timeout)
         if isinstance(exc, openai.APIStatusError):
             return map_status_error(
                 self.name,
@@ -70,9 +72,15 @@ class _ChatCompletionsProvider(SDKProvider):
                 secret=secret,
             )
         if isinstance(exc, openai.APIConnectionError):
-            return ProviderUnavailable(self.name, f"connection failed: {redact(str(exc), secret)}")
+            return ProviderUnavailable(
+                self.name, f"connection failed: {redact(str(exc), secret)}", cause=connection_cause(exc)
+            )
         if isinstance(exc, openai.APIResponseValidationError):
-            return ProviderUnavailable(self.name, "the server's response did not follow the chat-completions format")
+            return ProviderUnavailable(
+                self.name,
+                "the server's response did not follow the chat-completions format",
+                cause="invalid response: not the chat-completions format",
+            )
         if isinstance(exc, openai.OpenAIError):
             return ProviderError(self.name, f"{type(exc).__name__}: {redact(str(exc), secret)[:500]}")
         return None
@@ -113,7 +121,11 @@ class _ChatCompletionsProvider(SDKProvider):
 
     def _reply(self, completion: Any) -> StructuredReply:
         if not hasattr(completion, "choices"):
-            raise ProviderUnavailable(self.name, "the server's response was not a chat completion")
+            raise ProviderUnavailable(
+                self.name,
+                "the server's response was not a chat completion",
+                cause="invalid response: not a chat completion",
+            )
         usage = self._usage(completion)
         if not completion.choices:
             raise _bad(self.name, "the reply had no choices", "", usage)

@@ -6,9 +6,11 @@ import asyncio
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from ...ai.errors import AIError
-from ..schemas import AnalyzeRequest, EnhanceRequest, SyntheticRequest
+from ...ai.orchestrator import AIStatus
+from ..schemas import AnalyzeRequest, EnhanceRequest, SyntheticRequest, error_responses
 
 router = APIRouter(prefix="/v1/ai", tags=["ai"])
 
@@ -17,13 +19,19 @@ def _orchestrator(request: Request):
     return request.app.state.orchestrator
 
 
-def _bad_input(exc: Exception) -> HTTPException:
-    return HTTPException(422, f"{type(exc).__name__}: {exc}")
+def _bad_input(exc: Exception) -> RequestValidationError:
+    """A 422 in the documented shape (a list of errors, as every 422 gives them) for a body the orchestrator
+    refused: the body is valid JSON of the right fields, but its data cannot be used (a ragged sample, say)."""
+    return RequestValidationError([{"loc": ["body"], "msg": f"{type(exc).__name__}: {exc}", "type": "value_error"}])
 
 
 @router.get("/status")
-async def ai_status(request: Request) -> dict:
-    """Each provider: configured or offline, model, calls, errors, latency, cost so far. Never a key."""
+async def ai_status(request: Request) -> AIStatus:
+    """Each provider: configured or offline, model, calls, errors, latency, cost so far, its circuit breaker,
+    and the cause of its last failed call in words (``last_error``: "401 unauthorized: the API key was
+    rejected", "429 rate limited", "connection refused", "timed out after 30 s", "invalid response: ...")
+    with how many failed in a row and, while the breaker is open, when it retries (``retry_at``). Never a key,
+    never text a provider sent."""
     return _orchestrator(request).status()
 
 
@@ -63,7 +71,7 @@ async def synthetic_data(request: Request, body: SyntheticRequest) -> dict:
     return response.model_dump(mode="json")
 
 
-@router.post("/enhance")
+@router.post("/enhance", responses=error_responses({502: "The AI services could not answer (every provider failed)."}))
 async def enhance(request: Request, body: EnhanceRequest) -> dict:
     """``comprehensive_enhancement``: synthetic data (when a sample is given), analysis and research at once."""
     orchestrator = _orchestrator(request)

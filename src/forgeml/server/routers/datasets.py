@@ -9,13 +9,16 @@ from pathlib import Path
 import numpy as np
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 
 from ..db import DatasetRow, new_id, select
-from ..schemas import DatasetOut
+from ..schemas import DatasetOut, error_responses
+from ..storage import disk_full_message, is_disk_full
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 MAX_CLASSES = 1000
+UPLOAD_NOT_KEPT = "nothing of the upload was kept: free space, then upload it again"
 
 
 def summarise(path: Path, target: str, shown_name: str) -> dict:
@@ -74,7 +77,35 @@ def dataset_out(row: DatasetRow) -> DatasetOut:
     return DatasetOut(id=row.id, name=row.name, target=row.target, summary=row.summary, created=row.created)
 
 
-@router.post("", status_code=201, response_model=DatasetOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    responses={
+        201: {
+            "links": {
+                "GetDataset": {
+                    "operationRef": "#/paths/~1v1~1datasets~1{dataset_id}/get",
+                    "parameters": {"dataset_id": "$response.body#/id"},
+                }
+            }
+        },
+        **error_responses(
+            {
+                413: "The file is over the upload limit (FORGEML_MAX_UPLOAD_BYTES).",
+                415: "The file is not named .csv or .txt.",
+                507: "Insufficient Storage: the data directory's disk is full ('no space left on device while "
+                "storing ...'); nothing of the upload was kept. Free space, then upload it again.",
+            }
+        ),
+        422: {
+            # FastAPI's own list of errors (the component every other route's 422 refers to)
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+            "description": "A form field is missing or wrong, or the file is not a classification CSV (an error "
+            "at ['body', 'file'] that says what is wrong with it).",
+        },
+    },
+)
 async def upload_dataset(
     request: Request,
     file: UploadFile = File(..., description="a CSV file with a header row"),
@@ -87,10 +118,11 @@ async def upload_dataset(
     if not shown.lower().endswith((".csv", ".txt")):
         raise HTTPException(415, f"{shown}: upload a .csv file")
     folder = settings.data_dir / "datasets"
-    folder.mkdir(parents=True, exist_ok=True)
     dataset_id = new_id("ds")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-", suffix=".csv")
+    tmp = None
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-", suffix=".csv")
         size = 0
         with os.fdopen(fd, "wb") as out:
             while chunk := await file.read(1 << 20):
@@ -100,12 +132,16 @@ async def upload_dataset(
                 out.write(chunk)
         try:
             summary = await run_in_threadpool(summarise, Path(tmp), target, shown)
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
+        except ValueError as exc:  # the same list of errors as every 422, pointing at the file
+            raise RequestValidationError([{"loc": ["body", "file"], "msg": str(exc), "type": "value_error"}]) from None
         final = folder / f"{dataset_id}.csv"
         os.replace(tmp, final)
+    except OSError as exc:  # the data directory's disk is full: 507, and nothing of the upload is kept
+        if not is_disk_full(exc):
+            raise
+        raise HTTPException(507, disk_full_message(f"storing {shown}", UPLOAD_NOT_KEPT)) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     row = DatasetRow(
         id=dataset_id,
@@ -119,18 +155,37 @@ async def upload_dataset(
         with db.session() as s:
             s.add(row)
 
-    await run_in_threadpool(insert)
+    try:
+        await run_in_threadpool(insert)
+    except Exception as exc:  # no file without its row
+        final.unlink(missing_ok=True)
+        if not is_disk_full(exc):  # SQLite on the same full disk
+            raise
+        raise HTTPException(507, disk_full_message(f"storing {shown}", UPLOAD_NOT_KEPT)) from None
     return dataset_out(row)
 
 
-@router.get("", response_model=list[DatasetOut])
+@router.get(
+    "",
+    response_model=list[DatasetOut],
+    responses={
+        200: {
+            "links": {
+                "GetDataset": {
+                    "operationRef": "#/paths/~1v1~1datasets~1{dataset_id}/get",
+                    "parameters": {"dataset_id": "$response.body#/0/id"},
+                }
+            }
+        }
+    },
+)
 async def list_datasets(request: Request) -> list[DatasetOut]:
     """Uploaded datasets, newest first (the built-in 'mnist' and 'spam' are always available)."""
     rows = await run_in_threadpool(request.app.state.db.all, select(DatasetRow).order_by(DatasetRow.created.desc()))
     return [dataset_out(r) for r in rows]
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut)
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses({404: "No dataset has this id."}))
 async def get_dataset(request: Request, dataset_id: str) -> DatasetOut:
     row = await run_in_threadpool(request.app.state.db.get, DatasetRow, dataset_id)
     if row is None:

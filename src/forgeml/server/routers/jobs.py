@@ -11,14 +11,60 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func
 
+from .. import limits
 from ..db import AIEventRow, DatasetRow, EpochRow, JobRow, new_id, select
-from ..schemas import JobCreate, JobOut, preset_catalogue
+from ..schemas import JobCreate, JobOut, error_responses, preset_catalogue
 from ..settings import DeviceUnavailableError, resolve_device
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 TERMINAL = ("completed", "failed", "cancelled", "interrupted")
 BUILTIN = {"mnist": ([784], 10), "spam": (None, 2)}  # spam's input is [max_length] token ids
+
+
+NO_JOB = {404: "No job has this id."}
+# OpenAPI links from a job (created, or first in the list) to the operations on it, for clients and for
+# stateful testing (tests/server/test_schemathesis.py follows them)
+JOB_LINKS = {
+    "GetJob": {"operationRef": "#/paths/~1v1~1jobs~1{job_id}/get", "parameters": {"job_id": "$response.body#/id"}},
+    "CancelJob": {
+        "operationRef": "#/paths/~1v1~1jobs~1{job_id}~1cancel/post",
+        "parameters": {"job_id": "$response.body#/id"},
+    },
+    "ResumeJob": {
+        "operationRef": "#/paths/~1v1~1jobs~1{job_id}~1resume/post",
+        "parameters": {"job_id": "$response.body#/id"},
+    },
+    "JobEvents": {
+        "operationRef": "#/paths/~1v1~1jobs~1{job_id}~1events/get",
+        "parameters": {"job_id": "$response.body#/id"},
+    },
+}
+
+
+# One event of /events (OpenAPI 3.1: an event stream's schema describes each of its events)
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["state", "epoch", "ai_event", "end"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "state and end: the job, as the list gives it; epoch: the epoch's metrics; ai_event: the "
+            "AI event",
+        },
+        "id": {"type": "string", "description": "'<epoch>-<event>': send it as Last-Event-ID to resume after it"},
+    },
+    "required": ["event", "data"],
+}
+
+
+def _links_to_first(links: dict) -> dict:
+    """``links`` (from one item) as links from a list response to its first item."""
+    return {
+        name: {**link, "parameters": {k: v.replace("#/", "#/0/") for k, v in link["parameters"].items()}}
+        for name, link in links.items()
+    }
 
 
 def job_out(job: JobRow, *, detail: bool = False, history=None, events=None) -> JobOut:
@@ -89,6 +135,49 @@ def _check_model(db, body: JobCreate) -> None:
         )
 
 
+def _check_limits(db, settings, body: JobCreate, *, epochs: int | None = None, where=("body",), what="the job"):
+    """422 when the job's estimate (forgeml.server.limits: parameters, memory, samples) is over one of this
+    server's limits; each error's ``loc`` names the field to change, its message the estimate, the limit and
+    the setting that raises it (also in ``ctx``)."""
+    shape, _ = _task_of(db, body)
+    row = None if body.dataset in BUILTIN else db.get(DatasetRow, body.dataset)
+    train_rows, test_rows = limits.dataset_size(body, None if row is None else row.summary)
+    try:
+        estimate = limits.estimate_job(body, shape, train_rows, test_rows=test_rows, epochs=epochs)
+    except (TypeError, ValueError, ArithmeticError):  # an argument the model cannot be built with either: the
+        return  # worker fails the job saying why
+    exceeded = limits.check_job(estimate, settings, what=what)
+    if exceeded:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": [*where, e.field],
+                    "msg": e.message,
+                    "type": "value_error",
+                    "ctx": {"setting": e.variable, "limit": e.limit, "estimate": e.estimate},
+                }
+                for e in exceeded
+            ]
+        )
+
+
+def _check_resume_limits(db, settings, job: JobRow) -> None:
+    """A resumed job, against limits that may have been lowered since it started: 422 with ``loc``
+    ``["request", field]`` (the field of the job's stored request). A request that no longer validates, or
+    whose dataset is gone, is left to the worker, which fails the job saying why."""
+    from pydantic import ValidationError
+
+    try:
+        body = JobCreate.model_validate(job.request)
+        epochs_left = max(0, (body.epochs or 0) - (job.epochs_done or 0))
+        _check_limits(db, settings, body, epochs=epochs_left, where=("request",), what=f"resuming job {job.id}")
+    except RequestValidationError as exc:
+        if any(error.get("loc", [None])[0] == "request" for error in exc.errors()):
+            raise
+    except (ValidationError, ValueError, KeyError, TypeError):
+        pass
+
+
 def _layer_index(message: str) -> int | None:
     import re
 
@@ -130,7 +219,7 @@ def _check_processes(processes: int, cap: int) -> None:
             refuse(f"a job on {processes} processes needs MPI, which this server lacks: {reason}")
 
 
-@router.post("", status_code=201, response_model=JobOut)
+@router.post("", status_code=201, response_model=JobOut, responses={201: {"links": JOB_LINKS}})
 async def create_job(request: Request, body: JobCreate) -> JobOut:
     """Start a training job from a preset (``{"preset": "mnist_mlp"}``) or a full spec."""
     db, manager = request.app.state.db, request.app.state.jobs
@@ -138,6 +227,7 @@ async def create_job(request: Request, body: JobCreate) -> JobOut:
     if body.device is not None:
         _check_device(body.device)
     _check_processes(body.processes, request.app.state.settings.max_processes)
+    await run_in_threadpool(_check_limits, db, request.app.state.settings, body)
     job = JobRow(
         id=new_id("job"), name=body.name, state="queued", request=body.model_dump(mode="json"), epochs=body.epochs
     )
@@ -151,7 +241,7 @@ async def create_job(request: Request, body: JobCreate) -> JobOut:
     return job_out(job)
 
 
-@router.get("", response_model=list[JobOut])
+@router.get("", response_model=list[JobOut], responses={200: {"links": _links_to_first(JOB_LINKS)}})
 async def list_jobs(request: Request, limit: int = 100) -> list[JobOut]:
     """The latest jobs, newest first."""
     db = request.app.state.db
@@ -174,13 +264,34 @@ async def presets() -> dict:
     return preset_catalogue()
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    responses={
+        200: {
+            "links": {
+                "GetModel": {
+                    "operationRef": "#/paths/~1v1~1models~1{model_id}/get",
+                    "parameters": {"model_id": "$response.body#/model_id"},
+                    "description": "the model the job trained (model_id is null until it completes)",
+                }
+            }
+        },
+        **error_responses(NO_JOB),
+    },
+)
 async def get_job(request: Request, job_id: str) -> JobOut:
     """A job with its request, per-epoch history, AI events and summary."""
     return await run_in_threadpool(_detail, request.app.state.db, job_id)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    responses=error_responses(
+        {**NO_JOB, 409: "The job is over already (completed, failed, cancelled or interrupted)."}
+    ),
+)
 async def cancel_job(request: Request, job_id: str) -> JobOut:
     """A queued job ends cancelled without training; a running one stops between batches (a job on several
     processes at its next epoch boundary); resume continues from the last finished epoch."""
@@ -192,13 +303,18 @@ async def cancel_job(request: Request, job_id: str) -> JobOut:
     return job_out(await run_in_threadpool(_get_job, db, job_id))
 
 
-@router.post("/{job_id}/resume", response_model=JobOut)
+@router.post(
+    "/{job_id}/resume",
+    response_model=JobOut,
+    responses=error_responses({**NO_JOB, 409: "The job is queued, running or completed: nothing to resume."}),
+)
 async def resume_job(request: Request, job_id: str) -> JobOut:
     """Continue an interrupted, cancelled or failed job from its last checkpoint."""
     db, manager = request.app.state.db, request.app.state.jobs
     job = await run_in_threadpool(_get_job, db, job_id)
     if job.state not in ("interrupted", "cancelled", "failed"):
         raise HTTPException(409, f"job {job_id} is {job.state}; only interrupted, cancelled or failed jobs resume")
+    await run_in_threadpool(_check_resume_limits, db, request.app.state.settings, job)
     await run_in_threadpool(manager.resume, job_id)
     return job_out(await run_in_threadpool(_get_job, db, job_id))
 
@@ -237,7 +353,17 @@ def _resume_point(last_event_id: str | None) -> tuple[int, int]:
         return 0, 0
 
 
-@router.get("/{job_id}/events")
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,  # no media type of its own: the errors stay documented as JSON
+    responses={
+        200: {
+            "description": "The job's events, as Server-Sent Events.",
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        },
+        **error_responses(NO_JOB),
+    },
+)
 async def job_events(request: Request, job_id: str, poll: float = 0.25):
     """Server-Sent Events: ``state`` on connect and on each change, ``epoch`` per finished epoch, ``ai_event``
     per AI event, in order, then ``end`` when the job is over. Every stored epoch and AI event is sent before

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 
 from ..db import JobRow, ModelRow, select
 from ..export import OPSET, ExportUnavailable, UnsupportedModel, export_onnx
 from ..predictor import InputError, preprocessing
-from ..schemas import ErrorOut, ModelOut, PredictRequest, PredictResponse
+from ..schemas import ErrorOut, ModelOut, PredictRequest, PredictResponse, error_responses
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -42,6 +43,26 @@ def model_out(row: ModelRow, job: JobRow | None = None) -> ModelOut:
     )
 
 
+NO_MODEL = {404: "No model has this id."}
+# OpenAPI links from the list to its first model's operations, for clients and stateful testing
+FIRST_MODEL_LINKS = {
+    name: {
+        "operationRef": f"#/paths/~1v1~1models~1{{model_id}}{suffix}",
+        "parameters": {"model_id": "$response.body#/0/id"},
+    }
+    for name, suffix in (
+        ("GetModel", "/get"),
+        ("Predict", "~1predict/post"),
+        ("Weights", "~1weights/get"),
+        ("Onnx", "~1onnx/get"),
+    )
+}
+
+
+def _bad_inputs(message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ["body", "inputs"], "msg": message, "type": "value_error"}])
+
+
 def _get(db, model_id: str) -> ModelRow:
     row = db.get(ModelRow, model_id)
     if row is None:
@@ -49,14 +70,14 @@ def _get(db, model_id: str) -> ModelRow:
     return row
 
 
-@router.get("", response_model=list[ModelOut])
+@router.get("", response_model=list[ModelOut], responses={200: {"links": FIRST_MODEL_LINKS}})
 async def list_models(request: Request) -> list[ModelOut]:
     """Trained models, newest first."""
     rows = await run_in_threadpool(request.app.state.db.all, select(ModelRow).order_by(ModelRow.created.desc()))
     return [model_out(r) for r in rows]
 
 
-@router.get("/{model_id}", response_model=ModelOut)
+@router.get("/{model_id}", response_model=ModelOut, responses=error_responses(NO_MODEL))
 async def get_model(request: Request, model_id: str) -> ModelOut:
     """A model's spec, test metrics and lineage to the job that trained it."""
     db = request.app.state.db
@@ -68,7 +89,17 @@ async def get_model(request: Request, model_id: str) -> ModelOut:
     return await run_in_threadpool(load)
 
 
-@router.post("/{model_id}/predict", response_model=PredictResponse)
+@router.post(
+    "/{model_id}/predict",
+    response_model=PredictResponse,
+    responses=error_responses(
+        {
+            **NO_MODEL,
+            410: "The model's weights are missing from the data directory.",
+            503: "Predictions are unavailable: the server's device is not usable.",
+        }
+    ),
+)
 async def predict(request: Request, model_id: str, body: PredictRequest) -> PredictResponse:
     """Class probabilities for a batch: rows of numbers (digit pixels in [0, 1], 784 a row; tabular features)
     or, for a text model, raw strings."""
@@ -76,7 +107,7 @@ async def predict(request: Request, model_id: str, body: PredictRequest) -> Pred
     if getattr(request.app.state, "device_error", None):
         raise HTTPException(503, f"predictions are unavailable: {request.app.state.device_error}")
     if len(body.inputs) > settings.max_predict_batch:
-        raise HTTPException(422, f"inputs: at most {settings.max_predict_batch} per request, got {len(body.inputs)}")
+        raise _bad_inputs(f"at most {settings.max_predict_batch} per request, got {len(body.inputs)}")
 
     def run():
         predictor = cache.cached(model_id) or cache.get(_get(db, model_id))
@@ -91,11 +122,22 @@ async def predict(request: Request, model_id: str, body: PredictRequest) -> Pred
             result = await run_in_threadpool(run)
         classes, predictions, probabilities = result
     except InputError as exc:
-        raise HTTPException(422, f"inputs: {exc}") from None
+        raise _bad_inputs(str(exc)) from None
+    except FileNotFoundError:  # as /weights answers it (and never naming a server path)
+        raise HTTPException(410, f"the weights of model {model_id} are missing from the data directory") from None
     return PredictResponse(model_id=model_id, classes=classes, predictions=predictions, probabilities=probabilities)
 
 
-@router.get("/{model_id}/weights")
+WEIGHTS_RESPONSES = {
+    200: {
+        "description": "The weights, as a safetensors file named `<model id>.safetensors`.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    **error_responses({**NO_MODEL, 410: "The model's weights are missing from the data directory."}),
+}
+
+
+@router.get("/{model_id}/weights", response_class=FileResponse, responses=WEIGHTS_RESPONSES)
 async def weights(request: Request, model_id: str) -> FileResponse:
     """The model's weights as a safetensors file."""
     settings = request.app.state.settings
@@ -111,7 +153,6 @@ ONNX_RESPONSES = {
         "description": f"The ONNX file (opset {OPSET}), as an attachment named `<model id>.onnx`.",
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     },
-    401: {"model": ErrorOut, "description": "FORGEML_API_KEY is set and the request lacks it, or has another key."},
     404: {"model": ErrorOut, "description": "No model has this id."},
     409: {
         "model": ErrorOut,

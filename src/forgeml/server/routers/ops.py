@@ -6,9 +6,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
-from ..db import JOB_STATES, AICallRow
+from .. import observability
+from ..db import JOB_STATES
 from ..security import require_api_key
 from .jobs import count_by_state
 
@@ -21,7 +22,10 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Not ready: the body says which check failed (same shape as the 200)."}},
+)
 async def readyz(request: Request):
     """The database answers, the job pool is running (not being replaced after a worker died) and the device is
     usable; 503 otherwise. ``device`` says where training jobs and predictions run (``cpu`` or ``cuda:N``, with the GPU's name when known)."""
@@ -51,22 +55,9 @@ async def readyz(request: Request):
 
 
 def job_ai_totals(db):
-    """Totals of the AI calls training jobs stored: by (provider, task, outcome), and usage by provider."""
-    with db.session() as s:
-        calls = s.execute(
-            select(AICallRow.provider, AICallRow.task, AICallRow.outcome, func.count()).group_by(
-                AICallRow.provider, AICallRow.task, AICallRow.outcome
-            )
-        ).all()
-        usage = s.execute(
-            select(
-                AICallRow.provider,
-                func.sum(AICallRow.input_tokens),
-                func.sum(AICallRow.output_tokens),
-                func.sum(AICallRow.cost_usd),
-            ).group_by(AICallRow.provider)
-        ).all()
-    return [tuple(row) for row in calls], [(p, int(i or 0), int(o or 0), float(c or 0.0)) for p, i, o, c in usage]
+    """Totals of the AI calls training jobs stored: by (provider, task, outcome), and usage by provider; the rows
+    still in ``ai_calls`` and the roll-up of those pruned (:func:`~forgeml.server.observability.job_ai_totals`)."""
+    return observability.job_ai_totals(db)
 
 
 async def require_metrics_key(request: Request) -> None:

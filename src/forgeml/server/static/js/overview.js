@@ -1,4 +1,4 @@
-// Overview: the AI providers (configured or offline, model, latency, errors, cost) and a few counts.
+// Overview: the AI providers (configured or offline, model, latency, errors and their cause, cost) and a few counts.
 
 import { api } from "./api.js";
 import { $, clear, empty, h, num, showError, usd } from "./ui.js";
@@ -24,11 +24,27 @@ export function providerName(name) {
   return PROVIDER_NAMES[name] || name || "—";
 }
 
-function providerState(p) {
+function clock(seconds) {
+  return new Date(seconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+}
+
+// The cause of the last failed call in words ("401 unauthorized: the API key was rejected", "429 rate limited",
+// "connection refused", "timed out after 30 s"), with how many failed in a row: "401 unauthorized (3 errors in a row)".
+function lastFailure(p) {
+  if (!p.last_error) return "repeated errors";
+  const n = p.consecutive_errors || 0;
+  return n > 1 ? `${p.last_error} (${n} errors in a row)` : p.last_error;
+}
+
+export function providerState(p) {
   if (!p.enabled) return { label: "disabled", cls: "pill-muted", note: "turned off in the settings" };
   if (!p.configured) return { label: "not configured", cls: "pill-muted", note: "offline: no API key set" };
-  if (p.breaker === "open") return { label: "circuit open", cls: "pill-bad", note: "paused after repeated errors" };
-  if (p.breaker === "half-open") return { label: "recovering", cls: "pill-warn", note: "trying again after errors" };
+  if (p.breaker === "open") {
+    const retry = p.retry_at ? `, retrying after ${clock(p.retry_at)}` : "";
+    return { label: "circuit open", cls: "pill-bad", note: `circuit open: ${lastFailure(p)}${retry}` };
+  }
+  if (p.breaker === "half-open") return { label: "recovering", cls: "pill-warn", note: `trying again after ${lastFailure(p)}` };
+  if (p.consecutive_errors) return { label: "configured", cls: "pill-warn", note: `online; the last call failed: ${lastFailure(p)}` };
   return { label: "configured", cls: "pill-ok", note: "online" };
 }
 
@@ -48,7 +64,7 @@ function providerCard(name, p) {
       h("h3", {}, providerName(name)),
       h("span", { class: `pill ${state.cls}`, dataset: { status: state.label } }, state.label),
     ),
-    h("p", { class: "provider-note muted small" }, state.note),
+    h("p", { class: "provider-note muted small", dataset: { cause: p.last_error || "" } }, state.note),
     h(
       "dl",
       { class: "stats" },
