@@ -155,10 +155,13 @@ def end_processes(processes: dict[int, str], timeout: float = 15.0) -> list[int]
 
 
 class LiveServer:
-    """``forgeml serve`` in a subprocess on a free loopback port; ``stop()`` ends it (SIGTERM, or SIGKILL)."""
+    """``forgeml serve`` in a subprocess on a free loopback port; ``stop()`` ends it (SIGTERM, or SIGKILL).
+
+    Each LiveServer starts its log afresh (an earlier run's is removed); its restarts append to it."""
 
     def __init__(self, data_dir: Path, log_path: Path, **env) -> None:
         self.data_dir, self.log_path, self.extra_env = Path(data_dir), Path(log_path), env
+        self.log_path.unlink(missing_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -204,11 +207,18 @@ class LiveServer:
 
 
 @pytest.fixture
+def api(server):
+    """A client of the module's ``server`` fixture (a :class:`LiveServer`); modules with an app of their own
+    define ``api`` themselves."""
+    with server.client() as client:
+        yield client
+
+
+@pytest.fixture
 def live_server(tmp_path, request):
     """A started live server; stopped (and its log kept under test-output/) when the test ends."""
     name = request.node.name.replace("/", "_")
     server = LiveServer(tmp_path / "live-data", OUTPUT / "logs" / f"{name}.log")
-    server.log_path.unlink(missing_ok=True)
     server.start()
     yield server
     server.stop()

@@ -64,7 +64,6 @@ def server(tmp_path_factory):
     # one BLAS thread: on a small shared machine a multi-threaded BLAS in the worker slows to a crawl
     # whenever another process competes for the cores (and the browser does)
     live = LiveServer(tmp_path_factory.mktemp("browser") / "data", OUTPUT / "logs" / "test_browser.log")
-    live.log_path.unlink(missing_ok=True)
     live.start()
     yield live
     live.stop()
@@ -670,7 +669,6 @@ def test_in_browser_helpers(server, tab):
 def test_api_key_modal(tmp_path, browser):
     key = "fk-browser-test-key-0123456789"
     live = LiveServer(tmp_path / "data", OUTPUT / "logs" / "test_browser_api_key.log", FORGEML_API_KEY=key)
-    live.log_path.unlink(missing_ok=True)
     live.start()
     tab, context = open_tab(browser)
     try:

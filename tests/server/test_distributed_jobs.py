@@ -227,7 +227,6 @@ def test_stopping_the_server_ends_the_ranks(tmp_path, monkeypatch):
 
 def test_a_killed_server_takes_its_ranks_with_it(tmp_path):
     server = LiveServer(tmp_path / "data", OUTPUT / "logs" / "distributed-kill.log", FORGEML_MAX_PROCESSES="2")
-    server.log_path.unlink(missing_ok=True)
     try:
         server.start()
         with server.client() as api:

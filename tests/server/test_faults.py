@@ -23,16 +23,9 @@ SLOW_EPOCH = {"preset": "mnist_mlp", "epochs": 3, "batch_size": 1}  # thousands 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     live = LiveServer(tmp_path_factory.mktemp("faults") / "data", OUTPUT / "logs" / "faults.log")
-    live.log_path.unlink(missing_ok=True)
     live.start()
     yield live
     live.stop()
-
-
-@pytest.fixture
-def api(server):
-    with server.client() as client:
-        yield client
 
 
 def niceness(pid: int) -> int:

@@ -91,7 +91,6 @@ def test_startup_prints_the_url_and_the_providers(tmp_path):
     server = LiveServer(
         tmp_path / "data", OUTPUT / "logs" / "startup.log", OPENAI_API_KEY="sk-live-test-not-a-real-key"
     )
-    server.log_path.unlink(missing_ok=True)
     try:
         server.start()
         with server.client() as api:
@@ -165,7 +164,6 @@ def test_training_workers_yield_the_cpu_to_the_server(live_server):
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
 def test_restart_mid_job_marks_it_interrupted_and_resume_finishes_it(tmp_path, signal_name):
     server = LiveServer(tmp_path / "data", OUTPUT / "logs" / f"restart-{signal_name}.log")
-    server.log_path.unlink(missing_ok=True)
     epochs = 8  # still running when it is stopped after its second epoch, with room to spare
     try:
         server.start()

@@ -249,7 +249,6 @@ def test_a_job_killed_with_its_server_is_interrupted_then_resumed_on_postgres(pg
     epochs = 15
     orphans: dict[int, str] = {}
     server = LiveServer(tmp_path / "data", OUTPUT / "logs" / "postgres-restart.log", FORGEML_DATABASE_URL=pg_db.url)
-    server.log_path.unlink(missing_ok=True)
     try:
         server.start()
         with server.client() as api:
@@ -293,7 +292,6 @@ def test_a_job_trains_on_through_a_postgres_restart(postgres, pg_db, tmp_path):
     and every epoch acknowledged before the restart is still there."""
     epochs = 6
     server = LiveServer(tmp_path / "data", OUTPUT / "logs" / "postgres-outage.log", FORGEML_DATABASE_URL=pg_db.url)
-    server.log_path.unlink(missing_ok=True)
     try:
         server.start()
         with server.client() as api:

@@ -37,7 +37,6 @@ def server(tmp_path_factory, rejecting):
         FORGEML_AI_BREAKER_COOLDOWN="3600",
         FORGEML_AI_CACHE="0",
     )
-    live.log_path.unlink(missing_ok=True)
     live.start()
     yield live
     live.stop()

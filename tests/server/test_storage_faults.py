@@ -76,16 +76,9 @@ def disk(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(disk):
     live = LiveServer(disk.path / "data", OUTPUT / "logs" / "storage-faults.log")
-    live.log_path.unlink(missing_ok=True)
     live.start()
     yield live
     live.stop()
-
-
-@pytest.fixture
-def api(server):
-    with server.client() as client:
-        yield client
 
 
 def fill(path: Path) -> int:
