@@ -137,10 +137,17 @@ def first_rank_failure(folder: str | os.PathLike) -> RankFailure | None:
     for path in Path(folder).glob("rank-*.json"):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            failures.append(RankFailure(**{k: record[k] for k in ("pid", "time", "code", "signal") if k in record},
-                                        rank=int(record["rank"]), size=int(record["size"])))  # fmt: skip
+            failure = RankFailure(
+                rank=int(record["rank"]),
+                size=int(record["size"]),
+                pid=int(record["pid"]),
+                time=float(record["time"]),
+                code=record.get("code"),
+                signal=record.get("signal"),
+            )
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a record from an older guard or a half-deleted folder: fall back to the others
+        failures.append(failure)
     return min(failures, key=lambda failure: failure.time, default=None)
 
 

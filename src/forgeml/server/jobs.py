@@ -31,7 +31,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from .db import Database, JobRow, select
-from .storage import ensure_reserve, is_disk_full, release_reserve
+from .storage import ensure_reserve, run_with_reserve
 from .worker import end_launched_jobs, run_job
 
 __all__ = ["JobManager"]
@@ -219,12 +219,7 @@ class JobManager:
         """``work(session)`` in a transaction, from a pool thread: run again while the database server is away
         (:meth:`Database.run`), and on a full disk once more after the reserve file is released, so that a job's
         end is recorded."""
-        try:
-            return self.db.run(work)
-        except Exception as exc:
-            if not is_disk_full(exc) or not release_reserve(self.data_dir):
-                raise
-            return self.db.run(work)
+        return run_with_reserve(self.db, self.data_dir, work)
 
     def _after_broken_pool(self, job_id: str) -> None:
         """A job of a pool that broke: one that was running is interrupted; one still waiting (it never

@@ -28,7 +28,9 @@ __all__ = [
     "disk_full_message",
     "ensure_reserve",
     "is_disk_full",
+    "naming_disk_full",
     "release_reserve",
+    "run_with_reserve",
 ]
 
 log = logging.getLogger("forgeml.server.storage")
@@ -72,6 +74,18 @@ def disk_full_message(what: str, kept: str | None = None) -> str:
     return f"{message}; {kept}" if kept else message
 
 
+@contextlib.contextmanager
+def naming_disk_full(what: str, kept: str | None = None):
+    """Re-raise a full-disk error from the block as :class:`DiskFullError` with :func:`disk_full_message`'s text
+    (``what`` was being written, ``kept`` says what is intact); other errors pass as they are."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFullError(disk_full_message(what, kept)) from exc
+
+
 def ensure_reserve(data_dir: Path, size: int = RESERVE_BYTES) -> bool:
     """Make the reserve file (``size`` bytes of real blocks) when it is missing and there is room; True when it is
     there afterwards. Never raises."""
@@ -103,3 +117,14 @@ def release_reserve(data_dir: Path) -> bool:
         return False
     log.warning("the data directory's disk is full: released the reserve file to record the failure")
     return True
+
+
+def run_with_reserve(db, data_dir: Path, work):
+    """``db.run(work)`` (run again while a database server is away), and on a full disk once more after the
+    reserve file is released, so that a job's end is recorded in SQLite on that disk."""
+    try:
+        return db.run(work)
+    except Exception as exc:
+        if not is_disk_full(exc) or not release_reserve(data_dir):
+            raise
+        return db.run(work)

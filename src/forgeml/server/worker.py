@@ -226,7 +226,7 @@ def _record_failure(db, job_id: str, data_dir: Path, exc: BaseException) -> None
     """Mark the job ``failed`` with ``exc``'s reason. On a full disk the reserve file goes first, so that SQLite on
     that disk has room for the row; a database server that is away is waited for (:meth:`Database.run`)."""
     from forgeml.server.db import JobRow
-    from forgeml.server.storage import is_disk_full, release_reserve
+    from forgeml.server.storage import is_disk_full, release_reserve, run_with_reserve
 
     if is_disk_full(exc):
         release_reserve(data_dir)
@@ -237,12 +237,7 @@ def _record_failure(db, job_id: str, data_dir: Path, exc: BaseException) -> None
         if job is not None:
             job.state, job.error, job.finished = "failed", error, time.time()
 
-    try:
-        db.run(fail)
-    except Exception as again:
-        if not is_disk_full(again) or not release_reserve(data_dir):
-            raise
-        db.run(fail)  # the reserve was made after this job started: released now, it makes the room
+    run_with_reserve(db, data_dir, fail)  # a reserve made after this job started is released on a full disk too
 
 
 class CheckpointUnusable(RuntimeError):
@@ -623,7 +618,7 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
     from forgeml.server.db import AICallRow, AIEventRow, DatasetRow, EpochRow, JobRow, ModelRow, new_id, select
     from forgeml.server.observability import outcome_label
     from forgeml.server.schemas import JobCreate
-    from forgeml.server.storage import DiskFullError, disk_full_message, is_disk_full
+    from forgeml.server.storage import naming_disk_full
     from forgeml.training import AIEnhancedTrainer, Callback, Trainer
 
     writer = group is None or group.rank == 0
@@ -715,18 +710,14 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
             if writer and not server_alive():  # the server died: stop rather than write behind the next one's back
                 os._exit(1)  # the pool's watchdog would end this process within a second anyway
             # The checkpoint first, then the epoch's row: an epoch the database shows is always in the checkpoint.
-            try:
+            # (It is written to a temporary name and renamed: a failed write leaves the previous one as it was.)
+            kept = (
+                f"the checkpoint of epoch {metrics.epoch - 1} is intact: free space, then resume the job"
+                if checkpoint.exists()
+                else "nothing was written in its place: free space, then resume the job"
+            )
+            with naming_disk_full(f"writing the checkpoint {checkpoint_name} of epoch {metrics.epoch}", kept):
                 trainer.save_checkpoint(checkpoint)
-            except OSError as exc:
-                if not is_disk_full(exc):
-                    raise
-                kept = (
-                    f"the checkpoint of epoch {metrics.epoch - 1} is intact: free space, then resume the job"
-                    if checkpoint.exists()
-                    else "nothing was written in its place: free space, then resume the job"
-                )
-                what = f"writing the checkpoint {checkpoint_name} of epoch {metrics.epoch}"
-                raise DiskFullError(disk_full_message(what, kept)) from exc
             if not writer:
                 return
 
@@ -742,14 +733,9 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
                     row.best_val_accuracy = max(row.best_val_accuracy or 0.0, metrics.val_accuracy)
                 return saved, row.cancel_requested
 
-            try:
+            kept = "its checkpoint is written: free space, then resume the job"
+            with naming_disk_full(f"storing epoch {metrics.epoch} in the database", kept):
                 saved, cancel = db.run(store)
-            except Exception as exc:
-                if not is_disk_full(exc):
-                    raise
-                what = f"storing epoch {metrics.epoch} in the database"
-                kept = "its checkpoint is written: free space, then resume the job"
-                raise DiskFullError(disk_full_message(what, kept)) from exc
             if saved is not None:
                 saved()
             if cancel:
@@ -870,19 +856,23 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
     weights = model_dir / f"{model_id}.safetensors"
     model_extras = {k: v for k, v in extras.items() if k != "vocab"}
     vocab_path = model_dir / f"{model_id}.vocab.json"
-    try:
+    kept = f"the checkpoint of epoch {trainer.epoch} is intact: free space, then resume the job"
+
+    @contextlib.contextmanager
+    def model_files_kept_only_with_their_row(what: str):
+        try:
+            with naming_disk_full(what, kept):
+                yield
+        except Exception:
+            for written in (weights, vocab_path):
+                written.unlink(missing_ok=True)
+            raise
+
+    with model_files_kept_only_with_their_row(f"writing the trained model's file {weights.relative_to(data_dir)}"):
         fm.save(model.state_dict(), weights)  # to a temporary name, renamed into place: never half-written
         if "vocab" in extras:
             extras["vocab"].save(vocab_path)
             model_extras["vocab"] = str(vocab_path.relative_to(data_dir))
-    except OSError as exc:
-        for written in (weights, vocab_path):
-            written.unlink(missing_ok=True)  # no model file without its row
-        if not is_disk_full(exc):
-            raise
-        what = f"writing the trained model's file {weights.relative_to(data_dir)}"
-        kept = f"the checkpoint of epoch {trainer.epoch} is intact: free space, then resume the job"
-        raise DiskFullError(disk_full_message(what, kept)) from exc
 
     def complete(s) -> None:
         if s.get(ModelRow, model_id) is not None:
@@ -904,16 +894,8 @@ def _run(job_id: str, db, data_dir: Path, server_device: str | None = None, grou
         kept = {"profile": row.summary["profile"]} if row.summary and "profile" in row.summary else {}
         row.summary = {**(summary or {"final_test": final}), "device": device, "processes": processes, **kept}
 
-    try:
+    with model_files_kept_only_with_their_row("storing the trained model in the database"):
         db.run(complete)
-    except Exception as exc:
-        for written in (weights, vocab_path):
-            written.unlink(missing_ok=True)
-        if not is_disk_full(exc):
-            raise
-        what = "storing the trained model in the database"
-        kept = f"the checkpoint of epoch {trainer.epoch} is intact: free space, then resume the job"
-        raise DiskFullError(disk_full_message(what, kept)) from exc
     return "completed"
 
 
