@@ -123,50 +123,55 @@ def _positive_or_none(number: float, text) -> int | None:
     return int(number) or None
 
 
-def parse_size(value) -> int | None:
-    """A size in bytes from a setting: an integer, or a string like ``8589934592``, ``8GiB``, ``8G`` (1024-based),
-    ``8GB`` (1000-based), ``512MiB``. ``0``, ``none``, ``off`` or ``unlimited``: None (no limit)."""
+def _parse_limit(value, what: str, parse_text) -> int | None:
+    """What :func:`parse_size` and :func:`parse_count` share: None stays None, a number is taken as it is, a
+    string naming no limit gives None, and any other string goes to ``parse_text(text, value)``."""
     if value is None:
         return None
     if isinstance(value, bool):
-        raise ValueError(f"must be a size in bytes, got {value!r}")
+        raise ValueError(f"must be {what}, got {value!r}")
     if isinstance(value, (int, float)):
         return _positive_or_none(value, value)
     text = str(value).strip().lower().replace("_", "").replace(",", "")
     if text in _NONE_WORDS:
         return None
-    match = _SIZE.match(text)
-    if match is None:
-        raise ValueError(
-            f"must be a size in bytes (e.g. 8589934592, 8GiB, 512MiB, 8GB), or 0/none for no limit; got {value!r}"
-        )
-    number, unit, binary = match.groups()
-    if not unit and number.isdigit():
-        return _positive_or_none(int(number), value)
-    scale = 1
-    if unit:
-        scale = (1024 if binary or not text.endswith(f"{unit}b") else 1000) ** ("kmgt".index(unit) + 1)
-    return _positive_or_none(float(number) * scale, value)
+    return parse_text(text, value)
+
+
+def parse_size(value) -> int | None:
+    """A size in bytes from a setting: an integer, or a string like ``8589934592``, ``8GiB``, ``8G`` (1024-based),
+    ``8GB`` (1000-based), ``512MiB``. ``0``, ``none``, ``off`` or ``unlimited``: None (no limit)."""
+
+    def from_text(text: str, value) -> int | None:
+        match = _SIZE.match(text)
+        if match is None:
+            raise ValueError(
+                f"must be a size in bytes (e.g. 8589934592, 8GiB, 512MiB, 8GB), or 0/none for no limit; got {value!r}"
+            )
+        number, unit, binary = match.groups()
+        if not unit and number.isdigit():
+            return _positive_or_none(int(number), value)
+        scale = 1
+        if unit:
+            scale = (1024 if binary or not text.endswith(f"{unit}b") else 1000) ** ("kmgt".index(unit) + 1)
+        return _positive_or_none(float(number) * scale, value)
+
+    return _parse_limit(value, "a size in bytes", from_text)
 
 
 def parse_count(value) -> int | None:
     """A count from a setting: an integer (``100000000``, ``1e8``, ``100_000_000``); ``0`` or ``none``: None."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"must be a whole number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return _positive_or_none(value, value)
-    text = str(value).strip().lower().replace("_", "").replace(",", "")
-    if text in _NONE_WORDS:
-        return None
-    try:
-        number = int(text) if text.isdigit() else float(text)
-    except ValueError:
-        raise ValueError(
-            f"must be a whole number (e.g. 100000000 or 1e8), or 0/none for no limit; got {value!r}"
-        ) from None
-    return _positive_or_none(number, value)
+
+    def from_text(text: str, value) -> int | None:
+        try:
+            number = int(text) if text.isdigit() else float(text)
+        except ValueError:
+            raise ValueError(
+                f"must be a whole number (e.g. 100000000 or 1e8), or 0/none for no limit; got {value!r}"
+            ) from None
+        return _positive_or_none(number, value)
+
+    return _parse_limit(value, "a whole number", from_text)
 
 
 def format_bytes(n: float) -> str:
