@@ -119,13 +119,14 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
         guarded = [Security(BEARER), *guarded]
     typed = [Depends(require_declared_media_type)]  # after the key check: a stranger learns nothing of the body
     ai_limit = RateLimiter(settings.ai_rate_limit)
+    # models first: a request is matched against the routes in order, and /predict is the busiest
+    for router in (models.router, jobs.router, datasets.router):
+        app.include_router(router, dependencies=[*guarded, *typed], responses=guarded_responses)
     app.include_router(
         ai.router,
         dependencies=[*guarded, Depends(ai_limit), *typed],
         responses={**guarded_responses, 429: RATE_LIMITED},
     )
-    for router in (jobs.router, datasets.router, models.router):
-        app.include_router(router, dependencies=[*guarded, *typed], responses=guarded_responses)
     app.include_router(ops.router)
     app.openapi = _with_body_errors(app)
 
@@ -216,11 +217,9 @@ async def require_declared_media_type(request: Request) -> None:
     """415 for a body in another media type than the route reads: JSON, or ``multipart/form-data`` for an
     upload. (FastAPI itself reads a JSON route's body only when it is declared JSON, and answered another
     with a 422 saying the body is not an object, which hid the cause.)"""
-    route = request.scope.get("route")
-    field = getattr(route, "body_field", None)
-    if field is None:  # the route reads no body
+    expected = _body_media_type(request.scope.get("route"))
+    if expected is None:  # the route reads no body
         return
-    expected = getattr(field.field_info, "media_type", "application/json")
     declared = request.headers.get("content-type")
     if declared is None:
         has_body = request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
@@ -236,6 +235,16 @@ async def require_declared_media_type(request: Request) -> None:
         ok = media_type == expected
     if not ok:
         raise HTTPException(415, f"the request body must be {expected}, not {media_type or 'untyped'}")
+
+
+def _body_media_type(route) -> str | None:
+    """The media type ``route`` reads its body in: its body parameter's, or the one its ``openapi_extra``
+    documents (a route that reads its own body, :func:`~forgeml.server.body.read_json`); None for no body."""
+    field = getattr(route, "body_field", None)
+    if field is not None:
+        return getattr(field.field_info, "media_type", "application/json")
+    documented = ((getattr(route, "openapi_extra", None) or {}).get("requestBody") or {}).get("content") or {}
+    return next(iter(documented), None)
 
 
 def _documented_methods(schema: dict, path: str) -> list[str]:

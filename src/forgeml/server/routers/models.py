@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 
+from ..body import json_body, read_json
 from ..db import JobRow, ModelRow, select
 from ..export import OPSET, ExportUnavailable, UnsupportedModel, export_onnx
 from ..predictor import InputError, preprocessing
@@ -99,10 +100,12 @@ async def get_model(request: Request, model_id: str) -> ModelOut:
             503: "Predictions are unavailable: the server's device is not usable.",
         }
     ),
+    openapi_extra=json_body(PredictRequest),
 )
-async def predict(request: Request, model_id: str, body: PredictRequest) -> PredictResponse:
+async def predict(request: Request, model_id: str) -> PredictResponse:
     """Class probabilities for a batch: rows of numbers (digit pixels in [0, 1], 784 a row; tabular features)
     or, for a text model, raw strings."""
+    body = await read_json(request, PredictRequest)  # the hot route: validated from the bytes in one pass
     settings, db, cache = request.app.state.settings, request.app.state.db, request.app.state.predictors
     if getattr(request.app.state, "device_error", None):
         raise HTTPException(503, f"predictions are unavailable: {request.app.state.device_error}")
