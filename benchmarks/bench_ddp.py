@@ -169,7 +169,7 @@ def worker_forgeml(data: Path, ddp: bool, epochs: int, steps: int | None) -> dic
             bytes=stats["bytes"],
             buckets=stats["buckets"],
         )
-    result["checksum"] = float(sum(float(p.data.astype(np.float64).sum()) for p in model.parameters()))
+    result["checksum"] = float(sum(float(p._data.astype(np.float64).sum()) for p in model.parameters()))
     result["rank"] = rank
     if ddp:
         dist.destroy_process_group()

@@ -37,7 +37,7 @@ def build_workloads(device: str, amp_dtypes):
     d_model, heads, ff, batch, seq = SIZES[device]
     torch.manual_seed(0)
     theirs = torch.nn.TransformerEncoderLayer(d_model, heads, ff, dropout=0.0, batch_first=True)
-    ours = nn.TransformerEncoderLayer(d_model, heads, ff, dropout=0.0)
+    ours = nn.TransformerEncoderLayer(d_model, heads, ff, dropout=0.0, batch_first=True)
     ours.load_state_dict({k: fm.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
     theirs.to(device)
     ours.to(device)

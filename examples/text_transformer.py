@@ -38,20 +38,34 @@ def load_corpus(max_length: int = 256, max_size: int = 20_000, limit: int | None
 
 def build_transformer(vocab_size: int, embed_dim: int = 64, heads: int = 2, hidden: int = 128, layers: int = 2):
     """Embedding -> positions -> 2 encoder layers -> masked mean pooling -> Linear(embed_dim, 2)."""
-    return nn.Sequential(
+    model = nn.Sequential(
         nn.EmbeddingLayer(vocab_size, embed_dim, padding_idx=0),
         nn.PositionalEncoding(embed_dim, max_len=1024, dropout=0.1),
         nn.TransformerEncoder(
-            nn.TransformerEncoderLayer(embed_dim, heads, hidden, dropout=0.1, activation="gelu"), layers
+            nn.TransformerEncoderLayer(embed_dim, heads, hidden, dropout=0.1, activation="gelu", batch_first=True),
+            layers,
         ),
         nn.SequencePool("mean"),
         nn.Linear(embed_dim, 2),
     )
+    return xavier_linears(model)
+
+
+def xavier_linears(model):
+    """The seed's initialisation (not PyTorch's default): every Linear gets Xavier-normal weights and a zero bias."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
 
 
 def build_bag_of_words(vocab_size: int):
     """Logistic regression on term frequencies: a per-word weight per class, averaged over the words."""
-    return nn.Sequential(nn.Embedding(vocab_size, 2, padding_idx=0), nn.SequencePool("mean"), nn.Linear(2, 2))
+    return xavier_linears(
+        nn.Sequential(nn.Embedding(vocab_size, 2, padding_idx=0), nn.SequencePool("mean"), nn.Linear(2, 2))
+    )
 
 
 def spam_scores(trainer: Trainer, loader) -> dict:

@@ -48,7 +48,7 @@ def test_zero_dim_size(name):
 def test_dtype_argument(name, dtype):
     t = getattr(fm, name)(2, 3, dtype=getattr(fm, dtype))
     assert t.dtype is getattr(fm, dtype)
-    assert t.data.dtype == np.dtype(dtype)
+    assert t._data.dtype == np.dtype(dtype)
 
 
 @pytest.mark.parametrize("name", ["zeros", "ones", "empty"])
@@ -162,7 +162,7 @@ def test_tensor_of_ragged_list_raises_valueerror():
 def test_as_tensor_shares_memory_like_torch():
     a = np.array([1.0, 2.0], dtype=np.float32)
     f = fm.as_tensor(a)
-    assert np.shares_memory(f.data, a) == np.shares_memory(torch.as_tensor(a).numpy(), a) == True  # noqa: E712
+    assert np.shares_memory(f._data, a) == np.shares_memory(torch.as_tensor(a).numpy(), a) == True  # noqa: E712
 
 
 def test_from_numpy_rejects_non_arrays():
@@ -329,7 +329,7 @@ def test_like_keeps_shape_and_dtype(name, dtype, shape):
     assert dtype_name(f) == dtype_name(t)
     if name != "empty_like":
         np.testing.assert_array_equal(f.numpy(), t.numpy())
-    assert not np.shares_memory(f.data, src.data)
+    assert not np.shares_memory(f._data, src._data)
 
 
 @pytest.mark.parametrize("dtype, shape", LIKE_SOURCES)

@@ -26,8 +26,8 @@ def same_dtype(f, t) -> bool:
 # ------------------------------------------------------------------ attributes
 def test_attributes_of_a_fresh_tensor():
     t = fm.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
-    assert isinstance(t.data, np.ndarray)
-    assert t.data.shape == (2, 3)
+    assert isinstance(t._data, np.ndarray)
+    assert t._data.shape == (2, 3)
     assert t.requires_grad is False
     assert t.grad is None
     assert t.grad_fn is None
@@ -219,9 +219,9 @@ def test_detach_shares_storage_and_cuts_graph():
     d = x.detach()
     assert d.requires_grad is False
     assert d.grad_fn is None and d.is_leaf
-    assert np.shares_memory(d.data, x.data)
+    assert np.shares_memory(d._data, x._data)
     d.numpy()[0] = 42.0
-    assert x.data[0] == 42.0
+    assert x._data[0] == 42.0
     y = x * 2
     assert y.detach().grad_fn is None
     assert d.id != x.id
@@ -233,7 +233,7 @@ def test_numpy_is_zero_copy():
     arr = t.numpy()
     assert isinstance(arr, np.ndarray)
     assert arr.dtype == np.float32
-    assert np.shares_memory(arr, t.data)
+    assert np.shares_memory(arr, t._data)
     arr[1] = 7.0
     assert t.tolist() == [1.0, 7.0, 3.0]
     t.add_(1)  # in-place tensor writes show in the array
@@ -244,7 +244,7 @@ def test_numpy_of_a_view_shares_the_base_storage():
     t = fm.arange(6.0).reshape(2, 3)
     v = t.T.numpy()
     v[0, 1] = -1.0
-    assert t.data[1, 0] == -1.0
+    assert t._data[1, 0] == -1.0
 
 
 def test_numpy_raises_for_requires_grad_like_torch():
@@ -259,7 +259,7 @@ def test_numpy_raises_for_requires_grad_like_torch():
 def test_numpy_force_copies():
     x = fm.tensor([1.0, 2.0], requires_grad=True)
     arr = x.numpy(force=True)
-    assert not np.shares_memory(arr, x.data)
+    assert not np.shares_memory(arr, x._data)
     np.testing.assert_array_equal(arr, [1.0, 2.0])
 
 
@@ -268,7 +268,7 @@ def test_from_numpy_is_zero_copy_both_ways():
     a = np.arange(6, dtype=np.float64).reshape(2, 3)
     t = fm.from_numpy(a)
     assert t.dtype is fm.float64
-    assert t.data is a or np.shares_memory(t.data, a)
+    assert t._data is a or np.shares_memory(t._data, a)
     a[0, 0] = 100.0
     assert t[0, 0].item() == 100.0
     t[1, 2] = -5.0
@@ -286,7 +286,7 @@ def test_from_numpy_keeps_dtype_like_torch(np_dtype):
 def test_tensor_copies_ndarray():
     a = np.array([1.0, 2.0], dtype=np.float32)
     t = fm.tensor(a)
-    assert not np.shares_memory(t.data, a)
+    assert not np.shares_memory(t._data, a)
     a[0] = 99.0
     assert t.tolist() == [1.0, 2.0]
     t.add_(1)
@@ -296,7 +296,7 @@ def test_tensor_copies_ndarray():
 def test_tensor_copies_ndarray_even_when_dtype_already_matches():
     a = np.array([1.0, 2.0], dtype=np.float32)
     t = fm.tensor(a, dtype=fm.float32)
-    assert not np.shares_memory(t.data, a)
+    assert not np.shares_memory(t._data, a)
     a[0] = 5.0
     assert t.tolist() == [1.0, 2.0]
 
@@ -311,7 +311,7 @@ def test_tensor_of_requires_grad_tensor_is_a_fresh_leaf_like_torch():
 def test_tensor_copies_tensor():
     src = fm.tensor([1.0, 2.0])
     t = fm.tensor(src)
-    assert not np.shares_memory(t.data, src.data)
+    assert not np.shares_memory(t._data, src._data)
     src.add_(10)
     assert t.tolist() == [1.0, 2.0]
 
@@ -319,7 +319,7 @@ def test_tensor_copies_tensor():
 def test_tensor_constructor_wraps_ndarray_without_copy():
     a = np.ones((2, 2), dtype=np.float32)
     t = fm.Tensor(a)
-    assert t.data is a
+    assert t._data is a
     a[0, 0] = 3.0
     assert t[0, 0].item() == 3.0
     assert t.requires_grad is False and t.is_leaf
@@ -370,7 +370,7 @@ def test_tolist_matches_torch(data, dtype):
 def test_clone_copies_storage():
     x = fm.tensor([1.0, 2.0])
     c = x.clone()
-    assert not np.shares_memory(c.data, x.data)
+    assert not np.shares_memory(c._data, x._data)
     c.add_(5)
     assert x.tolist() == [1.0, 2.0]
     assert c.dtype is x.dtype
@@ -398,10 +398,10 @@ def test_contiguous_on_transposed_returns_c_contiguous_copy():
     c = xt.contiguous()
     assert c is not xt
     assert c.is_contiguous()
-    assert c.data.flags.c_contiguous
+    assert c._data.flags.c_contiguous
     assert c.stride() == torch.arange(6.0).reshape(2, 3).T.contiguous().stride()
     np.testing.assert_array_equal(c.numpy(), xt.numpy())
-    assert not np.shares_memory(c.data, x.data)
+    assert not np.shares_memory(c._data, x._data)
 
 
 def test_contiguous_on_contiguous_returns_same_tensor():
@@ -452,7 +452,7 @@ def test_to_copy_true_gives_new_storage():
     x = fm.randn(3)
     c = x.to(fm.float32, copy=True)
     assert c is not x
-    assert not np.shares_memory(c.data, x.data)
+    assert not np.shares_memory(c._data, x._data)
     np.testing.assert_array_equal(c.numpy(), x.numpy())
 
 
@@ -630,7 +630,7 @@ def test_pickle_roundtrip(dtype):
     assert u.shape == t.shape
     np.testing.assert_array_equal(u.numpy(), t.numpy())
     assert u.id != t.id
-    assert not np.shares_memory(u.data, t.data)
+    assert not np.shares_memory(u._data, t._data)
 
 
 def test_pickle_keeps_requires_grad_like_torch():
@@ -663,14 +663,14 @@ def test_deepcopy_of_leaf_copies_data_flag_and_grad():
     d = copy.deepcopy(x)
     assert d is not x
     assert d.requires_grad and d.is_leaf
-    assert not np.shares_memory(d.data, x.data)
+    assert not np.shares_memory(d._data, x._data)
     np.testing.assert_array_equal(d.numpy(force=True), [1.0, 2.0])
     # like torch, .grad is copied too (and is independent)
     tx = torch.tensor([1.0, 2.0], requires_grad=True)
     (tx * 3).sum().backward()
     assert (copy.deepcopy(tx).grad is not None) == (d.grad is not None)
     np.testing.assert_array_equal(d.grad.numpy(), [3.0, 3.0])
-    assert not np.shares_memory(d.grad.data, x.grad.data)
+    assert not np.shares_memory(d.grad._data, x.grad._data)
     with fm.no_grad():
         d.mul_(0)
     assert x.tolist() == [1.0, 2.0]
@@ -772,4 +772,4 @@ def test_tensor_constructor_of_python_numbers_gives_default_float_like_torch():
     assert str(torch.Tensor([1, 2]).dtype) == "torch.float32"
     arr = np.arange(3)
     wrapped = fm.Tensor(arr)
-    assert wrapped.dtype == fm.int64 and wrapped.data is arr
+    assert wrapped.dtype == fm.int64 and wrapped._data is arr

@@ -11,15 +11,20 @@
 from . import (
     amp,
     autograd,
+    backends,
     cuda,
     data,
     nn,
     optim,
     profiler,
+    utils,
 )
 from ._methods import narrow, select
+from ._tensor_str import set_printoptions
+from ._threads import get_num_threads, set_num_threads
 from .amp import autocast
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .autograd.inference_mode import inference_mode, is_inference_mode_enabled
 from .backend import (
     Device,
     DType,
@@ -31,8 +36,10 @@ from .backend import (
 )
 from .backend import dtypes as _dtypes
 from .backend.device import Device as device
+from .backend.dtype_info import finfo, iinfo
 from .backend.dtypes import promote_types
 from .backend.random import get_rng_state, initial_seed, manual_seed, seed, set_rng_state
+from .ops import double_backward as _double_backward  # registers the create_graph backwards
 from .ops.conversion import clone
 from .ops.creation import (
     arange,
@@ -57,6 +64,8 @@ from .ops.creation import (
     zeros,
     zeros_like,
 )
+from .ops.distance import cosine_similarity
+from .ops.einsum import einsum
 from .ops.elementwise import (
     abs,
     add,
@@ -112,8 +121,14 @@ from .ops.elementwise import (
 )
 from .ops.indexing import gather, index_select, masked_fill, nonzero, scatter_add
 from .ops.linalg import bmm, dot, matmul, mm, mv, outer
+from .ops.logical import all, any
 from .ops.nn import log_softmax, softmax
+from .ops.pointwise import addcdiv, addcmul, lerp
 from .ops.reduce import amax, amin, argmax, argmin, logsumexp, max, mean, min, norm, prod, std, sum, var
+from .ops.reorder import fliplr, flipud, roll, t
+from .ops.resample import pixel_shuffle, pixel_unshuffle
+from .ops.sampling import multinomial
+from .ops.scan import cumprod, cumsum
 from .ops.shape import (
     broadcast_to,
     cat,
@@ -137,6 +152,7 @@ from .ops.shape import (
     unflatten,
     unsqueeze,
 )
+from .ops.sorting import argsort, sort, topk
 from .tensor import Tensor
 
 multiply, subtract, divide, true_divide, negative = mul, sub, div, div, neg

@@ -6,6 +6,7 @@ costs no extra call. Reflected operators (``2 - x``) swap their operands.
 
 from __future__ import annotations
 
+from ._methods_more import METHODS as _MORE_METHODS
 from .ops import conversion, elementwise, indexing, inplace, linalg, nn, reduce, shape
 from .ops._util import is_number, no_grad_op, normalize_dim
 from .tensor import Tensor
@@ -37,8 +38,8 @@ def _inplace_operator(fn):
 
 def narrow(input, dim: int, start: int, length: int):
     """A view of ``length`` elements of ``dim`` from ``start`` (which may be negative)."""
-    d = normalize_dim(dim, input.data.ndim)
-    size = input.data.shape[d]
+    d = normalize_dim(dim, input._data.ndim)
+    size = input._data.shape[d]
     if start < 0:
         start += size
     if not (0 <= start <= size and 0 <= length and start + length <= size):
@@ -47,8 +48,8 @@ def narrow(input, dim: int, start: int, length: int):
 
 
 def select(input, dim: int, index: int):
-    d = normalize_dim(dim, input.data.ndim)
-    size = input.data.shape[d]
+    d = normalize_dim(dim, input._data.ndim)
+    size = input._data.shape[d]
     if not -size <= index < size:
         raise IndexError(
             f"select(): index {index} out of range for tensor of size {list(input.shape)} at dimension {d}"
@@ -56,14 +57,19 @@ def select(input, dim: int, index: int):
     return indexing.getitem(input, (slice(None),) * d + (index,))
 
 
+def _split(self, split_size, dim: int = 0):
+    """``Tensor.split``: PyTorch names the size argument ``split_size`` here (``split_size_or_sections`` in ``split``)."""
+    return shape.split(self, split_size, dim)
+
+
 def _tensor_where(self, condition, other):
     return elementwise.where(condition, self, other)
 
 
 def _invert(self):
-    if self.data.dtype.kind == "b":
+    if self._data.dtype.kind == "b":
         return elementwise.logical_not(self)
-    return Tensor._make(~self.data, False, None)
+    return Tensor._make(~self._data, False, None)
 
 
 def _bitwise(logical, name):
@@ -73,8 +79,8 @@ def _bitwise(logical, name):
         return getattr(xp, ufunc_name)(a, b)
 
     def method(self, other):
-        a = self.data
-        b = other.data if isinstance(other, Tensor) else other
+        a = self._data
+        b = other._data if isinstance(other, Tensor) else other
         if a.dtype.kind == "b" and getattr(b, "dtype", None) is not None and b.dtype.kind == "b":
             return logical(self, other)
         return no_grad_op(compute, self, other, name=ufunc_name)
@@ -181,7 +187,7 @@ _METHODS = {
     "broadcast_to": shape.broadcast_to,
     "repeat": shape.repeat,
     "tile": shape.tile,
-    "split": shape.split,
+    "split": _split,
     "chunk": shape.chunk,
     "unbind": shape.unbind,
     "tril": shape.tril,
@@ -258,6 +264,8 @@ _METHODS = {
     "__imul__": _inplace_operator(inplace.mul_),
     "__itruediv__": _inplace_operator(inplace.div_),
 }
+
+_METHODS.update(_MORE_METHODS)  # sorting, scans, sampling, fused pointwise ops, new_*, type
 
 for _name, _fn in _METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -1,6 +1,7 @@
 """``Tensor``: an n-dimensional array that remembers how it was computed.
 
-A tensor wraps a NumPy (or CuPy) array in ``data``. When it requires grad,
+A tensor wraps a NumPy (or CuPy) array in ``_data``; ``data`` is the same
+storage as a tensor outside autograd, as in PyTorch. When it requires grad,
 the ops applied to it record a graph (``grad_fn``) that ``backward()`` walks
 to fill the ``.grad`` of the leaves. The methods that compute (``exp``,
 ``sum``, ``reshape``, ``__add__`` ...) are the functions of ``forgeml.ops``,
@@ -13,7 +14,7 @@ from __future__ import annotations
 import itertools
 import weakref
 
-from ._tensor_str import format_array
+from ._tensor_str import tensor_repr
 from .autograd import engine as _engine
 from .autograd.function import AccumulateGrad, RemovableHandle, bind_tensor_class, register_post_accumulate_hook
 from .backend.convert import as_array
@@ -39,13 +40,13 @@ class _RetainGrad:
         t = self.tensor_ref()
         if t is not None:
             if t._grad is None:
-                t._grad = Tensor._make(grad.data.copy(), False, None)
+                t._grad = Tensor._make(grad._data.copy(), False, None)
             else:
-                t._grad.data = t._grad.data + grad.data
+                t._grad._data = t._grad._data + grad._data
 
 
 def _init_slots(t, data, requires_grad: bool, grad_fn) -> None:
-    t.data = data
+    t._data = data
     t._requires_grad = requires_grad
     t._grad = None
     t.grad_fn = grad_fn
@@ -68,7 +69,7 @@ class Tensor:
     """
 
     __slots__ = (
-        "data",
+        "_data",
         "_requires_grad",
         "_grad",
         "grad_fn",
@@ -88,7 +89,7 @@ class Tensor:
 
     def __init__(self, data, requires_grad: bool = False) -> None:
         if isinstance(data, Tensor):
-            data = data.data
+            data = data._data
         elif not is_array(data):
             data = as_array(data, get_default_dtype())
         dtype_of_array(data)  # validates the element type
@@ -114,7 +115,7 @@ class Tensor:
 
     def _alias(self) -> Tensor:
         """Same storage and version counter, no history (what ``save_for_backward`` keeps)."""
-        t = Tensor._make(self.data, False, None)
+        t = Tensor._make(self._data, False, None)
         t._version_counter = self._version_counter
         t._base = self._base
         t._view_version = self._version_counter[0]
@@ -127,6 +128,32 @@ class Tensor:
             acc = AccumulateGrad(self)
             self._acc = weakref.ref(acc)
         return acc
+
+    # -- ``.data``: the same storage seen without autograd -----------------------
+    @property
+    def data(self) -> Tensor:
+        """A tensor over this one's storage, outside autograd (PyTorch's ``.data``).
+
+        No copy: in-place changes made through it (``p.data.mul_(0.5)``,
+        ``p.data[i] = v``) change this tensor. Unlike :meth:`detach`, it has its own
+        version counter, so autograd does not see those changes (a backward that
+        saved this tensor uses the new values without complaint, as in PyTorch).
+        The backing array itself is ``_data``.
+        """
+        return Tensor._make(self._data, False, None)
+
+    @data.setter
+    def data(self, value) -> None:
+        """``t.data = other``: ``t`` now uses ``other``'s storage (any shape or dtype); history and class stay."""
+        if not isinstance(value, Tensor):
+            raise TypeError(f"Variable data has to be a tensor, but got {type(value).__name__}")
+        array = value._data
+        if self._requires_grad and not (array.dtype.kind in "fc" or is_float(array.dtype)):
+            raise RuntimeError(
+                "data set to a tensor that requires gradients must be floating point or complex dtype, "
+                f"got {dtype_of_array(array)}"
+            )
+        self._data = array
 
     # -- autograd attributes -------------------------------------------------
     @property
@@ -148,7 +175,7 @@ class Tensor:
                     "variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach()."
                 )
             return self
-        if requires_grad and self.data.dtype.kind not in "fc" and not is_float(self.data.dtype):
+        if requires_grad and self._data.dtype.kind not in "fc" and not is_float(self._data.dtype):
             raise RuntimeError(
                 f"only Tensors of floating point dtype can require gradients; this tensor is {self.dtype}"
             )
@@ -165,12 +192,12 @@ class Tensor:
         if value is not None:
             if not isinstance(value, Tensor):
                 raise TypeError(f"assigned grad must be a Tensor or None, got {type(value).__name__}")
-            if value.data.shape != self.data.shape:
+            if value._data.shape != self._data.shape:
                 raise RuntimeError(
                     f"assigned grad has data of a different size: {list(value.shape)} "
                     f"vs the tensor's {list(self.shape)}"
                 )
-            if value.data.dtype != self.data.dtype:
+            if value._data.dtype != self._data.dtype:
                 raise RuntimeError(f"assigned grad has dtype {value.dtype}, but the tensor is {self.dtype}")
         self._grad = value
 
@@ -252,65 +279,65 @@ class Tensor:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.data.shape
+        return self._data.shape
 
     def size(self, dim: int | None = None):
         if dim is None:
-            return self.data.shape
-        return self.data.shape[normalize_dim(dim, self.data.ndim)]
+            return self._data.shape
+        return self._data.shape[normalize_dim(dim, self._data.ndim)]
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     def dim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     def numel(self) -> int:
-        return int(self.data.size)
+        return int(self._data.size)
 
     nelement = numel
 
     def element_size(self) -> int:
-        return self.data.itemsize
+        return self._data.itemsize
 
     @property
     def itemsize(self) -> int:
-        return self.data.itemsize
+        return self._data.itemsize
 
     @property
     def nbytes(self) -> int:
-        return int(self.data.nbytes)
+        return int(self._data.nbytes)
 
     @property
     def dtype(self):
-        return dtype_of_array(self.data)
+        return dtype_of_array(self._data)
 
     @property
     def device(self):
-        return CPU if type(self.data) is HOST_ARRAY else device_of(self.data)
+        return CPU if type(self._data) is HOST_ARRAY else device_of(self._data)
 
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
     def is_floating_point(self) -> bool:
-        return is_float(self.data.dtype)
+        return is_float(self._data.dtype)
 
     def stride(self, dim: int | None = None):
         """Strides in elements, as PyTorch counts them (NumPy counts bytes)."""
-        strides = tuple(s // self.data.itemsize for s in self.data.strides)
+        strides = tuple(s // self._data.itemsize for s in self._data.strides)
         if dim is None:
             return strides
-        return strides[normalize_dim(dim, self.data.ndim)]
+        return strides[normalize_dim(dim, self._data.ndim)]
 
     def is_contiguous(self) -> bool:
-        return bool(self.data.flags.c_contiguous)
+        return bool(self._data.flags.c_contiguous)
 
     # -- conversion ---------------------------------------------------------------
     def numpy(self, *, force: bool = False):
         """The data as a NumPy array, sharing storage (``force=True`` detaches and copies to host)."""
-        data = self.data
+        data = self._data
         if force:
             return data.copy() if type(data) is HOST_ARRAY else to_host(data)
         if self._requires_grad:
@@ -323,7 +350,7 @@ class Tensor:
         return data
 
     def __array__(self, dtype=None, copy=None):
-        data = to_host(self.data)
+        data = to_host(self._data)
         if dtype is not None and data.dtype != dtype:
             return data.astype(dtype)
         return data.copy() if copy else data
@@ -333,7 +360,7 @@ class Tensor:
         ``cupy.from_dlpack`` (see ``forgeml.from_dlpack``); the backing array's own ``__dlpack__`` makes it."""
         if self._requires_grad:
             raise BufferError("Can't export tensors that require gradient, use tensor.detach()")
-        data = self.data
+        data = self._data
         if type(data) is HOST_ARRAY:
             if stream is not None and stream != -1:  # -1: PyTorch's "no synchronisation", the same as None here
                 raise BufferError(f"stream must be None for a cpu tensor, got {stream!r}")
@@ -350,44 +377,44 @@ class Tensor:
 
     def __dlpack_device__(self) -> tuple:
         """``(DLPack device type, index)``: ``(1, 0)`` for the cpu, ``(2, N)`` for ``cuda:N``."""
-        return self.data.__dlpack_device__()
+        return self._data.__dlpack_device__()
 
     def item(self):
         """The single value of a one-element tensor, as a Python number."""
-        if self.data.size != 1:
-            raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted to Scalar")
-        return self.data.item()
+        if self._data.size != 1:
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to Scalar")
+        return self._data.item()
 
     def tolist(self):
-        return self.data.tolist()
+        return self._data.tolist()
 
     def __float__(self) -> float:
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError("only one element tensors can be converted to Python scalars")
-        return float(self.data.item())
+        return float(self._data.item())
 
     def __int__(self) -> int:
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError("only one element tensors can be converted to Python scalars")
-        return int(self.data.item())
+        return int(self._data.item())
 
     def __index__(self) -> int:
-        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+        if self._data.dtype.kind not in "iub" or self._data.size != 1:
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 
     def __bool__(self) -> bool:
-        if self.data.size != 1:
-            raise RuntimeError(f"Boolean value of Tensor with {self.data.size} elements is ambiguous")
-        return bool(self.data.item())
+        if self._data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with {self._data.size} elements is ambiguous")
+        return bool(self._data.item())
 
     def __len__(self) -> int:
-        if self.data.ndim == 0:
+        if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self._data.shape[0]
 
     def __iter__(self):
-        if self.data.ndim == 0:
+        if self._data.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
         return iter(self.unbind(0))
 
@@ -395,43 +422,37 @@ class Tensor:
         return id(self)
 
     def __reduce_ex__(self, protocol):
-        return (_rebuild_tensor, (to_host(self.data), self._requires_grad, str(self.device)))
+        return (_rebuild_tensor, (to_host(self._data), self._requires_grad, str(self.device)))
 
     def __deepcopy__(self, memo):
         if self.grad_fn is not None:
             raise RuntimeError(
                 "Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol"
             )
-        t = Tensor._make(self.data.copy(), self._requires_grad, None)
+        t = Tensor._make(self._data.copy(), self._requires_grad, None)
         if self._grad is not None:
-            t._grad = Tensor._make(self._grad.data.copy(), False, None)
+            t._grad = Tensor._make(self._grad._data.copy(), False, None)
         memo[id(self)] = t
         return t
 
     def __repr__(self) -> str:
-        data = to_host(self.data)
-        body = format_array(data)
-        extras = []
-        if self.device.type != "cpu":
-            extras.append(f"device='{self.device}'")
-        dt = self.dtype
-        if dt is not get_default_dtype() and dt.name not in ("int64", "bool"):
-            extras.append(f"dtype={dt}")
-        elif data.size == 0 and dt.name != get_default_dtype().name:
-            extras.append(f"dtype={dt}")
-        if self.grad_fn is not None:
-            extras.append(f"grad_fn=<{self.grad_fn.name()}>")
-        elif self._requires_grad:
-            extras.append("requires_grad=True")
-        suffix = "".join(", " + e for e in extras)
-        return f"tensor({body}{suffix})"
+        return tensor_repr(
+            to_host(self._data),
+            self.dtype,
+            get_default_dtype(),
+            device=self.device,
+            grad_fn_name=None if self.grad_fn is None else self.grad_fn.name(),
+            requires_grad=self._requires_grad,
+        )
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return repr(self)  # a subclass's __repr__ (Parameter's "Parameter containing:") prints too
 
     def __format__(self, spec: str) -> str:
-        if self.data.ndim == 0 and spec:
+        """A 0-d tensor formats as its Python number (``f"{t:.2f}"``); any other tensor only with an empty spec."""
+        if self._data.ndim == 0 and type(self) is Tensor:
             return format(self.item(), spec)
-        return repr(self)
+        return object.__format__(self, spec)
 
 
 def _rebuild_tensor(data, requires_grad, device="cpu"):

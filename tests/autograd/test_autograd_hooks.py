@@ -69,7 +69,7 @@ def test_hook_may_change_grad_in_place_and_replace_it():
     x = fm.tensor([1.0, 2.0], dtype=fm.float64, requires_grad=True)
 
     def halve(t):
-        t.grad.data *= 0.5
+        t.grad._data *= 0.5
         seen.append(arr(t.grad).copy())
 
     x.register_post_accumulate_grad_hook(halve)

@@ -50,17 +50,17 @@ def test_intermediates_and_nodes_are_freed_after_backward_without_gc(no_gc):
     out = e.sum()
     refs = {
         "a": weakref.ref(a),
-        "a.data": weakref.ref(a.data),
-        "b.data": weakref.ref(b.data),
+        "a._data": weakref.ref(a._data),
+        "b._data": weakref.ref(b._data),
         "e": weakref.ref(e),
-        "e.data": weakref.ref(e.data),
+        "e._data": weakref.ref(e._data),
         "a.grad_fn": weakref.ref(a.grad_fn),
         "e.grad_fn": weakref.ref(e.grad_fn),
         "out.grad_fn": weakref.ref(out.grad_fn),
     }
     del a, b, e
     # before backward the graph keeps what it saved
-    assert not _dead(refs["a.data"]) and not _dead(refs["e.data"])
+    assert not _dead(refs["a._data"]) and not _dead(refs["e._data"])
     out.backward()
     del out
     alive = [name for name, ref in refs.items() if not _dead(ref)]
@@ -84,7 +84,7 @@ def test_saved_arrays_are_released_after_backward_while_the_output_is_alive(no_g
     e = h.exp()  # exp saves its output
     s, c = h.sin(), h.cos()
     p = s * c  # mul saves both of its (intermediate) inputs
-    saved = {"exp output": weakref.ref(e.data), "sin output": weakref.ref(s.data), "cos output": weakref.ref(c.data)}
+    saved = {"exp output": weakref.ref(e._data), "sin output": weakref.ref(s._data), "cos output": weakref.ref(c._data)}
     out = e.sum() + p.sum()
     del h, e, s, c, p
     assert [name for name, ref in saved.items() if _dead(ref)] == []
@@ -98,7 +98,7 @@ def test_saved_inputs_of_mul_are_released_after_backward(no_gc):
     x = fm.randn(40, dtype=fm.float64, requires_grad=True)
     a = x.sin()
     b = x.cos()
-    refs = [weakref.ref(a.data), weakref.ref(b.data)]
+    refs = [weakref.ref(a._data), weakref.ref(b._data)]
     out = (a * b).sum()
     del a, b
     assert all(not _dead(r) for r in refs)
@@ -109,7 +109,7 @@ def test_saved_inputs_of_mul_are_released_after_backward(no_gc):
 def test_retain_graph_keeps_saved_arrays_until_the_last_backward(no_gc):
     x = fm.randn(30, dtype=fm.float64, requires_grad=True)
     e = x.exp()
-    ref = weakref.ref(e.data)
+    ref = weakref.ref(e._data)
     out = e.sum()
     del e
     out.backward(retain_graph=True)
@@ -124,7 +124,7 @@ def test_retain_graph_keeps_saved_arrays_until_the_last_backward(no_gc):
 def test_autograd_grad_releases_saved_arrays(no_gc):
     x = fm.randn(30, dtype=fm.float64, requires_grad=True)
     e = x.exp()
-    ref = weakref.ref(e.data)
+    ref = weakref.ref(e._data)
     out = e.sum()
     del e
     fm.autograd.grad(out, x)
@@ -134,7 +134,7 @@ def test_autograd_grad_releases_saved_arrays(no_gc):
 def test_graph_dropped_without_backward_is_freed(no_gc):
     x = fm.randn(30, dtype=fm.float64, requires_grad=True)
     e = x.exp()
-    refs = [weakref.ref(e), weakref.ref(e.data), weakref.ref(e.grad_fn)]
+    refs = [weakref.ref(e), weakref.ref(e._data), weakref.ref(e.grad_fn)]
     out = (e * e).sum()
     node = weakref.ref(out.grad_fn)
     del e
@@ -150,7 +150,7 @@ def test_leaf_tensor_and_its_accumulator_are_freed(no_gc):
     out = (x * w).sum()
     acc = weakref.ref(out.grad_fn.next_edges[0][0].next_edges[0][0])  # x's AccumulateGrad
     out.backward()
-    refs = [weakref.ref(x), weakref.ref(x.data), weakref.ref(x.grad)]
+    refs = [weakref.ref(x), weakref.ref(x._data), weakref.ref(x.grad)]
     del out, x
     assert all(_dead(r) for r in refs)
     assert _dead(acc)
@@ -164,7 +164,7 @@ def test_non_leaf_with_retain_grad_or_hook_is_freed(no_gc, kind):
         y.retain_grad()
     else:
         y.register_hook(lambda g: g * 2)
-    ref, data_ref = weakref.ref(y), weakref.ref(y.data)
+    ref, data_ref = weakref.ref(y), weakref.ref(y._data)
     out = (y * y).sum()
     out.backward()
     del y, out
@@ -174,7 +174,7 @@ def test_non_leaf_with_retain_grad_or_hook_is_freed(no_gc, kind):
 def test_custom_function_context_and_saved_tensors_are_released(no_gc):
     x = fm.randn(30, dtype=fm.float64, requires_grad=True)
     h = x * 3
-    data_ref = weakref.ref(h.data)
+    data_ref = weakref.ref(h._data)
     y = Square.apply(h)
     ctx_ref = weakref.ref(y.grad_fn)
     out = y.sum()
@@ -290,7 +290,7 @@ def test_no_grad_creates_no_graph_nodes(no_gc):
 def test_no_grad_results_do_not_keep_their_inputs_alive(no_gc):
     x = fm.randn(30, dtype=fm.float64, requires_grad=True)
     h = x * 2
-    refs = [weakref.ref(x), weakref.ref(h), weakref.ref(h.data)]
+    refs = [weakref.ref(x), weakref.ref(h), weakref.ref(h._data)]
     with fm.no_grad():
         y = (h.exp() * h).sum()
     del x, h

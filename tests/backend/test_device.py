@@ -55,10 +55,10 @@ def test_checked_cuda_device_roundtrip_and_namespace(checked_cuda):
     assert fm.cuda.is_available() and fm.cuda.device_count() == 1
     x = fm.tensor([[1.0, 2.0], [3.0, 4.0]]).cuda()
     assert x.device == fm.device("cuda:0") and x.is_cuda
-    assert type(x.data) is CheckedArray
-    assert backend_device.namespace_of(x.data) is checked_cuda
+    assert type(x._data) is CheckedArray
+    assert backend_device.namespace_of(x._data) is checked_cuda
     back = x.cpu()
-    assert back.device == fm.device("cpu") and isinstance(back.data, np.ndarray)
+    assert back.device == fm.device("cpu") and isinstance(back._data, np.ndarray)
     np.testing.assert_array_equal(back.numpy(), [[1.0, 2.0], [3.0, 4.0]])
     with pytest.raises(TypeError, match="cpu\\(\\)"):
         x.numpy()
@@ -79,17 +79,17 @@ def test_mixing_devices_in_one_op_names_both(checked_cuda):
 def test_stand_in_refuses_host_arrays_like_cupy(checked_cuda):
     x = fm.ones(3).cuda()
     with pytest.raises(TypeError, match="Implicit conversion"):
-        np.asarray(x.data)
+        np.asarray(x._data)
     with pytest.raises(TypeError):
-        np.exp(x.data)
+        np.exp(x._data)
     with pytest.raises(TypeError, match="host"):
-        x.data + np.ones(3)
+        x._data + np.ones(3)
     with pytest.raises(AttributeError, match="frompyfunc"):
         checked_cuda.frompyfunc
     with pytest.raises(AttributeError, match="is_cupy"):
         checked_cuda.ElementwiseKernel
     assert not backend_device.is_cupy(checked_cuda)
-    assert type(x.data.sum()) is CheckedArray  # reductions give 0-d device arrays, as CuPy's do
+    assert type(x._data.sum()) is CheckedArray  # reductions give 0-d device arrays, as CuPy's do
 
 
 def test_cuda_memory_statistics(checked_cuda):

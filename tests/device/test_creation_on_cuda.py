@@ -103,8 +103,8 @@ def test_tensor_of_a_cuda_tensor_copies_on_its_device(cuda_device):
     src = fm.tensor([1.0, 2.0, 3.0], device=cuda_device)
     copy = fm.tensor(src)
     assert copy.device == CUDA0
-    assert copy.data is not src.data
-    copy.data[0] = 10.0  # the copy owns its storage
+    assert copy._data is not src._data
+    copy._data[0] = 10.0  # the copy owns its storage
     np.testing.assert_array_equal(_host(src), [1.0, 2.0, 3.0])
     moved = fm.tensor(src, device="cpu")
     assert moved.device == fm.device("cpu")
@@ -115,14 +115,14 @@ def test_tensor_of_a_cuda_tensor_copies_on_its_device(cuda_device):
 def test_as_tensor_shares_cuda_storage_and_from_numpy_is_cpu_only(cuda_device):
     src = fm.tensor([1.0, 2.0], device=cuda_device)
     assert fm.as_tensor(src) is src
-    same = fm.as_tensor(src.data)
-    assert same.device == CUDA0 and same.data is src.data
+    same = fm.as_tensor(src._data)
+    assert same.device == CUDA0 and same._data is src._data
     assert fm.as_tensor(src, device="cpu").device == fm.device("cpu")
     assert fm.as_tensor([1.0, 2.0], device=cuda_device).device == CUDA0
     host = fm.from_numpy(np.array([1.0, 2.0]))
     assert host.device == fm.device("cpu")
     with pytest.raises(TypeError, match=r"np\.ndarray.*cuda"):
-        fm.from_numpy(src.data)
+        fm.from_numpy(src._data)
 
 
 # ------------------------------------------------------------- random creation
@@ -255,10 +255,10 @@ def test_clone_and_contiguous_on_cuda(cuda_device):
     t = x.T
     assert not t.is_contiguous()
     c = t.contiguous()
-    assert c.is_contiguous() and c.device == CUDA0 and c.data is not t.data
+    assert c.is_contiguous() and c.device == CUDA0 and c._data is not t._data
     assert c.contiguous() is c
     k = x.clone()
-    assert k.device == CUDA0 and k.data is not x.data
+    assert k.device == CUDA0 and k._data is not x._data
     (c.sum() + (k * 2).sum()).backward()
     np.testing.assert_array_equal(_host(x.grad), np.full((2, 3), 3.0))
 

@@ -44,7 +44,7 @@ def _pair(shape, seed=0, dtype=np.float32):
 
 def _backward_both(f_out, t_out, seed=2):
     upstream = np.random.default_rng(seed).standard_normal(tuple(t_out.shape)).astype(np.float32)
-    f_out.backward(_cuda(upstream, f_out.data.dtype))
+    f_out.backward(_cuda(upstream, f_out._data.dtype))
     t_out.backward(torch.tensor(upstream, dtype=t_out.dtype))
 
 

@@ -198,7 +198,9 @@ class _Encoder(nn.Module):
     def __init__(self, vocab=11, dim=8, heads=2, layers=2) -> None:
         super().__init__()
         self.emb = nn.Embedding(vocab, dim, padding_idx=0)
-        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(dim, heads, 16, dropout=0.0), layers)
+        self.encoder = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(dim, heads, 16, dropout=0.0, batch_first=True), layers
+        )
 
     def forward(self, ids, padding_mask):
         return self.encoder(self.emb(ids), src_key_padding_mask=padding_mask)
@@ -273,7 +275,7 @@ def test_norms_on_cuda(kind, cuda_device):
 
 def test_multihead_attention_on_cuda(cuda_device):
     fm.manual_seed(0)
-    model = nn.MultiheadAttention(8, 2)
+    model = nn.MultiheadAttention(8, 2, batch_first=True)
     with fm.no_grad():
         model.in_proj_bias.copy_(fm.randn(24) * 0.1)
     reference = copy.deepcopy(model)
@@ -395,7 +397,7 @@ def test_optimizer_built_before_the_move_keeps_working(cuda_device):
 def test_state_dict_round_trips_between_cpu_and_cuda(cuda_device):
     fm.manual_seed(0)
     cpu_model = _Encoder()
-    cpu_model.encoder.layers[0].norm1.weight.data[...] = 2.0
+    cpu_model.encoder.layers[0].norm1.weight._data[...] = 2.0
     bn_cpu = nn.BatchNorm2d(3)
     bn_cpu(fm.randn(2, 3, 4, 4))  # running stats and num_batches_tracked differ from their defaults
     fm.manual_seed(1)
@@ -481,7 +483,7 @@ def test_created_with_device_cuda_runs(cuda_device):
     assert not _host(emb.weight)[0].any()
     model = nn.Sequential(
         nn.PositionalEncoding(8, 16, device=cuda_device),
-        nn.TransformerEncoderLayer(8, 2, 16, dropout=0.1, device=cuda_device),
+        nn.TransformerEncoderLayer(8, 2, 16, dropout=0.1, batch_first=True, device=cuda_device),
         nn.LayerNorm(8, device=cuda_device),
     )
     out = model(emb(fm.tensor([[1, 2, 3], [4, 0, 0]]).to(cuda_device)))
@@ -552,7 +554,7 @@ def test_clip_grad_norm_on_cuda(norm_type, scale, cuda_device):
 
 def test_clip_grad_norm_nonfinite_and_value_on_cuda(cuda_device):
     model, _ = _grads_on(cuda_device)
-    model[0].weight.grad.data[0, 0] = float("inf")
+    model[0].weight.grad._data[0, 0] = float("inf")
     with pytest.raises(RuntimeError, match="non-finite"):
         nn.utils.clip_grad_norm_(model.parameters(), 1.0, error_if_nonfinite=True)
     total = nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)

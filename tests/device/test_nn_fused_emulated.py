@@ -273,7 +273,7 @@ def test_erfc64_kernel_gives_the_float64_normal_cdf(emulated_cuda):
     from forgeml.ops.elementwise import normal_cdf
 
     x = np.linspace(-30, 8, 97)
-    ours = normal_cdf(fm.tensor(x).to("cuda").data).get()
+    ours = normal_cdf(fm.tensor(x).to("cuda")._data).get()
     exact = np.array([0.5 * math.erfc(-v / math.sqrt(2.0)) for v in x])  # libm, accurate in the far tail too
     np.testing.assert_allclose(ours, exact, rtol=1e-12, atol=0)  # erfc amplifies the rounding of its argument
     _launched("forgeml_erfc64")
@@ -296,7 +296,7 @@ def test_linear_with_fused_bias_and_activation(emulated_cuda, activation):
 
 def test_encoder_layer_feed_forward_uses_the_fused_epilogue(emulated_cuda):
     fm.manual_seed(0)
-    layer = fm.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu")
+    layer = fm.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu", batch_first=True)
     theirs = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu", batch_first=True)
     theirs.load_state_dict({k: torch.tensor(v.detach().numpy()) for k, v in layer.state_dict().items()})
     layer.to("cuda")

@@ -68,11 +68,11 @@ for dtype, ops in DTYPES.items():
             seed += 1
             x = values(dtype, shape, op, seed)
             t = tensor(x)
-            before, version = t.data, t._version
+            before, version = t._data, t._version
             assert dist.all_reduce(t, op=ReduceOp[op]) is None
             report(**{f"all_reduce/{dtype}/{op}/{shape}": {
-                "in": x, "out": t.data, "dtype": str(t.data.dtype), "shape": list(t.data.shape),
-                "same_array": t.data is before, "versions": [version, t._version],
+                "in": x, "out": t._data, "dtype": str(t._data.dtype), "shape": list(t._data.shape),
+                "same_array": t._data is before, "versions": [version, t._version],
             }})
 t = fm.zeros(0)
 dist.all_reduce(t)
@@ -83,27 +83,27 @@ for dtype in ("float16", "bfloat16"):
     for op in ("SUM", "AVG", "MAX", "PRODUCT"):
         x = np.random.default_rng([rank, 99]).uniform(0.5, 1.5, size=1001).astype(np.float32)
         t = fm.tensor(x, dtype=getattr(fm, dtype))
-        sent = t.data.astype(np.float32)
-        before = t.data
+        sent = t._data.astype(np.float32)
+        before = t._data
         dist.all_reduce(t, op=ReduceOp[op])
-        report(**{f"half/{dtype}/{op}": {"in": sent, "out": t.data, "dtype": str(t.dtype), "same_array": t.data is before}})
+        report(**{f"half/{dtype}/{op}": {"in": sent, "out": t._data, "dtype": str(t.dtype), "same_array": t._data is before}})
 
 # -- non-contiguous views: the result lands in the base tensor's storage --
 base = fm.Tensor(np.arange(24, dtype=np.float32).reshape(4, 6) + 100 * rank)
 view = base[:, ::2]
-strided = not view.data.flags.c_contiguous
+strided = not view._data.flags.c_contiguous
 version = base._version
 dist.all_reduce(view)
-report(strided={"base": base.data, "view": view.data, "strided": strided, "versions": [version, base._version]})
+report(strided={"base": base._data, "view": view._data, "strided": strided, "versions": [version, base._version]})
 base = fm.Tensor(np.arange(12, dtype=np.float64).reshape(3, 4) * (rank + 1))
 dist.all_reduce(base.T, op=ReduceOp.MAX)
-report(transposed=base.data)
+report(transposed=base._data)
 base = fm.tensor(np.arange(20, dtype=np.float32).reshape(4, 5) + rank, dtype=fm.float16)
 dist.all_reduce(base[1:, 1:4], op=ReduceOp.AVG)
-report(strided_half=base.data)
+report(strided_half=base._data)
 base = fm.Tensor(np.full((3, 4), rank, dtype=np.int64))
 dist.broadcast(base[:, 1], src=1)
-report(strided_broadcast=base.data)
+report(strided_broadcast=base._data)
 
 # -- async_op=True: a Work to wait on --
 t = fm.Tensor(np.full(5, rank + 1.0, dtype=np.float32))
@@ -111,74 +111,74 @@ work = dist.all_reduce(t, async_op=True)
 is_work = isinstance(work, dist.Work)
 first = work.wait()
 report(async_all_reduce={
-    "is_work": is_work, "wait": first, "completed": work.is_completed(), "wait_again": work.wait(), "out": t.data,
+    "is_work": is_work, "wait": first, "completed": work.is_completed(), "wait_again": work.wait(), "out": t._data,
 })
 t = fm.tensor(np.full(7, rank + 1.0), dtype=fm.float16)
 work = dist.all_reduce(t, op=ReduceOp.AVG, async_op=True)
 while not work.is_completed():
     time.sleep(0.001)
-report(async_half_avg=t.data)
+report(async_half_avg=t._data)
 outs = [fm.zeros(3) for _ in range(ws)]
 work = dist.all_gather(outs, fm.Tensor(np.full(3, rank, dtype=np.float32)), async_op=True)
 work.wait(timeout=30)
-report(async_all_gather=[o.data for o in outs])
+report(async_all_gather=[o._data for o in outs])
 
 # -- broadcast and reduce to a rank other than 0 --
 for name, x in [("vector", values("float32", (7,), "SUM", 500)), ("scalar", np.array(rank * 10 + 3, np.int64))]:
     t = tensor(x)
     dist.broadcast(t, src=1)
-    report(**{f"broadcast/{name}": {"in": x, "out": t.data, "dtype": str(t.data.dtype)}})
+    report(**{f"broadcast/{name}": {"in": x, "out": t._data, "dtype": str(t._data.dtype)}})
 for op in ("SUM", "AVG", "MAX"):
     x = values("float64", (7,), op, 600)
     t = tensor(x)
     dist.reduce(t, dst=1, op=ReduceOp[op])
-    report(**{f"reduce/{op}": {"in": x, "out": t.data}})
+    report(**{f"reduce/{op}": {"in": x, "out": t._data}})
 x = values("int64", (5,), "SUM", 601)
 t = tensor(x)
 dist.reduce(t, 1, ReduceOp.AVG)
-report(**{"reduce/int_avg": {"in": x, "out": t.data}})
+report(**{"reduce/int_avg": {"in": x, "out": t._data}})
 
 # -- gathers --
 x = values("float64", (2, 3), "SUM", 700)
 outs = [fm.zeros(2, 3, dtype=fm.float64) for _ in range(ws)]
 dist.all_gather(outs, tensor(x))
-report(all_gather={"in": x, "out": [o.data for o in outs]})
+report(all_gather={"in": x, "out": [o._data for o in outs]})
 outs = [fm.zeros((), dtype=fm.int64) for _ in range(ws)]
 dist.all_gather(outs, fm.tensor(rank + 40, dtype=fm.int64))
-report(all_gather_scalar=[o.data for o in outs])
+report(all_gather_scalar=[o._data for o in outs])
 x = values("float32", (3, 2), "SUM", 701)
 flat, stacked = fm.zeros(ws * 3, 2), fm.zeros(ws, 3, 2)
-before = flat.data
+before = flat._data
 dist.all_gather_into_tensor(flat, tensor(x))
 dist.all_gather_into_tensor(stacked, tensor(x))
-report(all_gather_into_tensor={"in": x, "flat": flat.data, "stacked": stacked.data, "same_array": flat.data is before})
+report(all_gather_into_tensor={"in": x, "flat": flat._data, "stacked": stacked._data, "same_array": flat._data is before})
 x = values("float32", (4,), "SUM", 702)
 gathered = [fm.zeros(4) for _ in range(ws)] if rank == 1 else None
 dist.gather(tensor(x), gathered, dst=1)
-report(gather={"in": x, "out": [g.data for g in gathered] if gathered else None})
+report(gather={"in": x, "out": [g._data for g in gathered] if gathered else None})
 inputs = [fm.Tensor(np.full(3, 10.0 * r + rank, dtype=np.float32)) for r in range(ws)] if rank == 1 else None
 t = fm.zeros(3)
 dist.scatter(t, inputs, src=1)
-report(scatter=t.data)
+report(scatter=t._data)
 
 # -- reduce_scatter, list and tensor forms --
 for op in ("SUM", "AVG", "MAX"):
     xs = [values("float32", (7,), op, 800 + r) for r in range(ws)]
     out = fm.zeros(7)
     dist.reduce_scatter(out, [tensor(x) for x in xs], op=ReduceOp[op])
-    report(**{f"reduce_scatter/{op}": {"in": xs, "out": out.data}})
+    report(**{f"reduce_scatter/{op}": {"in": xs, "out": out._data}})
 for dtype, op in [("float64", "SUM"), ("float64", "AVG"), ("int64", "AVG"), ("int64", "MIN")]:
     x = values(dtype, (ws * 5,), op, 900)
     out = fm.zeros(5, dtype=getattr(fm, dtype))
-    before, version = out.data, out._version
+    before, version = out._data, out._version
     dist.reduce_scatter_tensor(out, tensor(x), op=ReduceOp[op])
     report(**{f"reduce_scatter_tensor/{dtype}/{op}": {
-        "in": x, "out": out.data, "same_array": out.data is before, "versions": [version, out._version]
+        "in": x, "out": out._data, "same_array": out._data is before, "versions": [version, out._version]
     }})
 x = values("float32", (ws, 2, 3), "SUM", 901)
 out = fm.zeros(2, 3)
 dist.reduce_scatter_tensor(out, tensor(x))
-report(reduce_scatter_tensor_blocks={"in": x, "out": out.data})
+report(reduce_scatter_tensor_blocks={"in": x, "out": out._data})
 
 # -- barrier: nobody leaves before the last rank arrived --
 if rank == ws - 1:
@@ -207,7 +207,7 @@ from tests.checked_cuda import namespace
 
 backend_device.use_cuda_namespace(namespace, device_count=1)
 t = fm.Tensor(np.arange(5, dtype=np.float32) + rank).to("cuda")
-before = t.data
+before = t._data
 dist.all_reduce(t, op=ReduceOp.AVG)
 half = fm.tensor(np.arange(4.0) + rank, dtype=fm.float16).to("cuda")
 dist.all_reduce(half, op=ReduceOp.MAX)
@@ -218,9 +218,9 @@ dist.reduce_scatter_tensor(block, fm.arange(float(ws * 2), device="cuda"))
 b = fm.full((3,), float(rank), device="cuda")
 dist.broadcast(b, src=1)
 report(cuda={
-    "avg": t.cpu().data, "device": str(t.device), "same_array": t.data is before,
-    "half_max": half.cpu().data, "half_device": str(half.device), "all_gather": [o.cpu().data for o in outs],
-    "reduce_scatter": block.cpu().data, "broadcast": b.cpu().data,
+    "avg": t.cpu()._data, "device": str(t.device), "same_array": t._data is before,
+    "half_max": half.cpu()._data, "half_device": str(half.device), "all_gather": [o.cpu()._data for o in outs],
+    "reduce_scatter": block.cpu()._data, "broadcast": b.cpu()._data,
 })
 
 dist.destroy_process_group()
@@ -295,7 +295,7 @@ def test_all_reduce_is_zero_copy_and_bumps_the_version(job):
     for r in range(ws):
         for key, result in reports[r].items():
             if key.startswith("all_reduce/"):
-                assert result["same_array"] is True, f"{key}: all_reduce replaced tensor.data on rank {r}"
+                assert result["same_array"] is True, f"{key}: all_reduce replaced tensor._data on rank {r}"
                 before, after = result["versions"]
                 assert after > before, f"{key}: the version counter did not move on rank {r}"
         assert reports[r]["empty"] == [0]
@@ -502,7 +502,7 @@ outs = [fm.zeros(3)]
 dist.all_gather(outs, t)
 objects = [None]
 dist.all_gather_object(objects, {"a": 1})
-report(results=[t.data, i.data, outs[0].data, objects])
+report(results=[t._data, i._data, outs[0]._data, objects])
 report(errors={
     "bitwise_float": error(lambda: dist.all_reduce(fm.ones(3), op=ReduceOp.BAND)),
     "bool": error(lambda: dist.all_reduce(fm.tensor([True, False]))),

@@ -89,12 +89,12 @@ def digest(module, params=True, buffers=True):
     h = hashlib.sha256()
     tensors = (list(module.parameters()) if params else []) + (list(module.buffers()) if buffers else [])
     for t in tensors:
-        h.update(np.ascontiguousarray(t.data).tobytes())
+        h.update(np.ascontiguousarray(t._data).tobytes())
     return h.hexdigest()
 
 
 def state(module):
-    return {k: v.data.copy() for k, v in module.state_dict().items()}
+    return {k: v._data.copy() for k, v in module.state_dict().items()}
 
 
 def load(module, arrays, dtype):
@@ -109,7 +109,7 @@ def no_dropout(module):
 
 
 def local_grads(module):
-    return [None if p.grad is None else p.grad.data.copy() for p in module.parameters()]
+    return [None if p.grad is None else p.grad._data.copy() for p in module.parameters()]
 
 
 def mean_of(per_rank):
@@ -420,7 +420,7 @@ for step in range(3):
     loss_of(plain(inputs(10 + step)), 10 + step).backward()
     expected = mean_of(gather(local_grads(plain)))
     views = [
-        np.shares_memory(p.grad.data, ddp._buckets[ddp._bucket_of[i]].buffer) for i, p in enumerate(ddp._params)
+        np.shares_memory(p.grad._data, ddp._buckets[ddp._bucket_of[i]].buffer) for i, p in enumerate(ddp._params)
     ]
     steps.append({
         "max_diff": max(max_diff(g, e) for g, e in zip(local_grads(net), expected)),
@@ -496,7 +496,7 @@ if rank == 0:
         ropt.zero_grad()
         F.cross_entropy(ref(fm.tensor(x)), fm.tensor(y)).backward()
         ropt.step()
-    result["param_diff"] = max(max_diff(a.data, b.data) for a, b in zip(model.parameters(), ref.parameters()))
+    result["param_diff"] = max(max_diff(a._data, b._data) for a, b in zip(model.parameters(), ref.parameters()))
 report(three=result, world=ws)
 """
 )
@@ -568,7 +568,7 @@ for step in range(4):
     if rank == 0:
         untouched.append(all(np.array_equal(p.grad.numpy(), b) for p, b in zip(model.parameters(), before)))
         for p in model.parameters():  # rank 1 zeroed its own: put the same values on rank 0 for the step
-            p.grad.data[...] = 0
+            p.grad._data[...] = 0
     clip_grad_norm_(model.parameters(), 0.5)
     opt.step()
     digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
@@ -839,7 +839,7 @@ def test_a_world_of_one_trains_exactly_like_the_bare_model():
             (net(x) ** 2).mean().backward()
             o.step()
     for p, q in zip(model.parameters(), bare.parameters()):
-        np.testing.assert_array_equal(p.data, q.data)
+        np.testing.assert_array_equal(p._data, q._data)
     assert ddp.communication_stats()["backwards"] == 3
     assert ddp.communication_stats(reset=True)["backwards"] == 3
     assert ddp.communication_stats()["backwards"] == 0
@@ -859,7 +859,7 @@ class _P:
     """What _plan_buckets reads of a parameter."""
 
     def __init__(self, n, dtype="float32", device="cpu"):
-        self.data = np.zeros(n, dtype=dtype)
+        self._data = np.zeros(n, dtype=dtype)
         self.dtype, self.device = dtype, device
 
 
@@ -893,11 +893,11 @@ def test_buckets_hold_views_shaped_like_the_parameters(monkeypatch):
     ]
     for i, p in enumerate(ddp._params):
         view = ddp._views[i]
-        assert view.shape == p.data.shape and view.dtype == p.data.dtype
+        assert view.shape == p._data.shape and view.dtype == p._data.dtype
         assert np.shares_memory(view, ddp._buckets[ddp._bucket_of[i]].buffer)
     (ddp(fm.ones(2, 6)) ** 2).sum().backward()
     for i, p in enumerate(ddp._params):
-        assert p.grad.data is ddp._views[i]  # .grad points at the bucket: no copy back
+        assert p.grad._data is ddp._views[i]  # .grad points at the bucket: no copy back
 
 
 def test_reduce_op_is_sum_of_pre_divided_gradients():

@@ -54,13 +54,13 @@ def layer(c, **kwargs):
     bn = SyncBatchNorm(c, dtype=fm.float64, **kwargs)
     if bn.affine:
         rng = np.random.default_rng([c, 99])  # the same on every rank
-        bn.weight.data[...] = rng.normal(1.0, 0.3, c)
-        bn.bias.data[...] = rng.normal(0.0, 0.3, c)
+        bn.weight._data[...] = rng.normal(1.0, 0.3, c)
+        bn.bias._data[...] = rng.normal(0.0, 0.3, c)
     return bn
 
 
 def grad_of(t):
-    return None if t is None or t.grad is None else t.grad.data
+    return None if t is None or t.grad is None else t.grad._data
 
 
 for i, (case, rest) in enumerate(CASES.items()):
@@ -74,7 +74,7 @@ for i, (case, rest) in enumerate(CASES.items()):
     out = bn(x)
     out.backward(fm.tensor(g_np))
     bn(fm.tensor(x2_np))  # a second training forward: the running statistics move again
-    stats = [bn.running_mean.data.copy(), bn.running_var.data.copy(), int(bn.num_batches_tracked.item())]
+    stats = [bn.running_mean._data.copy(), bn.running_var._data.copy(), int(bn.num_batches_tracked.item())]
     bn.eval()
     out_eval = bn(fm.tensor(x_np))
     report(**{case: {
@@ -88,7 +88,7 @@ bn = layer(3, momentum=None)
 xs = [rng.normal(rank, 1.0 + rank, size=(SIZES[rank], 3)) for _ in range(3)]
 for x_np in xs:
     bn(fm.tensor(x_np))
-report(cumulative={"xs": xs, "running": [bn.running_mean.data, bn.running_var.data]})
+report(cumulative={"xs": xs, "running": [bn.running_mean._data, bn.running_var._data]})
 
 # no affine parameters, no running statistics
 rng = np.random.default_rng([11, rank])
@@ -117,11 +117,11 @@ def global_loss(x_local):
 
 x = fm.tensor(x_np, requires_grad=True)
 (bn(x) * fm.tensor(g_np)).sum().backward()
-analytic_x = x.grad.data.copy()
-analytic_wb = np.concatenate([bn.weight.grad.data, bn.bias.grad.data])
+analytic_x = x.grad._data.copy()
+analytic_wb = np.concatenate([bn.weight.grad._data, bn.bias.grad._data])
 t = fm.tensor(analytic_wb.copy())
 dist.all_reduce(t)
-analytic_wb = t.data
+analytic_wb = t._data
 h = 1e-6
 numeric_x = np.zeros_like(x_np)
 sizes = [None] * ws
@@ -141,9 +141,9 @@ for j in range(4):
     values = []
     for sign in (1, -1):
         p = bn.weight if j < 2 else bn.bias
-        p.data[j % 2] += sign * h
+        p._data[j % 2] += sign * h
         values.append(global_loss(x_np))
-        p.data[j % 2] -= sign * h
+        p._data[j % 2] -= sign * h
     numeric_wb[j] = (values[0] - values[1]) / (2 * h)
 report(finite_differences={"x": [analytic_x, numeric_x], "weight_bias": [analytic_wb, numeric_wb]})
 
@@ -275,9 +275,9 @@ def test_convert_sync_batchnorm_keeps_parameters_buffers_settings_and_order():
     net.norm.eval()
     old_bn, old_norm = net.features[1], net.norm
     order = [n for n, _ in net.named_parameters()]
-    state = {k: v.data.copy() for k, v in net.state_dict().items()}
+    state = {k: v._data.copy() for k, v in net.state_dict().items()}
     x = fm.tensor(np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32))
-    expected = net(x).data.copy()
+    expected = net(x)._data.copy()
 
     converted = SyncBatchNorm.convert_sync_batchnorm(net)
     assert converted is net
@@ -291,7 +291,7 @@ def test_convert_sync_batchnorm_keeps_parameters_buffers_settings_and_order():
     assert [n for n, _ in net.named_parameters()] == order, "conversion must not reorder the parameters"
     assert list(net.state_dict()) == list(state)
     # no process group: plain batch norm (the same output as before the conversion)
-    np.testing.assert_array_equal(net(x).data, expected)
+    np.testing.assert_array_equal(net(x)._data, expected)
 
     bn = nn.BatchNorm1d(3)
     top = SyncBatchNorm.convert_sync_batchnorm(bn)
@@ -309,7 +309,7 @@ def test_world_of_one_is_plain_batchnorm_and_checks_dimensions():
         xs, xp = fm.tensor(x, requires_grad=True), fm.tensor(x, requires_grad=True)
         (sync(xs) ** 2).sum().backward()
         (plain(xp) ** 2).sum().backward()
-        np.testing.assert_array_equal(xs.grad.data, xp.grad.data)
-        np.testing.assert_array_equal(sync.running_var.data, plain.running_var.data)
+        np.testing.assert_array_equal(xs.grad._data, xp.grad._data)
+        np.testing.assert_array_equal(sync.running_var._data, plain.running_var._data)
     with pytest.raises(ValueError, match=r"SyncBatchNorm: expected 2D or 3D or 4D or 5D input \(got 1D"):
         SyncBatchNorm(3)(fm.ones(3))

@@ -54,7 +54,7 @@ def make_model(seed):
 
 
 def digest(model):
-    return hashlib.sha256(b"".join(np.ascontiguousarray(t.data).tobytes() for t in model.state_dict().values())).hexdigest()
+    return hashlib.sha256(b"".join(np.ascontiguousarray(t._data).tobytes() for t in model.state_dict().values())).hexdigest()
 
 
 class StubOrchestrator:
@@ -204,7 +204,7 @@ trainer = DistributedTrainer(model, SGD(model.parameters(), lr=0.1), None, quiet
 metrics = trainer.fit(train, val, epochs=3)
 report(nan={"history": history(metrics), "events": events(metrics), "weights": digest(model),
             "recoveries": metrics.divergence_recoveries, "global_step": trainer.global_step,
-            "lr": trainer.learning_rate, "finite": bool(all(np.isfinite(p.data).all() for p in model.parameters()))})
+            "lr": trainer.learning_rate, "finite": bool(all(np.isfinite(p._data).all() for p in model.parameters()))})
 
 
 # -- the seed's two-argument call: a DataLoader and an epoch count --------------------------------------

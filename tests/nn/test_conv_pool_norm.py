@@ -478,7 +478,7 @@ def test_batchnorm_module_train_steps_and_eval_match_torch(name, shape, kwargs):
     if f_bn.weight is not None:
         with fm.no_grad(), torch.no_grad():
             w = rng.standard_normal(3).astype(np.float32)
-            f_bn.weight.data[...] = w
+            f_bn.weight._data[...] = w
             t_bn.weight.copy_(torch.tensor(w))
     for step in range(4):
         fx, tx = _pair_tensors(rng, shape)

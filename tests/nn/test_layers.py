@@ -38,17 +38,22 @@ def test_linear_matches_torch(shape, bias):
         np.testing.assert_allclose(ours.bias.grad.numpy(), theirs.bias.grad.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_linear_gradcheck_and_xavier_normal_init():
+def test_linear_gradcheck_and_pytorch_default_init():
     x = fm.randn(3, 2, 4, dtype=fm.float64, requires_grad=True)
     w = fm.randn(5, 4, dtype=fm.float64, requires_grad=True)
     b = fm.randn(5, dtype=fm.float64, requires_grad=True)
     assert gradcheck(F.linear, (x, w, b))
     fm.manual_seed(3)
-    layer = nn.Linear(600, 400)
+    layer = nn.Linear(600, 400)  # PyTorch's default: weight and bias from U(-1/sqrt(600), 1/sqrt(600))
+    bound = 1 / math.sqrt(600)
+    weight, bias = layer.weight.detach().numpy(), layer.bias.detach().numpy()
+    assert np.abs(weight).max() <= bound and np.abs(weight).max() > 0.999 * bound
+    assert abs(weight.std() / (bound / math.sqrt(3)) - 1) < 0.02
+    assert abs(weight.mean()) < 3 * bound / math.sqrt(3 * 600 * 400)
+    assert np.abs(bias).max() <= bound and bias.std() > bound / 3
+    nn.init.xavier_normal_(layer.weight)  # the seed's scheme, one explicit line
     std = math.sqrt(2.0 / (600 + 400))
     assert abs(layer.weight.detach().numpy().std() / std - 1) < 0.02
-    assert abs(layer.weight.detach().numpy().mean()) < 3 * std / math.sqrt(600 * 400)
-    assert np.all(layer.bias.detach().numpy() == 0)
 
 
 def test_linear_shape_errors_name_the_sizes():

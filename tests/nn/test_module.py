@@ -224,7 +224,7 @@ def test_parameter_shares_storage_and_pickles():
 
     base = fm.ones(3)
     p = nn.Parameter(base)
-    assert p.data is base.data and p.requires_grad and p.is_leaf
+    assert p._data is base._data and p.requires_grad and p.is_leaf
     assert repr(p).startswith("Parameter containing:\ntensor(")
     q = pickle.loads(pickle.dumps(p))
     assert isinstance(q, nn.Parameter) and q.requires_grad and q.tolist() == [1.0, 1.0, 1.0]

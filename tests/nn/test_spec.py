@@ -371,6 +371,12 @@ def test_build_the_text_stack_and_describe_what_can_be_described():
     ids = fm.tensor([[1, 2, 3] + [0] * 13, [4] * 16])
     out = model(nn.MaskedBatch(ids, ids == 0))
     assert out.shape == (2, 3)
+    # the attention layers are batch-first (PyTorch's default is not): a plain [batch, time] tensor
+    # gives what a MaskedBatch without padding gives
+    assert model[2].batch_first and model[5].self_attn.batch_first
+    full = fm.tensor([[1, 2, 3] * 5 + [7], [4] * 16])
+    with fm.no_grad():
+        np.testing.assert_allclose(model(full).numpy(), model(nn.MaskedBatch(full)).numpy(), rtol=1e-5, atol=1e-6)
     small = nn.Sequential(
         nn.Embedding(50, 8, padding_idx=0), nn.LayerNorm(8), nn.SequencePool("first"), nn.Linear(8, 2)
     )

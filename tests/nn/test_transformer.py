@@ -45,7 +45,7 @@ def test_gradcheck_scaled_dot_product_attention(mask_kind):
     mask = None
     if mask_kind == "bool":
         mask = fm.tensor(rng.random((4, 6)) > 0.3)
-        mask.data[:, 0] = True  # every query keeps a key
+        mask._data[:, 0] = True  # every query keeps a key
     elif mask_kind == "float":
         mask = fm.tensor(rng.standard_normal((2, 1, 4, 6)))
     causal = mask_kind == "causal"
@@ -151,7 +151,7 @@ def test_multihead_attention_matches_torch(options):
     E, H, B, L = 12, 3, 2, 5
     S = 7 if options.get("cross") or options.get("kdim") else L
     kdim = 5 if options.get("kdim") else None
-    ours = nn.MultiHeadAttention(E, H, kdim=kdim, vdim=kdim)
+    ours = nn.MultiHeadAttention(E, H, kdim=kdim, vdim=kdim, batch_first=True)
     theirs = torch.nn.MultiheadAttention(E, H, batch_first=True, kdim=kdim, vdim=kdim)
     assert sorted(ours.state_dict()) == sorted(theirs.state_dict())
     _copy_weights(ours, theirs)
@@ -201,7 +201,9 @@ def test_transformer_encoder_matches_torch(norm_first, activation):
     )
     theirs = torch.nn.TransformerEncoder(layer_t, 2, norm=torch.nn.LayerNorm(16), enable_nested_tensor=False)
     ours = nn.TransformerEncoder(
-        nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, activation=activation, norm_first=norm_first),
+        nn.TransformerEncoderLayer(
+            16, 4, 32, dropout=0.0, activation=activation, norm_first=norm_first, batch_first=True
+        ),
         2,
         norm=nn.LayerNorm(16),
     )
@@ -223,6 +225,58 @@ def test_transformer_encoder_matches_torch(norm_first, activation):
         np.testing.assert_allclose(
             p.grad.numpy(), dict(theirs.named_parameters())[name].grad.numpy(), rtol=1e-3, atol=1e-4, err_msg=name
         )
+
+
+def test_defaults_are_sequence_first_like_torch():
+    """With no batch_first argument inputs are [seq, batch, E], as in PyTorch."""
+    rng = np.random.default_rng(11)
+    S, N, E, H = 6, 3, 8, 2
+    mha, t_mha = nn.MultiheadAttention(E, H), torch.nn.MultiheadAttention(E, H)
+    layer = nn.TransformerEncoderLayer(E, H, 16, dropout=0.0)
+    encoder = nn.TransformerEncoder(layer, 2)
+    t_encoder = torch.nn.TransformerEncoder(
+        torch.nn.TransformerEncoderLayer(E, H, 16, dropout=0.0), 2, enable_nested_tensor=False
+    )
+    assert mha.batch_first is False and layer.self_attn.batch_first is False
+    _copy_weights(mha, t_mha)
+    _copy_weights(encoder, t_encoder)
+    x = rng.standard_normal((S, N, E)).astype(np.float32)
+    kpm = np.zeros((N, S), dtype=bool)
+    kpm[1, 4:] = True
+    fx, tx, fk, tk = fm.tensor(x), torch.tensor(x), fm.tensor(kpm), torch.tensor(kpm)
+    fo, fw = mha(fx, fx, fx, key_padding_mask=fk, need_weights=True)
+    to, tw = t_mha(tx, tx, tx, key_padding_mask=tk, need_weights=True)
+    _close(fo, to)
+    _close(fw, tw)
+    _close(encoder(fx, src_key_padding_mask=fk), t_encoder(tx, src_key_padding_mask=tk), 1e-4)
+    _close(encoder.layers[0](fx), t_encoder.layers[0](tx), 1e-4)
+
+
+@pytest.mark.parametrize("kind", ["mha", "layer", "encoder"])
+def test_masked_batch_is_batch_first_whatever_the_layout(kind):
+    """A MaskedBatch is [batch, time, E]: sequence-first and batch-first layers give the same result for it."""
+    E, H = 8, 2
+
+    def make(batch_first):
+        fm.manual_seed(3)
+        if kind == "mha":
+            return nn.MultiheadAttention(E, H, batch_first=batch_first)
+        layer = nn.TransformerEncoderLayer(E, H, 16, dropout=0.0, batch_first=batch_first)
+        return layer if kind == "layer" else nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(E))
+
+    seq_first, batch_first = make(False).eval(), make(True).eval()
+    x = fm.tensor(np.random.default_rng(12).standard_normal((3, 5, E)).astype(np.float32))
+    mask = np.zeros((3, 5), dtype=bool)
+    mask[0, 3:] = True
+    batch = nn.MaskedBatch(x, fm.tensor(mask))
+    with fm.no_grad():
+        a, b = seq_first(batch), batch_first(batch)
+        want = batch_first(x, x, x, key_padding_mask=fm.tensor(mask))[0] if kind == "mha" else None
+    assert isinstance(a, nn.MaskedBatch) and a.padding_mask is batch.padding_mask
+    assert a.shape == (3, 5, E)
+    np.testing.assert_allclose(a.data.numpy(), b.data.numpy(), rtol=1e-5, atol=1e-6)
+    if want is not None:
+        np.testing.assert_allclose(a.data.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_positional_encoding_is_the_sinusoid_and_learned_positions_add():
@@ -248,10 +302,10 @@ def _seed_stack(vocab=20, embed=8, heads=2, classes=3):
     return nn.Sequential(
         nn.EmbeddingLayer(vocab, embed, padding_idx=0),
         nn.PositionalEncoding(embed),
-        nn.MultiHeadAttention(embed, heads),
+        nn.MultiHeadAttention(embed, heads, batch_first=True),
         nn.LayerNorm(embed),
         nn.FeedForward(embed, 16),
-        nn.TransformerEncoderLayer(embed, heads, 16, dropout=0.0),
+        nn.TransformerEncoderLayer(embed, heads, 16, dropout=0.0, batch_first=True),
         nn.SequencePool("mean"),
         nn.Linear(embed, classes),
     )

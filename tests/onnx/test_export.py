@@ -98,7 +98,7 @@ def test_seed_mlp_exports_with_a_dynamic_batch(tmp_path, rng):
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
     )
     assert model.training and all(m.training for m in model.modules())  # its modes are restored
-    assert all(type(p.data) is np.ndarray for p in model.parameters())
+    assert all(type(p._data) is np.ndarray for p in model.parameters())
     assert [i.name for i in proto.graph.input] == ["input"]
     assert _dims(proto.graph.input[0]) == ["batch", 784] and _dims(proto.graph.output[0]) == ["batch", 10]
     assert {n.op_type for n in proto.graph.node} == {"Gemm", "Relu"}  # Dropout is the identity in eval
@@ -217,9 +217,9 @@ def test_each_activation(layer, tmp_path, rng):
 )
 def test_normalization_layers(layer, tmp_path, rng):
     if getattr(layer, "weight", None) is not None:
-        layer.weight.data[:] = rng.uniform(0.5, 1.5, layer.weight.shape)
+        layer.weight._data[:] = rng.uniform(0.5, 1.5, layer.weight.shape)
     if getattr(layer, "bias", None) is not None:
-        layer.bias.data[:] = rng.standard_normal(layer.bias.shape)
+        layer.bias._data[:] = rng.standard_normal(layer.bias.shape)
     x = _floats(rng, 2, 3, 6, scale=3.0) + 1.0
     _, session = _export(layer, fm.from_numpy(x), tmp_path, dynamic_axes={"input": [0]})
     x = _floats(rng, 5, 3, 6, scale=3.0) + 1.0
@@ -245,9 +245,9 @@ def test_embedding_with_a_masked_batch_carries_the_mask(tmp_path, rng):
 
 
 def test_multihead_attention_with_a_key_padding_mask(tmp_path, rng):
-    mha = nn.MultiHeadAttention(8, 2)
+    mha = nn.MultiHeadAttention(8, 2, batch_first=True)
     with fm.no_grad():
-        mha.in_proj_bias.data[:] = rng.standard_normal(24) * 0.1
+        mha.in_proj_bias._data[:] = rng.standard_normal(24) * 0.1
     x = _floats(rng, 2, 5, 8)
     mask = np.zeros((2, 5), bool)
     mask[1, 3:] = True
@@ -290,7 +290,7 @@ def test_sequence_pool(mode, tmp_path, rng):
 
 
 def test_transformer_encoder_norm_first_and_a_final_norm(tmp_path, rng):
-    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.1, activation="relu", norm_first=True)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.1, activation="relu", norm_first=True, batch_first=True)
     encoder = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(8))
     x = _floats(rng, 2, 4, 8)
     mask = np.zeros((2, 4), bool)
@@ -361,7 +361,7 @@ def test_indexing_ops_and_argmax(tmp_path, rng):
 
 
 def test_causal_attention_follows_the_sequence_length(tmp_path, rng):
-    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
 
     class Causal(nn.Module):
         def __init__(self):
@@ -404,7 +404,7 @@ def test_an_op_without_an_onnx_form_names_the_op_and_its_module(tmp_path):
     assert "op Cumsum" in message and "test_export.Cumsum" in message
     assert "in module '1.1' (Inner)" in message and "has no ONNX form" in message
     assert not (tmp_path / "m.onnx").exists()
-    assert model.training and all(type(p.data) is np.ndarray for p in model.parameters())
+    assert model.training and all(type(p._data) is np.ndarray for p in model.parameters())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 

@@ -56,7 +56,7 @@ def test_tracemalloc_sees_numpy_temporaries():
     try:
         base, _ = tracemalloc.get_traced_memory()
         for p in params:
-            p.data -= 0.01 * p.grad.data  # one temporary the size of the parameter
+            p._data -= 0.01 * p.grad._data  # one temporary the size of the parameter
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -67,11 +67,11 @@ def test_tracemalloc_sees_numpy_temporaries():
 def test_state_buffers_keep_their_identity(name):
     params, opt = setup(name, np.float32)
     opt.step()
-    arrays = {(id(p), k): v.data for p in params for k, v in opt.state[p].items()}
-    data = [p.data for p in params]
+    arrays = {(id(p), k): v._data for p in params for k, v in opt.state[p].items()}
+    data = [p._data for p in params]
     for _ in range(3):
         opt.step()
     for p in params:
         for k, v in opt.state[p].items():
-            assert v.data is arrays[(id(p), k)], k
-    assert all(p.data is d for p, d in zip(params, data))
+            assert v._data is arrays[(id(p), k)], k
+    assert all(p._data is d for p, d in zip(params, data))

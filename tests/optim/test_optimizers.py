@@ -102,7 +102,7 @@ def assert_same_state(fopt, topt):
         assert list(fstate) == list(tstate), index
         for key, value in tstate.items():
             np.testing.assert_allclose(
-                np.asarray(fstate[key].data), value.numpy(), rtol=RTOL, atol=ATOL, err_msg=f"{index}.{key}"
+                np.asarray(fstate[key]._data), value.numpy(), rtol=RTOL, atol=ATOL, err_msg=f"{index}.{key}"
             )
     assert len(ours["param_groups"]) == len(theirs["param_groups"])
     for fg, tg in zip(ours["param_groups"], theirs["param_groups"]):
@@ -240,13 +240,13 @@ def test_step_updates_in_place_and_bumps_the_version():
         optim.Adagrad,
     ):
         p = fm.nn.Parameter(np.arange(6.0).reshape(2, 3))
-        data, version = p.data, p._version
+        data, version = p._data, p._version
         opt = make([p])
         p.grad = fm.Tensor(np.ones((2, 3)))
         opt.step()
-        assert p.data is data
+        assert p._data is data
         assert p._version == version + 1
-        assert p.grad is not None and np.array_equal(p.grad.data, np.ones((2, 3)))  # the gradient is left alone
+        assert p.grad is not None and np.array_equal(p.grad._data, np.ones((2, 3)))  # the gradient is left alone
 
 
 def test_step_result_does_not_record_a_graph():
@@ -281,7 +281,7 @@ def test_zero_grad():
     p.grad = fm.Tensor(np.full(3, 2.0))
     grad = p.grad
     opt.zero_grad(set_to_none=False)
-    assert p.grad is grad and np.array_equal(grad.data, np.zeros(3))
+    assert p.grad is grad and np.array_equal(grad._data, np.zeros(3))
     opt.zero_grad()
     assert p.grad is None
 
@@ -291,10 +291,10 @@ def test_float32_parameters_stay_float32():
     for opt in (optim.Adam([p], weight_decay=0.1), optim.SGD([p], lr=0.1, momentum=0.9), optim.RMSprop([p])):
         p.grad = fm.Tensor(np.full((300, 300), 0.5, dtype=np.float32))
         opt.step()
-        assert p.data.dtype == np.float32
+        assert p._data.dtype == np.float32
         for value in opt.state[p].values():
-            if value.data.ndim:
-                assert value.data.dtype == np.float32
+            if value._data.ndim:
+                assert value._data.dtype == np.float32
 
 
 def test_add_param_group_joins_training():

@@ -58,11 +58,11 @@ def test_state_dict_is_a_snapshot(name, kwargs):
     opt = getattr(optim, name)(params, **kwargs)
     train(opt, params, grads[:3])
     sd = opt.state_dict()
-    frozen = {i: {k: np.array(v.data, copy=True) for k, v in s.items()} for i, s in sd["state"].items()}
+    frozen = {i: {k: np.array(v._data, copy=True) for k, v in s.items()} for i, s in sd["state"].items()}
     train(opt, params, grads[3:])
     for i, s in sd["state"].items():
         for k, v in s.items():
-            np.testing.assert_array_equal(v.data, frozen[i][k])
+            np.testing.assert_array_equal(v._data, frozen[i][k])
     assert sd["param_groups"][0]["params"] == [0, 1, 2, 3]
 
 
@@ -76,7 +76,7 @@ def test_loading_copies_so_two_optimizers_do_not_share_buffers():
     opt_b.load_state_dict(opt_a.state_dict())
     for p, q in zip(a, b):
         for key in ("exp_avg", "exp_avg_sq"):
-            assert not np.shares_memory(opt_a.state[p][key].data, opt_b.state[q][key].data)
+            assert not np.shares_memory(opt_a.state[p][key]._data, opt_b.state[q][key]._data)
     train(opt_a, a, grads[2:])
     train(opt_b, b, grads[2:])
     for p, q in zip(a, b):
@@ -102,7 +102,7 @@ def test_torch_state_dict_loads_and_training_continues_like_torch(name, kwargs):
     tp2 = torch_params(torch, [p.detach().numpy() for p in fp])
     topt2 = getattr(torch.optim, name)(groups_of(tp2, GROUPS), **kwargs)
     sd = fopt.state_dict()
-    sd["state"] = {i: {k: torch.tensor(np.array(v.data)) for k, v in s.items()} for i, s in sd["state"].items()}
+    sd["state"] = {i: {k: torch.tensor(np.array(v._data)) for k, v in s.items()} for i, s in sd["state"].items()}
     topt2.load_state_dict(sd)
 
     for g in grads[6:]:
@@ -126,9 +126,9 @@ def test_loaded_state_follows_the_parameter_dtype_and_steps_stay_counters():
     q = fm.nn.Parameter(np.ones(4, dtype=np.float32))
     opt2 = optim.Adam([q])
     opt2.load_state_dict(sd)
-    assert opt2.state[q]["exp_avg"].data.dtype == np.float32
-    assert opt2.state[q]["step"].data.dtype == sd["state"][0]["step"].data.dtype
-    assert opt2.state[q]["exp_avg"].data.flags.c_contiguous
+    assert opt2.state[q]["exp_avg"]._data.dtype == np.float32
+    assert opt2.state[q]["step"]._data.dtype == sd["state"][0]["step"]._data.dtype
+    assert opt2.state[q]["exp_avg"]._data.flags.c_contiguous
 
 
 def test_load_state_dict_errors():

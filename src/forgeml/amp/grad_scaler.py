@@ -102,7 +102,7 @@ class GradScaler:
                     grad = p.grad
                     if grad is None:
                         continue
-                    g = grad.data
+                    g = grad._data
                     if g.dtype.itemsize < 4:
                         raise ValueError("Attempting to unscale FP16 gradients.")
                     g *= g.dtype.type(inv_scale)

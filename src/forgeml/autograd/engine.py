@@ -51,7 +51,7 @@ def _root_edge(tensor, index: int):
 
 
 def _root_grad(tensor, gradient, index: int):
-    data = tensor.data
+    data = tensor._data
     if gradient is None:
         if data.size != 1:
             raise RuntimeError(
@@ -60,7 +60,7 @@ def _root_grad(tensor, gradient, index: int):
             )
         return namespace_of(data).ones(data.shape, dtype=data.dtype)
     if isinstance(gradient, _function._tensor_cls):
-        g = gradient.data
+        g = gradient._data
     else:
         g = to_device(as_array(gradient, data.dtype), device_of(data))
     if g.shape != data.shape:
@@ -115,7 +115,7 @@ def _run_hooks(hooks, g):
     for hook in list(hooks):
         result = hook(tensor_cls._make(g, False, None))
         if result is not None:
-            new = result.data if isinstance(result, tensor_cls) else namespace_of(g).asarray(result)
+            new = result._data if isinstance(result, tensor_cls) else namespace_of(g).asarray(result)
             if new.shape != g.shape:
                 raise RuntimeError(f"a hook returned a gradient of shape {list(new.shape)}; expected {list(g.shape)}")
             g = new
@@ -130,7 +130,7 @@ _ENGINE_ONLY_REFS = 3
 def _accumulate_leaf(variable, g) -> None:
     current = variable._grad
     if current is None:
-        data = variable.data
+        data = variable._data
         if (
             type(g) is type(data)
             and g.base is None
@@ -144,7 +144,7 @@ def _accumulate_leaf(variable, g) -> None:
             owned = _owned_copy(g, data)
         variable._grad = _function._tensor_cls._make(owned, False, None)
     else:
-        current.data += g
+        current._data += g
 
 
 def _owned_copy(g, like):
@@ -259,9 +259,9 @@ def _accumulate_inputs(inputs, found) -> None:
         if g is None:
             continue
         if t._grad is None:
-            t._grad = tensor_cls._make(_owned_copy(g, t.data), False, None)
+            t._grad = tensor_cls._make(_owned_copy(g, t._data), False, None)
         else:
-            t._grad.data += g
+            t._grad._data += g
         if POST_ACCUMULATE_HOOKS:
             _run_post_accumulate_hooks(t)
 
@@ -304,21 +304,26 @@ def _as_sequence(value):
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None) -> None:
-    """Accumulate the gradients of ``tensors`` into the ``.grad`` of the leaves (``torch.autograd.backward``)."""
-    if create_graph:
-        raise NotImplementedError("create_graph=True (higher-order gradients) is not supported by ForgeML yet")
+    """Accumulate the gradients of ``tensors`` into the ``.grad`` of the leaves (``torch.autograd.backward``).
+
+    With ``create_graph=True`` the gradients get a history of their own (see
+    ``autograd.higher_order``), and the graph is kept unless ``retain_graph=False``.
+    """
     tensors = _as_sequence(tensors)
     grads = [None] * len(tensors) if grad_tensors is None else _as_sequence(grad_tensors)
     if len(grads) != len(tensors):
         raise ValueError(f"got {len(grads)} gradients for {len(tensors)} tensors")
-    retain = bool(retain_graph)
+    retain = bool(create_graph if retain_graph is None else retain_graph)
+    run = run_backward
+    if create_graph:
+        from .higher_order import run_backward_graph as run
     if inputs is None:
-        run_backward(tensors, grads, retain)
+        run(tensors, grads, retain)
         return
     inputs = _as_sequence(inputs)
     if not inputs:
         raise RuntimeError("backward(inputs=...) needs at least one input; pass None to use every leaf")
-    run_backward(tensors, grads, retain, inputs=inputs)
+    run(tensors, grads, retain, inputs=inputs)
 
 
 def grad(
@@ -334,10 +339,13 @@ def grad(
 
     Nothing is written to any ``.grad``. An input the outputs do not depend on
     raises unless ``allow_unused=True`` (then its gradient is ``None``, or
-    zeros with ``materialize_grads=True``).
+    zeros with ``materialize_grads=True``). With ``create_graph=True`` the
+    gradients have a history of their own, so they can be differentiated again.
     """
     if create_graph:
-        raise NotImplementedError("create_graph=True (higher-order gradients) is not supported by ForgeML yet")
+        from .higher_order import grad_with_graph
+
+        return grad_with_graph(outputs, inputs, grad_outputs, retain_graph, allow_unused, materialize_grads)
     if allow_unused is None:
         allow_unused = materialize_grads
     outputs = _as_sequence(outputs)
@@ -356,8 +364,8 @@ def grad(
                     "Set allow_unused=True if this is the desired behavior."
                 )
             result.append(
-                tensor_cls._make(namespace_of(t.data).zeros_like(t.data), False, None) if materialize_grads else None
+                tensor_cls._make(namespace_of(t._data).zeros_like(t._data), False, None) if materialize_grads else None
             )
             continue
-        result.append(tensor_cls._make(_owned_copy(g, t.data), False, None))
+        result.append(tensor_cls._make(_owned_copy(g, t._data), False, None))
     return tuple(result)

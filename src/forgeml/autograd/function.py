@@ -187,24 +187,28 @@ class RemovableHandle:
 
 
 def _describe(item) -> str:
-    arr = item.data if isinstance(item, _tensor_cls) else item
+    arr = item._data if isinstance(item, _tensor_cls) else item
     return f"[{arr.dtype} {list(arr.shape)}]"
 
 
 def _record_versions(saved, args, arrays, out_tensor):
-    """Pair each saved array that is an input's or the output's storage with that tensor's version now."""
+    """Pair each saved array that is an input's or the output's storage with that tensor's version now.
+
+    Each entry is ``(array, version counter, version, source)``; ``source`` is the input's index, or -1 for
+    the output (``create_graph`` backward turns those arrays back into tensors with history).
+    """
     versions = []
-    out_data = out_tensor.data if out_tensor is not None else None
+    out_data = out_tensor._data if out_tensor is not None else None
     for item in saved:
         if item is None:
             continue
         if item is out_data:
-            versions.append((item, out_tensor._version_counter, out_tensor._version_counter[0]))
+            versions.append((item, out_tensor._version_counter, out_tensor._version_counter[0], -1))
             continue
-        for arg, arr in zip(args, arrays):
+        for i, (arg, arr) in enumerate(zip(args, arrays)):
             if item is arr and arg is not arr:
                 counter = arg._version_counter
-                versions.append((item, counter, counter[0]))
+                versions.append((item, counter, counter[0], i))
                 break
     return tuple(versions)
 
@@ -247,7 +251,7 @@ class Function:
         kept, versions = [], []
         for item in items:
             if isinstance(item, _tensor_cls):
-                versions.append((item.data, item._version_counter, item._version_counter[0]))
+                versions.append((item._data, item._version_counter, item._version_counter[0], item))
                 item = item._alias()
             elif item is not None:
                 raise TypeError(f"save_for_backward can only save tensors or None, got {type(item).__name__}")
@@ -260,7 +264,7 @@ class Function:
         """What ``forward`` saved, after checking none of it was modified in place since."""
         if self._freed:
             raise RuntimeError(FREED_GRAPH_MESSAGE)
-        for item, counter, version in self._saved_versions:
+        for item, counter, version, _ in self._saved_versions:
             if counter[0] != version:
                 raise RuntimeError(
                     "one of the variables needed for gradient computation has been modified by an "
@@ -307,7 +311,7 @@ class Function:
         array_type = None
         for arg in args:
             if isinstance(arg, tensor_cls):
-                data = arg.data
+                data = arg._data
                 if array_type is None:
                     array_type = type(data)
                 elif type(data) is not array_type:
@@ -403,7 +407,7 @@ def _namespace_of_inputs(cls, args, arrays, array_type):
     first = None
     for arg in args:
         if isinstance(arg, _tensor_cls):
-            index = arg.data.device.id
+            index = arg._data.device.id
             if first is None:
                 first = index
             elif index != first:
@@ -460,7 +464,7 @@ def _as_array(value, xp):
 
 def _raise_stale_view(view):
     raise RuntimeError(
-        f"a view of shape {list(view.data.shape)} is used after its storage was modified in place "
+        f"a view of shape {list(view._data.shape)} is used after its storage was modified in place "
         f"(version {view._view_version} when the view was made, {view._version_counter[0]} now), so its "
         "recorded history no longer describes its values; take the view again after the in-place op, "
         "or clone() it before modifying the base"
@@ -520,10 +524,12 @@ def _apply_user_function(cls, args, kwargs):
                 out._requires_grad = True
                 out.grad_fn = ctx
                 out._output_nr = nr
-            meta.append((out.data.shape, out.data.dtype, type(out.data)))
+            meta.append((out._data.shape, out._data.dtype, type(out._data)))
         else:
             meta.append(None)
         results.append(out)
+    if ctx._saved_versions:
+        _unlink_saved_outputs(ctx, results)
     if record:
         edges = []
         for arg, need in zip(args, needs):
@@ -535,9 +541,20 @@ def _apply_user_function(cls, args, kwargs):
         ctx.next_edges = tuple(edges)
         ctx._n_outputs = len(outs)
         ctx._output_meta = meta
-        ctx._input_meta = [(a.data.shape, a.data.dtype, type(a.data)) if n else None for a, n in zip(args, needs)]
+        ctx._input_meta = [(a._data.shape, a._data.dtype, type(a._data)) if n else None for a, n in zip(args, needs)]
         ctx._input_is_tensor = [isinstance(a, tensor_cls) for a in args]
     return tuple(results) if is_tuple else results[0]
+
+
+def _unlink_saved_outputs(ctx, outputs) -> None:
+    """A saved output is remembered by its index, not the tensor, so that no cycle ties it to its ``grad_fn``."""
+    versions = list(ctx._saved_versions)
+    for k, (data, counter, version, source) in enumerate(versions):
+        for nr, out in enumerate(outputs):
+            if source is out or (isinstance(out, _tensor_cls) and source._data is out._data):
+                versions[k] = (data, counter, version, -1 - nr)
+                break
+    ctx._saved_versions = tuple(versions)
 
 
 def _call_user_backward(node, grad):
@@ -574,7 +591,7 @@ def _call_user_backward(node, grad):
         if not need:
             arrays.append(None)
             continue
-        arr = r.data if isinstance(r, tensor_cls) else _as_array(r, namespace_for_type(meta[2]))
+        arr = r._data if isinstance(r, tensor_cls) else _as_array(r, namespace_for_type(meta[2]))
         if arr.shape != meta[0]:
             arr = _sum_to_input(arr, meta[0], node.name(), i)
         if arr.dtype != meta[1]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import warnings
 
-from ..backend.device import HOST_XP, namespace_of, to_host
+from ..backend.device import HOST_XP, device_of, namespace_of, to_device, to_host
 from . import function as _function
 from .engine import grad as _grad
-from .grad_mode import no_grad
+from .grad_mode import enable_grad, no_grad
 
-__all__ = ["GradcheckError", "gradcheck"]
+__all__ = ["GradcheckError", "gradcheck", "gradgradcheck"]
 
 
 class GradcheckError(RuntimeError):
@@ -29,7 +29,7 @@ def _numerical_jacobian(fn, inputs, diff_inputs, n_out, eps):
     blocks = []
     with no_grad():
         for x in diff_inputs:
-            arr = x.data
+            arr = x._data
             block = HOST_XP.zeros((n_out, arr.size))
             for col, idx in enumerate(itertools.product(*(range(n) for n in arr.shape))):
                 orig = arr[idx].copy()
@@ -45,19 +45,19 @@ def _numerical_jacobian(fn, inputs, diff_inputs, n_out, eps):
 
 def _flat_outputs(fn, inputs):
     """Every output element as one float64 host vector (the Jacobians are assembled on the host)."""
-    return HOST_XP.concatenate([to_host(o.data).ravel().astype(HOST_XP.float64) for o in _outputs_of(fn, inputs)])
+    return HOST_XP.concatenate([to_host(o._data).ravel().astype(HOST_XP.float64) for o in _outputs_of(fn, inputs)])
 
 
 def _analytical_jacobian(outputs, diff_inputs):
     tensor_cls = _function._tensor_cls
-    blocks = [HOST_XP.zeros((sum(o.data.size for o in outputs), x.data.size)) for x in diff_inputs]
+    blocks = [HOST_XP.zeros((sum(o._data.size for o in outputs), x._data.size)) for x in diff_inputs]
     row = 0
     for out in outputs:
-        xp = namespace_of(out.data)
-        for k in range(out.data.size):
-            seed = xp.zeros(out.data.size, dtype=out.data.dtype)
+        xp = namespace_of(out._data)
+        for k in range(out._data.size):
+            seed = xp.zeros(out._data.size, dtype=out._data.dtype)
             seed[k] = 1
-            seed = seed.reshape(out.data.shape)
+            seed = seed.reshape(out._data.shape)
             if not out.requires_grad:
                 row += 1
                 continue
@@ -66,7 +66,7 @@ def _analytical_jacobian(outputs, diff_inputs):
             )
             for block, g in zip(blocks, grads):
                 if g is not None:
-                    block[row] = to_host(g.data).ravel()
+                    block[row] = to_host(g._data).ravel()
             row += 1
     return blocks
 
@@ -95,7 +95,7 @@ def gradcheck(
     if not diff_inputs:
         raise ValueError("gradcheck expects at least one input tensor with requires_grad=True")
     for x in diff_inputs:
-        if x.data.dtype.name != "float64":
+        if x._data.dtype.name != "float64":
             warnings.warn(
                 f"gradcheck input of dtype {x.dtype} is not float64; finite differences will be imprecise",
                 stacklevel=2,
@@ -103,7 +103,7 @@ def gradcheck(
     outputs = _outputs_of(fn, inputs)
     if not outputs:
         raise ValueError("gradcheck: fn returned no floating-point tensor to differentiate")
-    n_out = sum(o.data.size for o in outputs)
+    n_out = sum(o._data.size for o in outputs)
     analytical = _analytical_jacobian(outputs, diff_inputs)
     numerical = _numerical_jacobian(fn, inputs, diff_inputs, n_out, eps)
     for i, (a, n) in enumerate(zip(analytical, numerical)):
@@ -119,3 +119,62 @@ def gradcheck(
                 raise GradcheckError(message)
             return False
     return True
+
+
+def gradgradcheck(
+    fn,
+    inputs,
+    grad_outputs=None,
+    *,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    raise_exception: bool = True,
+) -> bool:
+    """Check second derivatives: :func:`gradcheck` of the gradients ``fn`` has with ``create_graph=True``.
+
+    The function checked maps ``(*inputs, *grad_outputs)`` to the vector-Jacobian
+    products of ``fn``'s outputs with ``grad_outputs`` w.r.t. the inputs that
+    require grad, so both how they depend on the inputs (the Hessian) and on
+    ``grad_outputs`` are compared with finite differences. ``grad_outputs``
+    (one per floating-point output of ``fn``) default to random normal tensors
+    that require grad, as in PyTorch.
+    """
+    tensor_cls = _function._tensor_cls
+    if isinstance(inputs, tensor_cls):
+        inputs = (inputs,)
+    inputs = tuple(inputs)
+    outputs = _outputs_of(fn, inputs)
+    if grad_outputs is None:
+        rng = HOST_XP.random.default_rng(0)
+        grad_outputs = tuple(
+            tensor_cls._make(
+                to_device(rng.standard_normal(o._data.shape).astype(o._data.dtype), device_of(o._data)), True, None
+            )
+            for o in outputs
+        )
+    elif isinstance(grad_outputs, tensor_cls):
+        grad_outputs = (grad_outputs,)
+    grad_outputs = tuple(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(
+            f"gradgradcheck: got {len(grad_outputs)} grad_outputs for {len(outputs)} floating-point outputs of fn"
+        )
+    n_in = len(inputs)
+
+    def first_derivatives(*args):
+        ins, gos = args[:n_in], args[n_in:]
+        with enable_grad():  # gradcheck evaluates under no_grad; these gradients need a graph
+            outs = _outputs_of(fn, ins)
+            pairs = [(o, g) for o, g in zip(outs, gos) if o.requires_grad]
+            diff = [x for x in ins if isinstance(x, tensor_cls) and x.requires_grad]
+            if not pairs:
+                return tuple(tensor_cls._make(namespace_of(x._data).zeros_like(x._data), False, None) for x in diff)
+            grads = _grad(
+                [o for o, _ in pairs], diff, grad_outputs=[g for _, g in pairs], create_graph=True, allow_unused=True
+            )
+        return tuple(g for g in grads if g is not None)
+
+    return gradcheck(
+        first_derivatives, inputs + grad_outputs, eps=eps, atol=atol, rtol=rtol, raise_exception=raise_exception
+    )

@@ -108,10 +108,10 @@ def get_default_dtype() -> DType:
     return _default_float
 
 
-def set_default_dtype(dtype) -> None:
+def set_default_dtype(d) -> None:
     """Set the default floating dtype (``float16``, ``float32`` or ``float64``)."""
     global _default_float
-    d = as_dtype(dtype)
+    d = as_dtype(d)
     if d.category != FLOAT:
         raise TypeError(f"the default dtype must be a floating dtype, got {d}")
     _default_float = d

@@ -12,10 +12,12 @@ Batches of :class:`TensorDataset`, :class:`Subset` of it, and the bundled
 """
 
 from . import datasets, text
+from ._worker import WorkerInfo, get_worker_info
 from .collate import default_collate, default_convert
 from .dataloader import DataLoader
 from .dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
 from .datasets import MNIST, CSVDataset, SpamAssassin
+from .iterable import IterableDataset
 from .sampler import (
     BatchSampler,
     RandomSampler,
@@ -34,6 +36,7 @@ __all__ = [
     "DataLoader",
     "Dataset",
     "HFTokenizerAdapter",
+    "IterableDataset",
     "MNIST",
     "PadCollate",
     "RandomSampler",
@@ -46,9 +49,11 @@ __all__ = [
     "TextClassificationDataset",
     "Vocabulary",
     "WeightedRandomSampler",
+    "WorkerInfo",
     "datasets",
     "default_collate",
     "default_convert",
+    "get_worker_info",
     "random_split",
     "text",
     "tokenize",

@@ -43,21 +43,21 @@ _STRING_KINDS = "SUO"  # bytes, unicode, object: not numeric
 
 
 def _collate_tensors(batch) -> Tensor:
-    shape = batch[0].data.shape
+    shape = batch[0]._data.shape
     for i, t in enumerate(batch):
         if not isinstance(t, Tensor):
             raise TypeError(
                 f"default_collate: element 0 of the batch is a Tensor but element {i} is {type(t).__name__}"
             )
-        if t.data.shape != shape:
+        if t._data.shape != shape:
             raise RuntimeError(
                 f"default_collate: stack expects each tensor to be equal size, but got {list(shape)} at entry 0 "
-                f"and {list(t.data.shape)} at entry {i}"
+                f"and {list(t._data.shape)} at entry {i}"
             )
-    if all(type(t.data) is np.ndarray and not t.requires_grad for t in batch) and all(
-        t.data.dtype == batch[0].data.dtype for t in batch
+    if all(type(t._data) is np.ndarray and not t.requires_grad for t in batch) and all(
+        t._data.dtype == batch[0]._data.dtype for t in batch
     ):
-        return Tensor._make(np.stack([t.data for t in batch]), False, None)
+        return Tensor._make(np.stack([t._data for t in batch]), False, None)
     return stack(list(batch), 0)  # promotes mixed dtypes, keeps the graph and the device
 
 

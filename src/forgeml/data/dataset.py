@@ -67,7 +67,7 @@ def index_array(indices) -> np.ndarray:
     if isinstance(indices, range):
         return np.arange(indices.start, indices.stop, indices.step, dtype=np.intp)
     if isinstance(indices, Tensor):
-        indices = indices.data
+        indices = indices._data
     arr = to_host(indices) if is_array(indices) else np.asarray(indices)  # a CUDA index tensor comes to the host
     if arr.ndim != 1:
         raise IndexError(f"batch indices must be a 1-D sequence of integers, got shape {list(arr.shape)}")
@@ -115,12 +115,12 @@ class TensorDataset(Dataset):
                 raise TypeError(
                     f"TensorDataset: argument {i} must be a Tensor or a NumPy array, got {type(t).__name__}"
                 )
-            if t.data.ndim == 0:
+            if t._data.ndim == 0:
                 raise ValueError(f"TensorDataset: argument {i} is a 0-d tensor; each tensor needs a first dimension")
             converted.append(t)
-        n = converted[0].data.shape[0]
-        if any(t.data.shape[0] != n for t in converted):
-            shapes = ", ".join(str(list(t.data.shape)) for t in converted)
+        n = converted[0]._data.shape[0]
+        if any(t._data.shape[0] != n for t in converted):
+            shapes = ", ".join(str(list(t._data.shape)) for t in converted)
             raise ValueError(
                 f"Size mismatch between tensors: every tensor needs the same first dimension, got {shapes}"
             )
@@ -130,7 +130,7 @@ class TensorDataset(Dataset):
         return tuple(t[index] for t in self.tensors)
 
     def __len__(self) -> int:
-        return self.tensors[0].data.shape[0]
+        return self.tensors[0]._data.shape[0]
 
     def get_batch(self, indices):
         """``[t[indices] for t in tensors]``: one fancy index per tensor (what default_collate would build)."""
@@ -141,7 +141,7 @@ class TensorDataset(Dataset):
         out = []
         on_device: dict = {}  # the index array copied to each device the tensors live on, once per batch
         for t in self.tensors:
-            data = t.data
+            data = t._data
             if type(data) is HOST_ARRAY:
                 index = idx
             else:

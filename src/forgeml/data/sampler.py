@@ -65,7 +65,8 @@ class RandomSampler(Sampler):
 
     Without replacement each epoch is a fresh permutation (several back to back,
     the last cut short, when ``num_samples`` exceeds the dataset's length); with
-    replacement, ``num_samples`` independent uniform draws.
+    replacement, ``num_samples`` independent uniform draws, made lazily in chunks
+    of 32 (so ``num_samples=int(1e10)`` costs nothing until iterated).
     """
 
     def __init__(
@@ -94,8 +95,12 @@ class RandomSampler(Sampler):
         if n == 0:
             raise ValueError("RandomSampler: the data source is empty; there is nothing to sample")
         rng = numpy_generator(self.generator)
-        if self.replacement:
-            yield from rng.integers(0, n, size=self.num_samples, dtype=np.int64).tolist()
+        if self.replacement:  # drawn lazily, 32 at a time (as PyTorch does): num_samples may be huge
+            full, rest = divmod(self.num_samples, 32)
+            for _ in range(full):
+                yield from rng.integers(0, n, size=32, dtype=np.int64).tolist()
+            if rest:
+                yield from rng.integers(0, n, size=rest, dtype=np.int64).tolist()
             return
         full, rest = divmod(self.num_samples, n)
         for _ in range(full):
@@ -133,7 +138,7 @@ class WeightedRandomSampler(Sampler):
             raise ValueError(f"replacement should be a boolean value, but got replacement={replacement}")
         _check_generator(generator)
         if isinstance(weights, Tensor):
-            weights = weights.data
+            weights = weights._data
         w = np.asarray(to_host(weights) if is_array(weights) else weights, dtype=np.float64)  # sampling is host-side
         if w.ndim != 1 or w.size == 0:
             raise ValueError(f"weights should be a non-empty 1-D sequence, got shape {list(w.shape)}")

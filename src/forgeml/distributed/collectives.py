@@ -76,7 +76,7 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: ProcessGroup 
     """Reduce ``tensor`` across all ranks, in place; every rank ends with the result."""
     group = default_group(group)
     _check_tensor(tensor)
-    work = group.all_reduce(tensor.data, op)
+    work = group.all_reduce(tensor._data, op)
     _modified(tensor)
     return _result(work, async_op)
 
@@ -86,7 +86,7 @@ def broadcast(tensor: Tensor, src: int, group: ProcessGroup | None = None, async
     group = default_group(group)
     _check_tensor(tensor)
     _check_rank(src, group, "src")
-    work = group.broadcast(tensor.data, src)
+    work = group.broadcast(tensor._data, src)
     _modified(tensor)
     return _result(work, async_op)
 
@@ -96,7 +96,7 @@ def reduce(tensor: Tensor, dst: int, op: ReduceOp = ReduceOp.SUM, group: Process
     group = default_group(group)
     _check_tensor(tensor)
     _check_rank(dst, group, "dst")
-    work = group.reduce(tensor.data, dst, op)
+    work = group.reduce(tensor._data, dst, op)
     _modified(tensor)
     return _result(work, async_op)
 
@@ -108,7 +108,7 @@ def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor, group=No
     _check_tensor(output_tensor, "output_tensor")
     _check_tensor(input_tensor, "input_tensor")
     _check_sizes(output_tensor, input_tensor, group, "all_gather_into_tensor", "output_tensor")
-    work = group.all_gather(output_tensor.data, input_tensor.data)
+    work = group.all_gather(output_tensor._data, input_tensor._data)
     _modified(output_tensor)
     return _result(work, async_op)
 
@@ -119,12 +119,12 @@ def all_gather(tensor_list: list, tensor: Tensor, group=None, async_op=False):
     _check_tensor(tensor)
     outputs = _check_list(tensor_list, group, tensor, "tensor_list")
     xp = _xp(tensor)
-    flat = xp.empty((group.world_size,) + tensor.shape, dtype=tensor.data.dtype)
-    work = group.all_gather(flat, tensor.data)
+    flat = xp.empty((group.world_size,) + tensor.shape, dtype=tensor._data.dtype)
+    work = group.all_gather(flat, tensor._data)
 
     def unpack() -> None:
         for r, out in enumerate(outputs):
-            out.data[...] = flat[r]
+            out._data[...] = flat[r]
         _modified(*outputs)
 
     return _result(work, async_op, unpack)
@@ -137,7 +137,7 @@ def reduce_scatter_tensor(output: Tensor, input: Tensor, op: ReduceOp = ReduceOp
     _check_tensor(output, "output")
     _check_tensor(input, "input")
     _check_sizes(input, output, group, "reduce_scatter_tensor", "input")
-    work = group.reduce_scatter(output.data, input.data, op)
+    work = group.reduce_scatter(output._data, input._data, op)
     _modified(output)
     return _result(work, async_op)
 
@@ -148,8 +148,8 @@ def reduce_scatter(output: Tensor, input_list: list, op: ReduceOp = ReduceOp.SUM
     _check_tensor(output, "output")
     inputs = _check_list(input_list, group, output, "input_list")
     xp = _xp(output)
-    flat = xp.stack([t.data for t in inputs])
-    work = group.reduce_scatter(output.data, flat, op)
+    flat = xp.stack([t._data for t in inputs])
+    work = group.reduce_scatter(output._data, flat, op)
     _modified(output)
     return _result(work, async_op)
 
@@ -161,16 +161,16 @@ def gather(tensor: Tensor, gather_list: list | None = None, dst: int = 0, group=
     _check_rank(dst, group, "dst")
     if group.rank == dst:
         outputs = _check_list(gather_list, group, tensor, "gather_list")
-        flat = _xp(tensor).empty((group.world_size,) + tensor.shape, dtype=tensor.data.dtype)
+        flat = _xp(tensor).empty((group.world_size,) + tensor.shape, dtype=tensor._data.dtype)
     else:
         if gather_list:
             raise ValueError(f"gather_list must be None (or empty) on rank {group.rank}: only dst={dst} receives")
         outputs, flat = [], None
-    work = group.gather(flat, tensor.data, dst)
+    work = group.gather(flat, tensor._data, dst)
 
     def unpack() -> None:
         for r, out in enumerate(outputs):
-            out.data[...] = flat[r]
+            out._data[...] = flat[r]
         _modified(*outputs)
 
     return _result(work, async_op, unpack)
@@ -183,12 +183,12 @@ def scatter(tensor: Tensor, scatter_list: list | None = None, src: int = 0, grou
     _check_rank(src, group, "src")
     if group.rank == src:
         inputs = _check_list(scatter_list, group, tensor, "scatter_list")
-        flat = _xp(tensor).stack([t.data for t in inputs])
+        flat = _xp(tensor).stack([t._data for t in inputs])
     else:
         if scatter_list:
             raise ValueError(f"scatter_list must be None (or empty) on rank {group.rank}: only src={src} sends")
         flat = None
-    work = group.scatter(tensor.data, flat, src)
+    work = group.scatter(tensor._data, flat, src)
     _modified(tensor)
     return _result(work, async_op)
 
@@ -259,4 +259,4 @@ def _check_sizes(big: Tensor, small: Tensor, group: ProcessGroup, what: str, nam
 def _xp(tensor: Tensor):
     from ..backend.device import namespace_of
 
-    return namespace_of(tensor.data)
+    return namespace_of(tensor._data)

@@ -75,7 +75,7 @@ def _plan_buckets(params: list, first_cap: int, cap: int) -> list[list[int]]:
     key = None
     for i in reversed(range(len(params))):
         p = params[i]
-        nbytes = p.data.size * p.data.dtype.itemsize
+        nbytes = p._data.size * p._data.dtype.itemsize
         limit = first_cap if not buckets else cap
         this_key = (p.dtype, p.device)
         if current and (this_key != key or size + nbytes > limit):
@@ -185,28 +185,28 @@ class DistributedDataParallel(Module):
             return
         by_kind: dict = {}
         for t in tensors:
-            by_kind.setdefault((t.data.dtype, str(t.device)), []).append(t)
+            by_kind.setdefault((t._data.dtype, str(t.device)), []).append(t)
         for same in by_kind.values():
-            xp = namespace_of(same[0].data)
-            flat = xp.concatenate([t.data.reshape(-1) for t in same])
+            xp = namespace_of(same[0]._data)
+            flat = xp.concatenate([t._data.reshape(-1) for t in same])
             group.broadcast(flat, 0).wait()
             offset = 0
             for t in same:
-                n = t.data.size
-                t.data[...] = flat[offset : offset + n].reshape(t.data.shape)
+                n = t._data.size
+                t._data[...] = flat[offset : offset + n].reshape(t._data.shape)
                 offset += n
 
     def _build_buckets(self, first_cap: int, cap: int) -> None:
         plan = _plan_buckets(self._params, first_cap, cap)
         buckets, where, views = [], [None] * len(self._params), [None] * len(self._params)
         for b, indices in enumerate(plan):
-            first = self._params[indices[0]].data
+            first = self._params[indices[0]]._data
             xp = namespace_of(first)
-            total = sum(self._params[i].data.size for i in indices)
+            total = sum(self._params[i]._data.size for i in indices)
             buffer = xp.zeros(total, dtype=first.dtype)
             offset = 0
             for i in indices:
-                data = self._params[i].data
+                data = self._params[i]._data
                 views[i] = buffer[offset : offset + data.size].reshape(data.shape)
                 where[i] = b
                 offset += data.size
@@ -272,7 +272,7 @@ class DistributedDataParallel(Module):
         if self._marked[index]:
             return  # a second gradient for it in this backward was accumulated into .grad: still in the copy below
         self._marked[index] = True
-        self._copy_in(index, self._params[index].grad.data)
+        self._copy_in(index, self._params[index].grad._data)
         bucket = self._buckets[self._bucket_of[index]]
         bucket.pending -= 1
         if bucket.pending == 0:
@@ -313,7 +313,7 @@ class DistributedDataParallel(Module):
             for i in missing:
                 grad = self._params[i].grad
                 if grad is not None and self.find_unused_parameters:
-                    self._copy_in(i, grad.data)
+                    self._copy_in(i, grad._data)
                 else:
                     self._views[i][...] = 0
                 self._buckets[self._bucket_of[i]].pending -= 1
@@ -344,8 +344,8 @@ class DistributedDataParallel(Module):
             grad = p.grad
             if grad is None:
                 p.grad = tensor_cls._make(view, False, None)
-            elif grad.data is not view:
-                grad.data = view
+            elif grad._data is not view:
+                grad._data = view
         self._reset_iteration()
 
     def _wait_all(self) -> None:

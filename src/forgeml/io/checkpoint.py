@@ -82,7 +82,7 @@ def _encode(value, path: str, tensors: dict):
         key = path or "tensor"
         if key in tensors:
             raise ValueError(f"two tensors would be stored under the same name {key!r}")
-        array = value.data if isinstance(value, Tensor) else value
+        array = value._data if isinstance(value, Tensor) else value
         if _code_of(array.dtype) is None:
             raise TypeError(f"cannot save a tensor of dtype {array.dtype} (at {key!r})")
         node = {"__tensor__": key, "parameter": type(value).__name__ == "Parameter"}
@@ -274,6 +274,12 @@ def load(path, map_location=None, *, weights_only: bool | None = None):
     before the file is read. ``weights_only`` is accepted for ``torch.load``
     compatibility: a safetensors file never runs code, so loading is always
     weights-only.
+
+    Files written by ``torch.save`` (PyTorch's zip format) are read too, with
+    weights-only semantics: tensors, parameters, dtypes, OrderedDicts and plain
+    containers load; anything else in the pickle is refused unrun (see
+    :mod:`forgeml.io.torch_pickle`). The legacy non-zip format raises an error
+    that says how to convert the file.
     """
     target = Path(path)
     name = str(target)
@@ -282,6 +288,12 @@ def load(path, map_location=None, *, weights_only: bool | None = None):
         raw = target.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"no checkpoint at {name}") from None
+    from . import torch_pickle
+
+    if torch_pickle.is_zip(raw):  # torch.save's zip archive: read weights-only
+        return torch_pickle.load_torch_zip(raw, name, place)
+    if torch_pickle.is_pickle(raw):
+        raise torch_pickle.legacy_format_error(raw, name)
     header, start = _read_header(raw, name)
     meta = header.pop("__metadata__", None) or {}
     data_len = len(raw) - start

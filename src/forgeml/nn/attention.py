@@ -27,7 +27,7 @@ def _mask_array(mask, like: Tensor, kind: str):
                 f"{kind} is on {mask.device} but the query is on {like.device}: expected all tensors on one device "
                 f"(move the mask with .to('{like.device}'))"
             )
-        return mask.data
+        return mask._data
     return to_device(as_array(mask), like.device)
 
 
@@ -50,8 +50,9 @@ class MultiHeadAttention(Module):
     follow ``nn.MultiheadAttention``: boolean True means *not allowed* (padding in
     ``key_padding_mask``), float masks are added to the scores. Parameters are
     ``in_proj_weight`` ``[3E, E]`` (or ``q/k/v_proj_weight`` when ``kdim``/``vdim``
-    differ), ``in_proj_bias`` and ``out_proj``, as in PyTorch. ``batch_first``
-    defaults to True here (PyTorch's default is False).
+    differ), ``in_proj_bias`` and ``out_proj``, as in PyTorch. Tensors are
+    ``[seq, batch, E]`` by default and ``[batch, seq, E]`` with ``batch_first=True``,
+    as in PyTorch; a ``MaskedBatch`` is always ``[batch, seq, E]``.
     """
 
     accepts_masked = True
@@ -62,9 +63,11 @@ class MultiHeadAttention(Module):
         num_heads: int,
         dropout: float = 0.0,
         bias: bool = True,
+        add_bias_kv: bool = False,
+        add_zero_attn: bool = False,
         kdim=None,
         vdim=None,
-        batch_first: bool = True,
+        batch_first: bool = False,
         device=None,
         dtype=None,
     ) -> None:
@@ -73,6 +76,10 @@ class MultiHeadAttention(Module):
             raise ValueError(f"embed_dim and num_heads must be positive, got {embed_dim} and {num_heads}")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        if add_bias_kv or add_zero_attn:
+            raise NotImplementedError(
+                "MultiheadAttention: add_bias_kv=True and add_zero_attn=True are not supported; leave them False"
+            )
         self.embed_dim, self.num_heads, self.dropout, self.batch_first = embed_dim, num_heads, dropout, batch_first
         self.head_dim = embed_dim // num_heads
         self.kdim = kdim if kdim is not None else embed_dim
@@ -147,7 +154,7 @@ class MultiHeadAttention(Module):
             additive = f if additive is None else (additive + f if f is not None else additive)
         if additive is None:
             return None if allowed is None else Tensor._make(allowed, False, None)
-        dtype = like.data.dtype
+        dtype = like._data.dtype
         combined = additive.astype(dtype, copy=False)
         if allowed is not None:
             combined = namespace_of(combined).where(allowed, combined, -math.inf).astype(dtype, copy=False)
@@ -173,7 +180,8 @@ class MultiHeadAttention(Module):
             query = query.data
         key = query if key is None else key
         value = key if value is None else value
-        if not self.batch_first:
+        batch_first = self.batch_first or masked  # a MaskedBatch is [batch, time, E] whatever the layout
+        if not batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         if query.ndim != 3 or query.shape[-1] != self.embed_dim:
             raise RuntimeError(
@@ -188,7 +196,7 @@ class MultiHeadAttention(Module):
         dropout = self.dropout if self.training else 0.0
         out = scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, dropout_p=dropout, is_causal=causal)
         out = self.out_proj(out.transpose(1, 2).reshape(B, L, self.embed_dim))
-        if not self.batch_first:
+        if not batch_first:
             out = out.transpose(0, 1)
         if sequential_call:
             return (
@@ -203,10 +211,10 @@ class MultiHeadAttention(Module):
         scores = (qh @ kh.mT) * (1.0 / math.sqrt(self.head_dim))
         if causal:
             L, S = scores.shape[-2:]
-            xp = namespace_of(scores.data)
+            xp = namespace_of(scores._data)
             mask = Tensor._make(xp.tril(xp.ones((L, S), dtype=xp.bool_)), False, None)
         if mask is not None:
-            m = mask.data
+            m = mask._data
             scores = (
                 scores.masked_fill(Tensor._make(~m, False, None), float("-inf"))
                 if m.dtype.kind == "b"

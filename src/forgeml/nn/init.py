@@ -65,7 +65,7 @@ def _fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
 def _fill(tensor: Tensor, values) -> Tensor:
     """Write ``values`` (a number, or an array on the tensor's device) into the tensor's storage."""
     with no_grad():
-        tensor.data[...] = values
+        tensor._data[...] = values
         tensor._bump_version()
     return tensor
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..ops.creation import empty
 from ..ops.nn import linear
 from . import init
@@ -24,10 +26,10 @@ class Identity(Module):
 class Linear(Module):
     """``y = x @ weight.T + bias`` with ``weight`` of shape ``[out_features, in_features]``.
 
-    Initialisation follows the ForgeML seed, not PyTorch: the weight is drawn
-    from N(0, 2 / (in_features + out_features)) (Xavier/Glorot normal) and the
-    bias starts at zero. PyTorch's default is Kaiming-uniform with a uniform
-    bias; call ``reset_parameters`` of your own, or ``nn.init``, to change it.
+    Initialisation is PyTorch's: ``kaiming_uniform_(weight, a=sqrt(5))``, i.e.
+    U(-1/sqrt(in_features), 1/sqrt(in_features)), and the bias from the same
+    range. Use ``nn.init`` afterwards for another scheme (the seed's examples
+    apply ``nn.init.xavier_normal_`` with a zero bias).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
@@ -44,9 +46,10 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.xavier_normal_(self.weight)
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            init.zeros_(self.bias)
+            bound = 1 / math.sqrt(self.in_features)
+            init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
         return linear(input, self.weight, self.bias)

@@ -40,6 +40,8 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_forward_hooks", [])
         object.__setattr__(self, "_forward_pre_hooks", [])
+        object.__setattr__(self, "_backward_hooks", [])
+        object.__setattr__(self, "_backward_pre_hooks", [])
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
@@ -47,7 +49,7 @@ class Module:
     def __call__(self, *args, **kwargs):
         if args and type(args[0]) is MaskedBatch and not self.accepts_masked:
             return self._call_on_masked(args, kwargs)
-        if self._forward_pre_hooks or self._forward_hooks:
+        if self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or self._backward_pre_hooks:
             return self._call_with_hooks(args, kwargs)
         return self.forward(*args, **kwargs)
 
@@ -64,11 +66,19 @@ class Module:
             result = hook(self, args)
             if result is not None:
                 args = result if isinstance(result, tuple) else (result,)
+        backward_hook = None
+        if self._backward_hooks or self._backward_pre_hooks:
+            from ._backward_hook import BackwardHook
+
+            backward_hook = BackwardHook(self, self._backward_hooks, self._backward_pre_hooks)
+            args = backward_hook.setup_input_hook(args)
         output = self.forward(*args, **kwargs)
         for hook in list(self._forward_hooks):
             result = hook(self, args, output)
             if result is not None:
                 output = result
+        if backward_hook is not None:
+            output = backward_hook.setup_output_hook(output)
         return output
 
     def register_forward_hook(self, hook) -> RemovableHandle:
@@ -80,6 +90,20 @@ class Module:
         """Call ``hook(module, inputs)`` before each forward; a non-None return replaces the inputs."""
         self._forward_pre_hooks.append(hook)
         return RemovableHandle(self._forward_pre_hooks, hook)
+
+    def register_full_backward_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, grad_input, grad_output)`` when the gradients w.r.t. the module's inputs are
+        computed, as in PyTorch. ``grad_input`` holds one entry per positional input (None for non-tensors
+        and tensors that need no gradient), ``grad_output`` one per output; a returned tuple replaces
+        ``grad_input``. Returns a handle whose ``remove()`` unregisters the hook."""
+        self._backward_hooks.append(hook)
+        return RemovableHandle(self._backward_hooks, hook)
+
+    def register_full_backward_pre_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, grad_output)`` when the gradients w.r.t. the module's outputs are computed,
+        before the module's own backward; a returned tuple replaces ``grad_output``. Returns a handle."""
+        self._backward_pre_hooks.append(hook)
+        return RemovableHandle(self._backward_pre_hooks, hook)
 
     # -- attribute registration ----------------------------------------------
     def __setattr__(self, name: str, value) -> None:
@@ -186,8 +210,8 @@ class Module:
             if module is not None:
                 yield from module.named_modules(memo, f"{prefix}.{name}" if prefix else name, remove_duplicate)
 
-    def modules(self):
-        for _, module in self.named_modules():
+    def modules(self, remove_duplicate: bool = True):
+        for _, module in self.named_modules(remove_duplicate=remove_duplicate):
             yield module
 
     def named_children(self):
@@ -315,15 +339,15 @@ class Module:
                 continue
             value = state_dict[key]
             if isinstance(value, Tensor):
-                array = value.data
+                array = value._data
             elif is_array(value):
                 array = value
             else:  # Python data, NumPy scalars, other frameworks' tensors: read on the host
                 array = as_array(value, None if assign else current.dtype)
-            if tuple(array.shape) != tuple(current.data.shape):
+            if tuple(array.shape) != tuple(current._data.shape):
                 problems.append(
                     f"size mismatch for {key}: copying a param with shape {list(array.shape)} from checkpoint, "
-                    f"the shape in current model is {list(current.data.shape)}."
+                    f"the shape in current model is {list(current._data.shape)}."
                 )
             values[key] = array
         if strict:
@@ -345,8 +369,8 @@ class Module:
                     setattr(module, name, replacement)
                 else:
                     # convert where the value is (a smaller transfer when narrowing), then copy across
-                    converted = to_device(array.astype(current.data.dtype, copy=False), current.device)
-                    current.data[...] = converted
+                    converted = to_device(array.astype(current._data.dtype, copy=False), current.device)
+                    current._data[...] = converted
                     current._bump_version()
         return IncompatibleKeys(missing, unexpected)
 
@@ -363,14 +387,14 @@ class Module:
                 for t in registry.values():
                     if t is None:
                         continue
-                    new = convert(t.data)
-                    if new is not t.data:
-                        t.data = new
+                    new = convert(t._data)
+                    if new is not t._data:
+                        t._data = new
                     grad = t._grad
                     if grad is not None:
-                        new_grad = convert(grad.data)
-                        if new_grad is not grad.data:
-                            grad.data = new_grad
+                        new_grad = convert(grad._data)
+                        if new_grad is not grad._data:
+                            grad._data = new_grad
         return self
 
     def to(self, *args, **kwargs) -> Module:

@@ -21,7 +21,7 @@ class Parameter(Tensor):
         if data is None:
             array = array_module(None).empty((0,), dtype=get_default_dtype().numpy)
         elif isinstance(data, Tensor):
-            array = data.data
+            array = data._data
         elif is_array(data):
             array = data
         else:
@@ -34,12 +34,12 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
     def __reduce_ex__(self, protocol):
-        return (_rebuild_parameter, (to_host(self.data), self._requires_grad, str(self.device)))
+        return (_rebuild_parameter, (to_host(self._data), self._requires_grad, str(self.device)))
 
     def __deepcopy__(self, memo):
-        result = Parameter(self.data.copy(), self._requires_grad)
+        result = Parameter(self._data.copy(), self._requires_grad)
         if self._grad is not None:
-            result._grad = Tensor._make(self._grad.data.copy(), False, None)
+            result._grad = Tensor._make(self._grad._data.copy(), False, None)
         memo[id(self)] = result
         return result
 

@@ -26,6 +26,8 @@ __all__ = ["build", "to_spec"]
 _PAIR_ARGUMENTS = {"Conv2d": ("kernel_size", "stride", "padding", "dilation")}
 # Pools store ``stride=None`` (the default) as ``kernel_size``.
 _POOLS = ("MaxPool2d", "AvgPool2d")
+# Spec-built attention layers take MaskedBatch / [batch, time, E] input: batch-first, not PyTorch's default.
+_BATCH_FIRST_LAYERS = ("MultiHeadAttention", "TransformerEncoderLayer")
 
 
 def _as_model_spec(spec) -> ModelSpec:
@@ -85,6 +87,8 @@ def build(spec: ModelSpec | Mapping | str | bytes) -> Sequential:
             )
         cls = getattr(nn, layer.type)
         args = {key: _tuples(value) for key, value in layer.args.items()}
+        if layer.type in _BATCH_FIRST_LAYERS:
+            args.setdefault("batch_first", True)
         try:
             layers.append(cls(**args))
         except ValueError as exc:

@@ -12,6 +12,7 @@ import copy
 from ..backend.device import is_cupy, namespace_of
 from ..ops import elementwise as ew
 from ..ops.nn import linear_activation
+from . import functional as F
 from .activation import GELU, ReLU
 from .attention import MultiHeadAttention
 from .container import ModuleList
@@ -36,11 +37,24 @@ def _activation(activation):
     return activation
 
 
+def _to_layout(x, layer):
+    """A MaskedBatch's ``[batch, seq, E]`` data in ``layer``'s layout (``[seq, batch, E]`` unless its
+    self-attention is batch-first), and back: the swap is its own inverse."""
+    return x if getattr(getattr(layer, "self_attn", None), "batch_first", True) else x.transpose(0, 1)
+
+
+def _hooked(module) -> bool:
+    """Whether ``module`` has forward or backward hooks (then a fused kernel must not bypass its call)."""
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
+    )
+
+
 def _fused_name(activation):
     """The fused epilogue that computes ``activation`` (ReLU, exact or tanh GELU), or None for anything else."""
-    if isinstance(activation, (ReLU, GELU)) and (activation._forward_hooks or activation._forward_pre_hooks):
+    if isinstance(activation, (ReLU, GELU)) and _hooked(activation):
         return None  # the module's hooks must see its call
-    if activation is ew.relu or isinstance(activation, ReLU):
+    if activation is ew.relu or activation is F.relu or isinstance(activation, ReLU):
         return "relu"
     if activation is ew.gelu:
         return "gelu"
@@ -51,14 +65,8 @@ def _fused_name(activation):
 
 def _linear_then(linear, activation, x):
     """``activation(linear(x))``, with the bias add and a standard activation fused into one kernel on CUDA."""
-    name = _fused_name(activation) if is_cupy(namespace_of(x.data)) else None
-    if (
-        name is None
-        or type(linear) is not Linear
-        or linear.bias is None
-        or linear._forward_hooks
-        or linear._forward_pre_hooks
-    ):
+    name = _fused_name(activation) if is_cupy(namespace_of(x._data)) else None
+    if name is None or type(linear) is not Linear or linear.bias is None or _hooked(linear):
         return activation(linear(x))
     return linear_activation(x, linear.weight, linear.bias, name)
 
@@ -87,7 +95,8 @@ class FeedForward(Module):
 class TransformerEncoderLayer(Module):
     """Self-attention and a feed-forward block, each with a residual connection and LayerNorm
     (after each block by default, before it with ``norm_first=True``), as ``torch.nn.TransformerEncoderLayer``.
-    ``batch_first`` defaults to True here. Accepts a :class:`MaskedBatch`."""
+    Tensors are ``[seq, batch, d_model]`` by default (``[batch, seq, d_model]`` with ``batch_first=True``), as in
+    PyTorch. Accepts a :class:`MaskedBatch` (always ``[batch, seq, d_model]``)."""
 
     accepts_masked = True
 
@@ -99,7 +108,7 @@ class TransformerEncoderLayer(Module):
         dropout: float = 0.1,
         activation="relu",
         layer_norm_eps: float = 1e-5,
-        batch_first: bool = True,
+        batch_first: bool = False,
         norm_first: bool = False,
         bias: bool = True,
         device=None,
@@ -122,7 +131,7 @@ class TransformerEncoderLayer(Module):
         masked = isinstance(src, MaskedBatch)
         if masked:
             src_key_padding_mask = src.padding_mask if src_key_padding_mask is None else src_key_padding_mask
-            batch, src = src, src.data
+            batch, src = src, _to_layout(src.data, self)
         x = src
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
@@ -130,7 +139,7 @@ class TransformerEncoderLayer(Module):
         else:
             x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
             x = self.norm2(x + self._ff_block(x))
-        return batch.replace(x) if masked else x
+        return batch.replace(_to_layout(x, self)) if masked else x
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
         out, _ = self.self_attn(
@@ -166,10 +175,10 @@ class TransformerEncoder(Module):
         masked = isinstance(src, MaskedBatch)
         if masked:
             src_key_padding_mask = src.padding_mask if src_key_padding_mask is None else src_key_padding_mask
-            batch, src = src, src.data
+            batch, src = src, _to_layout(src.data, self.layers[0])
         x = src
         for layer in self.layers:
             x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal))
         if self.norm is not None:
             x = self.norm(x)
-        return batch.replace(x) if masked else x
+        return batch.replace(_to_layout(x, self.layers[0])) if masked else x

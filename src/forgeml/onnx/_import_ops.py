@@ -63,7 +63,7 @@ def op(*names: str, meta: tuple[int, ...] = (), check: Callable | None = None):
 def host(value) -> np.ndarray:
     """A value as a host NumPy array (constants as they are, tensors copied off their device)."""
     if isinstance(value, Tensor):
-        return np.asarray(to_host(value.data))
+        return np.asarray(to_host(value._data))
     return np.asarray(value)
 
 
@@ -86,18 +86,18 @@ def tensor_like(value, like: Tensor | None) -> Tensor:
     if isinstance(value, Tensor):
         return value
     t = host_tensor(value)
-    return t if like is None else as_tensor_like(t.data, like)
+    return t if like is None else as_tensor_like(t._data, like)
 
 
 def _floating(*values) -> bool:
-    return any(isinstance(v, Tensor) and is_float(v.data.dtype) for v in values)
+    return any(isinstance(v, Tensor) and is_float(v._data.dtype) for v in values)
 
 
 def _array_op(fn, *values) -> Tensor:
     """``fn(xp, *arrays)`` on tensors of one device, outside autograd (integer and boolean results)."""
     first = next(v for v in values if isinstance(v, Tensor))
-    xp = namespace_of(first.data)
-    arrays = [v.data if isinstance(v, Tensor) else v for v in values]
+    xp = namespace_of(first._data)
+    arrays = [v._data if isinstance(v, Tensor) else v for v in values]
     return Tensor(xp.asarray(fn(xp, *arrays)))
 
 
@@ -112,7 +112,7 @@ def _full_like(t: Tensor, shape, value) -> Tensor:
 
 
 def _lowest(t: Tensor):
-    return -math.inf if is_float(t.data.dtype) else int(np.iinfo(t.data.dtype).min)
+    return -math.inf if is_float(t._data.dtype) else int(np.iinfo(t._data.dtype).min)
 
 
 # ----------------------------------------------------------------- constants and identity
@@ -232,7 +232,7 @@ def sub(node, a, b):
 
 @op("Mul")
 def mul(node, a, b):
-    if not _floating(a, b) and a.data.dtype.kind == "b":
+    if not _floating(a, b) and a._data.dtype.kind == "b":
         return E.logical_and(a, b)
     return E.mul(a, b)
 
@@ -257,7 +257,7 @@ def mod(node, a, b):
 def pow_(node, a, b):
     if not _floating(a):
         return _array_op(lambda xp, x, y: xp.power(x, y).astype(x.dtype), a, b)
-    if b.data.ndim == 0 and not b.requires_grad:
+    if b._data.ndim == 0 and not b.requires_grad:
         value = b.item()
         return E.pow(a, float(value))
     return E.pow(a, b.to(a.dtype))
@@ -325,7 +325,7 @@ class Erf(ArrayFunction):
 
 
 def erf(x: Tensor) -> Tensor:
-    if not is_float(x.data.dtype):
+    if not is_float(x._data.dtype):
         raise TypeError(f"Erf expects a floating point input, got {x.dtype}")
     return Erf.apply(x)
 
@@ -353,7 +353,7 @@ _UNARY = {
 
 def _unary(fn, int_name):
     def run(node, x):
-        if not is_float(x.data.dtype):
+        if not is_float(x._data.dtype):
             if int_name is not None:
                 return _array_op(lambda xp, a: getattr(xp, int_name)(a), x)
             if node.op_type == "Relu":
@@ -434,7 +434,7 @@ def clip(node, x, lo=None, hi=None):
     hi = None if hi is None else host_scalar(hi)
     if lo is None and hi is None:
         return x
-    if not is_float(x.data.dtype):
+    if not is_float(x._data.dtype):
         return _array_op(lambda xp, a: xp.clip(a, lo, hi).astype(a.dtype), x)
     return E.clamp(x, lo, hi)
 
@@ -590,7 +590,7 @@ def slice_(node, x, starts=None, ends=None, axes=None, steps=None):
 def gather(node, data, indices):
     axis = _axis(node.attrs.get("axis", 0), data.ndim)
     n = data.shape[axis]
-    idx = indices.data
+    idx = indices._data
     xp = namespace_of(idx)
     flat = xp.where(idx < 0, idx + n, idx).reshape(-1)
     out = indexing.index_select(data, axis, flat)
@@ -601,7 +601,7 @@ def gather(node, data, indices):
 def gather_elements(node, data, indices):
     axis = _axis(node.attrs.get("axis", 0), data.ndim)
     n = data.shape[axis]
-    idx = indices.data
+    idx = indices._data
     xp = namespace_of(idx)
     return indexing.gather(data, axis, Tensor(xp.where(idx < 0, idx + n, idx).astype(xp.int64)))
 

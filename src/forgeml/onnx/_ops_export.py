@@ -578,7 +578,7 @@ def _gather_shadow_args(args, kwargs):
     if found is None:
         return shadow_of(args), shadow_of(kwargs)
     axis, index = found
-    shadow_index = shadow_of(index.data if isinstance(index, Tensor) else index)
+    shadow_index = shadow_of(index._data if isinstance(index, Tensor) else index)
     nd = shadow_index.ndim
     aranges = [
         np.arange(n, dtype=np.int64).reshape((1,) * d + (n,) + (1,) * (nd - d - 1))

@@ -124,8 +124,8 @@ def plain(x):
         return _base(x)
     if isinstance(x, SymInt):
         return int(x)
-    if isinstance(x, Tensor) and isinstance(x.data, TracedArray):
-        return Tensor._make(_base(x.data), False, None)
+    if isinstance(x, Tensor) and isinstance(x._data, TracedArray):
+        return Tensor._make(_base(x._data), False, None)
     if type(x) is tuple or type(x) is list:
         return type(x)(plain(i) for i in x)
     if type(x) is slice:
@@ -153,7 +153,7 @@ def shadow_of(x):
     if isinstance(x, SymInt):
         return x.shadow
     if isinstance(x, Tensor) and contains_traced(x):
-        return Tensor._make(shadow_of(x.data), False, None)
+        return Tensor._make(shadow_of(x._data), False, None)
     if type(x) is tuple or type(x) is list:
         return type(x)(shadow_of(i) for i in x)
     if type(x) is slice:
@@ -163,7 +163,7 @@ def shadow_of(x):
 
 def contains_traced(x) -> bool:
     if isinstance(x, Tensor):
-        x = x.data
+        x = x._data
     if isinstance(x, TracedArray):
         return True
     if type(x) is np.ndarray:
@@ -629,7 +629,7 @@ _REDUCE = {"add": "ReduceSum", "multiply": "ReduceProd", "maximum": "ReduceMax",
 
 def _dtype_of(x):
     if isinstance(x, Tensor):
-        return x.data.dtype
+        return x._data.dtype
     if isinstance(x, (np.ndarray, np.generic)):
         return x.dtype
     return None
@@ -819,7 +819,7 @@ class ExportContext:
         """The ONNX value of ``x`` (a tensor, traced or plain array, number or symbolic size), cast to ``dtype``."""
         dtype = None if dtype is None else np.dtype(dtype)
         if isinstance(x, Tensor):
-            x = x.data
+            x = x._data
         if isinstance(x, TracedArray):
             name, src = x.onnx_name(), x.dtype
         elif isinstance(x, SymInt):
@@ -857,7 +857,7 @@ class ExportContext:
     def shape(self, x) -> tuple:
         """The shape of ``x`` with symbolic sizes where they depend on the dynamic axes."""
         if isinstance(x, Tensor):
-            x = x.data
+            x = x._data
         return tuple(np.shape(x)) if not isinstance(x, TracedArray) else x.shape
 
     def traced(self, result, shadow, emit, what: str) -> TracedArray:
@@ -1023,7 +1023,7 @@ class ExportContext:
                 target = np.broadcast_shapes(*(np.shape(plain(i)) for _, i in arrays))
                 index = self.name(idx, np.int64)
                 if tuple(self.shape(idx)) != tuple(target):
-                    index = self.expand(idx if not isinstance(idx, Tensor) else idx.data, target)
+                    index = self.expand(idx if not isinstance(idx, Tensor) else idx._data, target)
                     index = self.cast(index, np.int64) if _dtype_of(idx) != np.int64 else index
                 return self.node("GatherElements", [self.name(x), index], axis=axis)
         raise UnsupportedOperatorError(
@@ -1151,7 +1151,7 @@ def gather_axis(items):
     """For ``gather``'s index ``(arange, ..., index, ..., arange)``: ``(axis, index)``; else None."""
     axis = None
     for d, item in enumerate(items):
-        arr = np.asarray(plain(item.data if isinstance(item, Tensor) else item))
+        arr = np.asarray(plain(item._data if isinstance(item, Tensor) else item))
         if arr.dtype.kind not in "iu":
             return None
         n = arr.size

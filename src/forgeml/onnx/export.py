@@ -169,13 +169,13 @@ def _trace_model(onnx, ctx, model, args, kwargs, leaves, in_names, output_names,
         model.eval()
         for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
             for pname, tensor in named:
-                if tensor is None or isinstance(tensor.data, TracedArray):
+                if tensor is None or isinstance(tensor._data, TracedArray):
                     continue
                 arr = _host(tensor, f"{kind} {pname!r}")
                 init = ctx.fresh(pname) if pname in ctx._used else ctx.reserve(pname)
                 ctx.initializers[init] = arr
-                swapped.append((tensor, tensor.data))
-                tensor.data = TracedArray.wrap(arr, init, None)
+                swapped.append((tensor, tensor._data))
+                tensor._data = TracedArray.wrap(arr, init, None)
         for mpath, module in model.named_modules():
             hooks.append(module.register_forward_pre_hook(_enter(ctx, mpath)))
             hooks.append(module.register_forward_hook(_leave(ctx)))
@@ -185,12 +185,12 @@ def _trace_model(onnx, ctx, model, args, kwargs, leaves, in_names, output_names,
             result = model(*call_args, **call_kwargs)
         out_leaves: list = []
         _flatten(result, out_leaves)
-        out_arrays = [leaf.data if isinstance(leaf, Tensor) else np.asarray(leaf) for leaf in out_leaves]
+        out_arrays = [leaf._data if isinstance(leaf, Tensor) else np.asarray(leaf) for leaf in out_leaves]
     finally:
         for handle in hooks:
             handle.remove()
         for tensor, data in swapped:
-            tensor.data = data
+            tensor._data = data
         for module, mode in training:
             object.__setattr__(module, "training", mode)
     if not out_arrays:
@@ -253,13 +253,13 @@ class _Tracer(OpObserver):
         from ._ops_export import OpCall
 
         try:
-            emitter(ctx, OpCall(cls, args, kwargs, outputs, [r.data for r in results]))
+            emitter(ctx, OpCall(cls, args, kwargs, outputs, [r._data for r in results]))
         except ExportError as exc:
             if str(exc).startswith("op "):
                 raise
             raise type(exc)(f"{label}: {exc}") from exc
         wrapped = tuple(
-            Tensor._make(TracedArray.wrap(r.data, name, s.data), False, None)
+            Tensor._make(TracedArray.wrap(r._data, name, s._data), False, None)
             for r, s, name in zip(results, shadows, outputs)
         )
         return wrapped if many else wrapped[0]
@@ -336,7 +336,7 @@ def _rebuild(obj, leaves):
 
 
 def _host(tensor, what: str) -> np.ndarray:
-    data = tensor.data if isinstance(tensor, Tensor) else tensor
+    data = tensor._data if isinstance(tensor, Tensor) else tensor
     if isinstance(data, TracedArray):
         return np.ndarray.view(data, np.ndarray)
     if not isinstance(data, np.ndarray):

@@ -451,7 +451,7 @@ def _to_constant(out):
     if isinstance(out, tuple):
         return tuple(_to_constant(o) for o in out)
     if isinstance(out, Tensor):
-        return out.data
+        return out._data
     return None if out is None else np.asarray(out)
 
 

@@ -23,14 +23,14 @@ _FLOAT32 = as_dtype("float32")
 
 
 def _device_type(t: Tensor) -> str:
-    return "cpu" if type(t.data) is HOST_ARRAY else "cuda"
+    return "cpu" if type(t._data) is HOST_ARRAY else "cuda"
 
 
 def _cast(t, dtype):
     """``t`` in ``dtype``; float64 tensors, integers and non-tensors are left alone, as PyTorch's autocast does."""
-    if not isinstance(t, Tensor) or not is_float(t.data.dtype) or t.data.dtype == dtype.numpy:
+    if not isinstance(t, Tensor) or not is_float(t._data.dtype) or t._data.dtype == dtype.numpy:
         return t
-    if t.data.dtype.itemsize == 8:
+    if t._data.dtype.itemsize == 8:
         return t
     cache = state.cache
     if cache is not None and t.grad_fn is None and t._requires_grad and _grad_state.enabled:

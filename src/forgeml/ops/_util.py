@@ -53,7 +53,7 @@ def no_grad_op(fn, *operands, name: str = "op"):
     array_type = None
     for operand in operands:
         if isinstance(operand, Tensor):
-            data = operand.data
+            data = operand._data
             if array_type is None:
                 array_type = type(data)
             elif type(data) is not array_type:
@@ -70,7 +70,7 @@ def as_tensor_like(data, like, dtype=None) -> Tensor:
     if isinstance(data, Tensor):
         return data
     arr = as_array(data, dtype)
-    if isinstance(like, Tensor) and type(like.data) is not type(arr):
+    if isinstance(like, Tensor) and type(like._data) is not type(arr):
         arr = to_device(arr, like.device)
     return Tensor._make(arr, False, None)
 
@@ -88,7 +88,7 @@ def _check_operand(value, op_name: str):
 
 def cast(t: Tensor, dtype) -> Tensor:
     """``t`` converted to ``dtype`` (differentiable for float targets); ``t`` itself when already there."""
-    return t.to(dtype) if t.data.dtype != dtype.numpy else t
+    return t.to(dtype) if t._data.dtype != dtype.numpy else t
 
 
 def binary_operands(a, b, op_name: str):
@@ -98,14 +98,14 @@ def binary_operands(a, b, op_name: str):
     a_is_t = isinstance(a, Tensor)
     b_is_t = isinstance(b, Tensor)
     if a_is_t and b_is_t:
-        if a.data.dtype == b.data.dtype:
+        if a._data.dtype == b._data.dtype:
             return a, b
-        target = result_type([(dtype_of_array(a.data), a.data.ndim), (dtype_of_array(b.data), b.data.ndim)])
+        target = result_type([(dtype_of_array(a._data), a._data.ndim), (dtype_of_array(b._data), b._data.ndim)])
         return cast(a, target), cast(b, target)
     t, s = (a, b) if a_is_t else (b, a)
     if not (a_is_t or b_is_t):
         raise TypeError(f"{op_name}: at least one operand must be a Tensor")
-    t_cat = dtype_of_array(t.data).category
+    t_cat = dtype_of_array(t._data).category
     if isinstance(s, bool):
         s_cat = BOOL
     elif isinstance(s, int):
@@ -124,7 +124,7 @@ def operand_result_type(*operands):
     described = []
     for op in operands:
         if isinstance(op, Tensor):
-            described.append((dtype_of_array(op.data), op.data.ndim))
+            described.append((dtype_of_array(op._data), op._data.ndim))
         else:
             described.append(python_scalar(op))
     return result_type(described)
@@ -132,7 +132,7 @@ def operand_result_type(*operands):
 
 def float_like(t: Tensor) -> Tensor:
     """``t`` as a floating tensor (integers and bools become the default float dtype)."""
-    if t.data.dtype.kind in "biu":
+    if t._data.dtype.kind in "biu":
         return t.to(get_default_dtype())
     return t
 

@@ -125,35 +125,35 @@ def scaled_dot_product_attention(
     or the default generator of the query's device.
     """
     for name, t in (("query", query), ("key", key), ("value", value)):
-        if not isinstance(t, Tensor) or t.data.ndim < 2:
+        if not isinstance(t, Tensor) or t._data.ndim < 2:
             raise RuntimeError(f"scaled_dot_product_attention: {name} must be a tensor of at least 2 dims")
     if _autocast.state.active:
         query, key, value = _autocast.lower(query, key, value)
-    E, S = query.data.shape[-1], key.data.shape[-2]
-    if key.data.shape[-1] != E:
+    E, S = query._data.shape[-1], key._data.shape[-2]
+    if key._data.shape[-1] != E:
         raise RuntimeError(
-            f"scaled_dot_product_attention: query and key feature sizes differ ({E} vs {key.data.shape[-1]})"
+            f"scaled_dot_product_attention: query and key feature sizes differ ({E} vs {key._data.shape[-1]})"
         )
-    if value.data.shape[-2] != S:
+    if value._data.shape[-2] != S:
         raise RuntimeError(
-            f"scaled_dot_product_attention: key and value lengths differ ({S} vs {value.data.shape[-2]})"
+            f"scaled_dot_product_attention: key and value lengths differ ({S} vs {value._data.shape[-2]})"
         )
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     if is_causal and attn_mask is not None:
         raise RuntimeError("scaled_dot_product_attention: pass either attn_mask or is_causal=True, not both")
-    dtype = query.data.dtype
+    dtype = query._data.dtype
     mask = None
     if attn_mask is not None:
-        m = on_device_of(attn_mask, query, "attn_mask", "scaled_dot_product_attention").data
+        m = on_device_of(attn_mask, query, "attn_mask", "scaled_dot_product_attention")._data
         # a boolean mask becomes an additive one of its own shape: 0 where allowed, -inf elsewhere
         if m.dtype.kind == "b":
             mask = namespace_of(m).where(m, 0.0, -math.inf).astype(dtype)
         else:
             mask = m.astype(dtype, copy=False)
     if is_causal:
-        xp = namespace_of(query.data)
-        L = query.data.shape[-2]
+        xp = namespace_of(query._data)
+        L = query._data.shape[-2]
         mask = xp.where(xp.tril(xp.ones((L, S), dtype=bool)), 0.0, -math.inf).astype(dtype)
     scale = 1.0 / math.sqrt(E) if scale is None else float(scale)
     gen = generator_for(query.device, generator) if dropout_p > 0 else None

@@ -57,7 +57,7 @@ def _check_tensor(input, fn: str) -> None:
 
 
 def _check_float(t: Tensor, fn: str, what: str = "input") -> None:
-    if not is_float(t.data.dtype):
+    if not is_float(t._data.dtype):
         raise RuntimeError(f"{fn}: expected a floating point {what}, got {t.dtype}")
 
 
@@ -286,16 +286,16 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         input, weight, bias = _autocast.lower(input, weight, bias)
     _check_tensor(input, "conv2d")
     _check_tensor(weight, "conv2d")
-    if input.data.ndim not in (3, 4):
+    if input._data.ndim not in (3, 4):
         raise RuntimeError(
             f"conv2d: expected 3D (unbatched) or 4D (batched) input, but got input of size: {_shape_str(input.shape)}"
         )
-    if weight.data.ndim != 4:
+    if weight._data.ndim != 4:
         raise RuntimeError(
             f"conv2d: expected a 4D weight [out_channels, in_channels/groups, kH, kW], got {_shape_str(weight.shape)}"
         )
     _check_float(input, "conv2d")
-    if input.data.dtype != weight.data.dtype:
+    if input._data.dtype != weight._data.dtype:
         raise RuntimeError(
             f"conv2d: input dtype {input.dtype} and weight dtype {weight.dtype} differ; convert one with .to()"
         )
@@ -307,13 +307,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise RuntimeError(f"conv2d: non-positive stride is not supported, got stride={stride}")
     if min(dilation) <= 0:
         raise RuntimeError(f"conv2d: non-positive dilation is not supported, got dilation={dilation}")
-    o, cg, kh, kw = weight.data.shape
+    o, cg, kh, kw = weight._data.shape
     if o % groups:
         raise RuntimeError(
             f"conv2d: given groups={groups}, the weight's out_channels ({o}, dim 0 of weight "
             f"{_shape_str(weight.shape)}) must be divisible by groups"
         )
-    c, h, w = input.data.shape[-3:]
+    c, h, w = input._data.shape[-3:]
     if c != cg * groups:
         raise RuntimeError(
             f"conv2d: given groups={groups}, weight of size {_shape_str(weight.shape)}, expected input "
@@ -321,12 +321,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         )
     if bias is not None:
         _check_tensor(bias, "conv2d")
-        if bias.data.shape != (o,):
+        if bias._data.shape != (o,):
             raise RuntimeError(
                 f"conv2d: given weight of size {_shape_str(weight.shape)}, expected bias to be 1-dimensional with "
                 f"{o} elements, but got bias of size {_shape_str(bias.shape)} instead"
             )
-        if bias.data.dtype != weight.data.dtype:
+        if bias._data.dtype != weight._data.dtype:
             raise RuntimeError(f"conv2d: bias dtype {bias.dtype} differs from weight dtype {weight.dtype}")
     pads = _conv_padding(padding, (kh, kw), stride, dilation)
     hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
@@ -418,12 +418,12 @@ def mode_pad(input, pads, mode: str):
     _check_tensor(input, "mode_pad")
     if mode not in ("reflect", "replicate", "circular"):
         raise ValueError(f"padding mode {mode!r} is not one of 'reflect', 'replicate', 'circular'")
-    if input.data.ndim < 2:
+    if input._data.ndim < 2:
         raise RuntimeError(f"{mode} padding needs an input of at least 2 dims, got {_shape_str(input.shape)}")
     left, right, top, bottom = (int(p) for p in pads)
     if min(left, right, top, bottom) < 0:
         raise RuntimeError(f"{mode} padding must be non-negative, got {tuple(pads)}")
-    h, w = input.data.shape[-2:]
+    h, w = input._data.shape[-2:]
     for name, size, before, after in (("height", h, top, bottom), ("width", w, left, right)):
         limit = size if mode == "circular" else size - 1
         if mode in ("reflect", "circular") and max(before, after) > limit:
@@ -449,14 +449,14 @@ def _pool_out(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int
 
 def _check_pool_input(input, fn: str, floats_only: bool = True) -> None:
     _check_tensor(input, fn)
-    if input.data.ndim not in (3, 4) or 0 in input.data.shape[-3:]:
+    if input._data.ndim not in (3, 4) or 0 in input._data.shape[-3:]:
         raise RuntimeError(
             f"{fn}: expected a 3D (unbatched) or 4D (batched) input with non-zero channel and spatial sizes "
             f"(the batch may be empty), got {_shape_str(input.shape)}"
         )
     if floats_only:
         _check_float(input, fn)
-    elif not is_float(input.data.dtype) and input.data.dtype.kind not in "iu":
+    elif not is_float(input._data.dtype) and input._data.dtype.kind not in "iu":
         raise RuntimeError(f"{fn}: expected a floating point or integer input, got {input.dtype}")
 
 
@@ -481,10 +481,10 @@ def _pool_args(input, kernel_size, stride, padding, dilation, fn):
 
 def _pool_geometry(input, k, s, p, d, ceil_mode, fn):
     """Output size and the ``(top, bottom, left, right)`` padding that makes every window lie inside the array."""
-    h, w = input.data.shape[-2:]
+    h, w = input._data.shape[-2:]
     oh, ow = _pool_out(h, k[0], s[0], p[0], d[0], ceil_mode), _pool_out(w, k[1], s[1], p[1], d[1], ceil_mode)
     if oh < 1 or ow < 1:
-        c = input.data.shape[-3]
+        c = input._data.shape[-3]
         raise RuntimeError(
             f"{fn}: given input size: ({c}x{h}x{w}), kernel_size={k}, stride={s}, padding={p}, dilation={d}. "
             f"Calculated output size: ({c}x{oh}x{ow}). Output size is too small"
@@ -650,19 +650,19 @@ def avg_pool2d(
     """2-D average pooling over (N, C, H, W) or (C, H, W), with PyTorch's divisor rules."""
     k, s, p, d = _pool_args(input, kernel_size, stride, padding, 1, "avg_pool2d")
     out_hw, pads = _pool_geometry(input, k, s, p, d, ceil_mode, "avg_pool2d")
-    dtype = input.data.dtype
+    dtype = input._data.dtype
     if divisor_override is not None:
         if divisor_override == 0:
             raise RuntimeError("avg_pool2d: divisor_override must not be zero")
         divisor = dtype.type(divisor_override)
     else:
-        h, w = input.data.shape[-2:]
+        h, w = input._data.shape[-2:]
         dh = _avg_divisor(h, k[0], s[0], p[0], out_hw[0], count_include_pad)
         dw = _avg_divisor(w, k[1], s[1], p[1], out_hw[1], count_include_pad)
         if min(dh) == max(dh) and min(dw) == max(dw):
             divisor = dtype.type(dh[0] * dw[0])
         else:  # a (OH, OW) array on the input's device
-            divisor = namespace_of(input.data).asarray([[a * b for b in dw] for a in dh], dtype=dtype)
+            divisor = namespace_of(input._data).asarray([[a * b for b in dw] for a in dh], dtype=dtype)
     return AvgPool2d.apply(input, k, s, pads, out_hw, divisor)
 
 
@@ -709,7 +709,7 @@ class AdaptiveAvgPool2d(ArrayFunction):
 def adaptive_avg_pool2d(input, output_size):
     """Average pooling to a fixed output size (an int, or a pair whose None entries keep the input's size)."""
     _check_pool_input(input, "adaptive_avg_pool2d")
-    h, w = input.data.shape[-2:]
+    h, w = input._data.shape[-2:]
     if isinstance(output_size, (tuple, list)):
         if len(output_size) != 2:
             raise RuntimeError(f"adaptive_avg_pool2d: output_size must have 2 entries, got {output_size!r}")
@@ -795,14 +795,14 @@ def _batch_norm_compute_dtype(input, params):
     running stats (all of those given), and computes in float32; any other
     mismatch of the input with the weight or bias is an error.
     """
-    dtype = input.data.dtype
+    dtype = input._data.dtype
     given = [(name, t) for name, t in params if t is not None]
-    if all(t.data.dtype == dtype for _, t in given):
+    if all(t._data.dtype == dtype for _, t in given):
         return None
-    if is_float(dtype) and dtype.itemsize == 2 and given and all(t.data.dtype.name == "float32" for _, t in given):
-        return given[0][1].data.dtype
+    if is_float(dtype) and dtype.itemsize == 2 and given and all(t._data.dtype.name == "float32" for _, t in given):
+        return given[0][1]._data.dtype
     for name, t in given:
-        if name in ("weight", "bias") and t.data.dtype != dtype:
+        if name in ("weight", "bias") and t._data.dtype != dtype:
             raise RuntimeError(
                 f"batch_norm: {name} dtype {t.dtype} differs from input dtype {input.dtype} (a float16/bfloat16 "
                 "input may only be combined with float32 weight, bias and running stats, all of them)"
@@ -821,25 +821,25 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     float32 parameters is computed in float32 and returned in the input dtype).
     """
     _check_tensor(input, "batch_norm")
-    if input.data.ndim < 2:
+    if input._data.ndim < 2:
         raise RuntimeError(
             f"batch_norm: expected an input of at least 2 dims (N, C, ...), got {_shape_str(input.shape)}"
         )
     _check_float(input, "batch_norm")
-    c = input.data.shape[1]
+    c = input._data.shape[1]
     params = (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias))
     for name, t in params:
         if t is None:
             continue
         _check_tensor(t, "batch_norm")
-        if t.data.shape != (c,):
+        if t._data.shape != (c,):
             raise RuntimeError(
                 f"batch_norm: {name} should have {c} elements (one per channel of input "
                 f"{_shape_str(input.shape)}), but it has shape {_shape_str(t.shape)}"
             )
     if not training and (running_mean is None or running_var is None):
         raise RuntimeError("batch_norm: running_mean and running_var must be defined in evaluation mode")
-    if training and input.data.size // max(c, 1) <= 1:
+    if training and input._data.size // max(c, 1) <= 1:
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size {_shape_str(input.shape)}"
         )

@@ -54,7 +54,7 @@ def clone(input):
 
 def contiguous(input):
     """``input`` itself when C-contiguous, else a contiguous copy."""
-    if input.data.flags.c_contiguous:
+    if input._data.flags.c_contiguous:
         return input
     return Clone.apply(input)
 
@@ -95,7 +95,7 @@ def to(input, *args, **kwargs):
     """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``; ``input`` itself when nothing changes."""
     device, dtype, copy = _parse_to_args(args, kwargs)
     out = input
-    if dtype is not None and out.data.dtype != dtype.numpy:
+    if dtype is not None and out._data.dtype != dtype.numpy:
         out = cast(out, dtype)
     if device is not None and device != out.device:
         out = ToDevice.apply(out, device)
@@ -105,10 +105,10 @@ def to(input, *args, **kwargs):
 
 
 def cast(input, dtype: DType):
-    if dtype.is_floating_point and is_float(input.data.dtype):
+    if dtype.is_floating_point and is_float(input._data.dtype):
         return Cast.apply(input, dtype.numpy)
     # Casts to or from integer types carry no gradient.
-    return Tensor._make(input.data.astype(dtype.numpy), False, None)
+    return Tensor._make(input._data.astype(dtype.numpy), False, None)
 
 
 def type_as(input, other):
@@ -143,5 +143,6 @@ def cpu(input):
     return to(input, "cpu")
 
 
-def cuda(input, device=None):
+def cuda(input, device=None, non_blocking: bool = False):
+    """``input`` on a CUDA device (``non_blocking`` is accepted: transfers here are synchronous)."""
     return to(input, Device("cuda", device) if isinstance(device, int) else (device or "cuda"))

@@ -52,7 +52,7 @@ _FLOAT64 = as_dtype("float64").numpy
 def as_array(data, dtype=None):
     """``data`` (nested lists, numbers, arrays, tensors) as an array of a supported dtype, on its device."""
     if isinstance(data, Tensor):
-        data = data.data
+        data = data._data
     return _convert.as_array(data, dtype)
 
 
@@ -69,7 +69,7 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
     Without ``device``, the result is on the CPU for Python data and on the
     device of ``data`` for arrays and tensors (a CUDA tensor is copied on its device).
     """
-    source = data.data if isinstance(data, Tensor) else data
+    source = data._data if isinstance(data, Tensor) else data
     arr = as_array(source, dtype)
     if device is not None:
         arr = to_device(arr, as_device(device))
@@ -80,7 +80,7 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
 
 def as_tensor(data, dtype=None, device=None) -> Tensor:
     """Like :func:`tensor`, but shares memory with an array or tensor when no conversion or transfer is needed."""
-    if isinstance(data, Tensor) and (dtype is None or as_dtype(dtype).numpy == data.data.dtype):
+    if isinstance(data, Tensor) and (dtype is None or as_dtype(dtype).numpy == data._data.dtype):
         return data if device is None else data.to(device)
     arr = as_array(data, dtype)
     if device is not None:
@@ -148,31 +148,31 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad: bool = Fal
 
 def _like(input, dtype, device):
     return (
-        as_dtype(dtype).numpy if dtype is not None else input.data.dtype,
+        as_dtype(dtype).numpy if dtype is not None else input._data.dtype,
         device if device is not None else input.device,
     )
 
 
 def zeros_like(input, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     d, dev = _like(input, dtype, device)
-    return _finish(array_module(dev).zeros(input.data.shape, dtype=d), requires_grad)
+    return _finish(array_module(dev).zeros(input._data.shape, dtype=d), requires_grad)
 
 
 def ones_like(input, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     d, dev = _like(input, dtype, device)
-    return _finish(array_module(dev).ones(input.data.shape, dtype=d), requires_grad)
+    return _finish(array_module(dev).ones(input._data.shape, dtype=d), requires_grad)
 
 
 def empty_like(input, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     d, dev = _like(input, dtype, device)
-    return _finish(array_module(dev).empty(input.data.shape, dtype=d), requires_grad)
+    return _finish(array_module(dev).empty(input._data.shape, dtype=d), requires_grad)
 
 
 def full_like(input, fill_value, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     d, dev = _like(input, dtype, device)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
-    return _finish(array_module(dev).full(input.data.shape, fill_value, dtype=d), requires_grad)
+    return _finish(array_module(dev).full(input._data.shape, fill_value, dtype=d), requires_grad)
 
 
 def _python_number(value):
@@ -281,16 +281,16 @@ def randperm(n: int, *, generator=None, dtype=None, device=None) -> Tensor:
 
 def rand_like(input, *, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     d, dev = _like(input, dtype, device)
-    return rand(input.data.shape, generator=generator, dtype=d, device=dev, requires_grad=requires_grad)
+    return rand(input._data.shape, generator=generator, dtype=d, device=dev, requires_grad=requires_grad)
 
 
 def randn_like(input, *, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     d, dev = _like(input, dtype, device)
-    return randn(input.data.shape, generator=generator, dtype=d, device=dev, requires_grad=requires_grad)
+    return randn(input._data.shape, generator=generator, dtype=d, device=dev, requires_grad=requires_grad)
 
 
 def randint_like(input, low=0, high=None, *, generator=None, dtype=None, device=None) -> Tensor:
     if high is None:
         low, high = 0, low
     d, dev = _like(input, dtype, device)
-    return randint(low, high, input.data.shape, generator=generator, dtype=d, device=dev)
+    return randint(low, high, input._data.shape, generator=generator, dtype=d, device=dev)

@@ -98,7 +98,7 @@ def to_device_of(arr, data, what: str = "indices"):
 def _index_array(item, data, position):
     """A tensor, array or (nested) list used as an index, as an array on ``data``'s device."""
     if isinstance(item, Tensor):
-        arr = item.data
+        arr = item._data
     elif is_array(item):
         arr = item
     else:
@@ -236,11 +236,11 @@ class AdvancedIndex(ArrayFunction):
 
 
 def getitem(input, index):
-    idx, basic = _normalize_index(index, input.data)
+    idx, basic = _normalize_index(index, input._data)
     try:
         return (BasicIndex if basic else AdvancedIndex).apply(input, idx)
     except IndexError as exc:
-        raise _index_error(exc, input.data.shape, index) from None
+        raise _index_error(exc, input._data.shape, index) from None
 
 
 # ------------------------------------------------------------ gather / scatter_add
@@ -259,22 +259,22 @@ def _gather_index_array(input, dim, index, name):
     """``index`` (an integer tensor shaped like ``input``) checked, as an array on ``input``'s device."""
     if not isinstance(index, Tensor):
         raise TypeError(f"{name}(): index must be a Tensor, got {type(index).__name__}")
-    idx = index.data
+    idx = index._data
     if idx.dtype.kind not in "iu":
         raise RuntimeError(f"{name}(): Expected dtype int64 for index, got {index.dtype}")
-    if idx.ndim != input.data.ndim:
+    if idx.ndim != input._data.ndim:
         raise RuntimeError(
             f"{name}(): Index tensor must have the same number of dimensions as input tensor "
             f"(index {list(index.shape)}, input {list(input.shape)})"
         )
-    for d in range(input.data.ndim):
-        if d != dim and idx.shape[d] > input.data.shape[d]:
+    for d in range(input._data.ndim):
+        if d != dim and idx.shape[d] > input._data.shape[d]:
             raise RuntimeError(
                 f"{name}(): Size does not match at dimension {d}: index {list(index.shape)} is larger than "
                 f"input {list(input.shape)} outside dimension {dim}"
             )
-    idx = to_device_of(idx, input.data, "index")
-    size = input.data.shape[dim]
+    idx = to_device_of(idx, input._data, "index")
+    size = input._data.shape[dim]
     if idx.size:
         low, high = _min_max(idx)
         if low < -size or high >= size:
@@ -284,7 +284,7 @@ def _gather_index_array(input, dim, index, name):
 
 def gather(input, dim: int, index):
     """``out[i][j] = input[index[i][j]][j]`` for ``dim=0`` (and likewise for other dims)."""
-    d = normalize_dim(dim, input.data.ndim)
+    d = normalize_dim(dim, input._data.ndim)
     idx = _gather_index_array(input, d, index, "gather")
     return AdvancedIndex.apply(input, _gather_index(idx, d))  # one advanced index: x[i0, ..., index, ...]
 
@@ -308,13 +308,13 @@ class ScatterAdd(ArrayFunction):
 
 def scatter_add(input, dim: int, index, src):
     """``out = input.clone(); out[index[i][j]][j] += src[i][j]`` (for ``dim=0``); repeated indices add up."""
-    d = normalize_dim(dim, input.data.ndim)
+    d = normalize_dim(dim, input._data.ndim)
     idx = _gather_index_array(input, d, index, "scatter_add")
-    if idx.ndim != src.data.ndim or any(i > s for i, s in zip(idx.shape, src.data.shape)):
+    if idx.ndim != src._data.ndim or any(i > s for i, s in zip(idx.shape, src._data.shape)):
         raise RuntimeError(
             f"scatter_add(): index {list(index.shape)} must not be larger than src {list(src.shape)} in any dimension"
         )
-    if src.data.dtype != input.data.dtype:
+    if src._data.dtype != input._data.dtype:
         src = src.to(input.dtype)
     region = tuple(slice(0, s) for s in idx.shape)
     return ScatterAdd.apply(input, src, _gather_index(idx, d), region)
@@ -334,10 +334,10 @@ class IndexSelect(ArrayFunction):
 
 
 def index_select(input, dim: int, index):
-    d = normalize_dim(dim, max(input.data.ndim, 1))
-    data = input.data
+    d = normalize_dim(dim, max(input._data.ndim, 1))
+    data = input._data
     if isinstance(index, Tensor):
-        idx = index.data
+        idx = index._data
     elif is_array(index):
         idx = index
     else:
@@ -359,7 +359,7 @@ def index_select(input, dim: int, index):
 def mask_array(mask, data, name):
     """A boolean mask (tensor, array or list) as an array on ``data``'s device; other dtypes are refused."""
     if isinstance(mask, Tensor):
-        m = mask.data
+        m = mask._data
     elif is_array(mask):
         m = mask
     else:
@@ -390,21 +390,21 @@ class MaskedFill(ArrayFunction):
 
 def masked_fill(input, mask, value):
     """``input`` with ``value`` where the boolean ``mask`` (broadcast to ``input``) is True."""
-    m = mask_array(mask, input.data, "masked_fill")
-    if not broadcasts_to(m.shape, input.data.shape):
+    m = mask_array(mask, input._data, "masked_fill")
+    if not broadcasts_to(m.shape, input._data.shape):
         raise RuntimeError(
             f"masked_fill: the mask of shape {list(m.shape)} cannot be broadcast to the input's shape "
             f"{list(input.shape)}"
         )
     if isinstance(value, Tensor):
-        if value.data.ndim != 0:
+        if value._data.ndim != 0:
             raise RuntimeError(
                 "masked_fill only supports a 0-dimensional value tensor, but got tensor with "
-                f"{value.data.ndim} dimension(s)"
+                f"{value._data.ndim} dimension(s)"
             )
-        if value.data.dtype != input.data.dtype:
+        if value._data.dtype != input._data.dtype:
             value = value.to(input.dtype)
-        if type(value.data) is not type(input.data):  # a 0-d value is a scalar: it may come from another device
+        if type(value._data) is not type(input._data):  # a 0-d value is a scalar: it may come from another device
             value = value.to(input.device)
     else:
         value = python_scalar(value)
@@ -414,7 +414,7 @@ def masked_fill(input, mask, value):
 # ------------------------------------------------------------ nonzero
 def nonzero(input, *, as_tuple: bool = False):
     """Indices of the non-zero elements: an ``(n, ndim)`` int64 tensor, or one 1-D tensor per dim."""
-    data = input.data
+    data = input._data
     xp = HOST_XP if type(data) is HOST_ARRAY else namespace_of(data)
     idx = xp.nonzero(data)
     if as_tuple:

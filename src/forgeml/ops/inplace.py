@@ -67,18 +67,18 @@ def _records(t: Tensor, args) -> bool:
 def apply_inplace(t: Tensor, fn_cls, *args, direct=None) -> Tensor:
     """Run ``fn_cls`` as an in-place update of ``t``.
 
-    ``direct(data, *arrays)`` updates ``t.data`` in place when no graph is
+    ``direct(data, *arrays)`` updates ``t._data`` in place when no graph is
     recorded; without it, ``fn_cls.forward`` computes the new values, which are
     copied into ``t``'s storage. Tensor operands must be on ``t``'s device.
     """
     if _grad_state.enabled and t._requires_grad and t.grad_fn is None:
         raise RuntimeError(LEAF_MESSAGE)
     if not _records(t, args):
-        data = t.data
+        data = t._data
         arrays = []
         for a in args:
             if isinstance(a, Tensor):
-                a = a.data
+                a = a._data
                 if type(a) is not type(data):
                     _raise_device_mismatch(fn_cls, (t, *args))
             arrays.append(a)
@@ -90,10 +90,10 @@ def apply_inplace(t: Tensor, fn_cls, *args, direct=None) -> Tensor:
         return t
     if t._base is not None:
         return _inplace_on_view(t, fn_cls, args)
-    snapshot = Tensor._make(t.data.copy(), t._requires_grad, t.grad_fn)
+    snapshot = Tensor._make(t._data.copy(), t._requires_grad, t.grad_fn)
     snapshot._output_nr = t._output_nr
     out = fn_cls.apply(snapshot, *args)
-    _write(t, out.data)
+    _write(t, out._data)
     t._bump_version()
     _rebase(t, out)
     return t
@@ -202,12 +202,12 @@ def _inplace_on_view(t: Tensor, fn_cls, args) -> Tensor:
         raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
     if t._requires_grad and t._version_counter[0] != t._view_version:
         _raise_stale_view(t)
-    where = _flat_positions(base.data, t.data)
-    snapshot = Tensor._make(t.data.copy(), t._requires_grad, t.grad_fn)
+    where = _flat_positions(base._data, t._data)
+    snapshot = Tensor._make(t._data.copy(), t._requires_grad, t.grad_fn)
     snapshot._output_nr = t._output_nr
     new_values = fn_cls.apply(snapshot, *args)
     new_base = ScatterIntoBase.apply(base, new_values, where)
-    _write(t, new_values.data)
+    _write(t, new_values._data)
     t._bump_version()
     _rebase(base, new_base)
     _rebase(t, TakeFromBase.apply(base, where))
@@ -222,7 +222,7 @@ def _drop_retain_hook(node, output_nr: int) -> None:
 
 
 def _write(t: Tensor, values) -> None:
-    data = t.data
+    data = t._data
     xp = _xp(data)
     if not hasattr(values, "dtype"):
         values = xp.asarray(values)
@@ -235,12 +235,12 @@ def _write(t: Tensor, values) -> None:
 
 def _on_device_of(other: Tensor, t: Tensor) -> Tensor:
     """``other`` moved to ``t``'s device (for operands PyTorch moves too: sources, 0-d values)."""
-    return other if type(other.data) is type(t.data) else other.to(t.device)
+    return other if type(other._data) is type(t._data) else other.to(t.device)
 
 
 def _check_result_type(t: Tensor, other, name: str) -> None:
     result = operand_result_type(t, other)
-    if result.category > dtype_of_array(t.data).category:
+    if result.category > dtype_of_array(t._data).category:
         raise RuntimeError(f"{name}: result type {result.name} can't be cast to the desired output type {t.dtype.name}")
 
 
@@ -255,15 +255,15 @@ def _operand(other, name):
 def _binary_inplace(t, other, fn_cls, ufunc_name, name):
     other = _operand(other, name)
     _check_result_type(t, other, name)
-    if isinstance(other, Tensor) and other.data.dtype != t.data.dtype:
-        other = other.to(t.dtype) if other.data.dtype.kind == "f" and t.data.dtype.kind == "f" else other
-    other_shape = other.data.shape if isinstance(other, Tensor) else ()
-    if not broadcasts_to(other_shape, t.data.shape):
+    if isinstance(other, Tensor) and other._data.dtype != t._data.dtype:
+        other = other.to(t.dtype) if other._data.dtype.kind == "f" and t._data.dtype.kind == "f" else other
+    other_shape = other._data.shape if isinstance(other, Tensor) else ()
+    if not broadcasts_to(other_shape, t._data.shape):
         raise RuntimeError(
             f"{name}: output with shape {list(t.shape)} doesn't match the broadcast shape of the operand "
             f"{list(other_shape)}"
         )
-    ufunc = getattr(_xp(t.data), ufunc_name)
+    ufunc = getattr(_xp(t._data), ufunc_name)
 
     def direct(data, o):
         ufunc(data, o, out=data, casting="unsafe")
@@ -288,7 +288,7 @@ def mul_(input, other):
 
 
 def div_(input, other):
-    if input.data.dtype.kind != "f":
+    if input._data.dtype.kind != "f":
         raise RuntimeError(f"div_: result type Float can't be cast to the desired output type {input.dtype.name}")
     return _binary_inplace(input, other, Div, "true_divide", "div_")
 
@@ -315,11 +315,11 @@ def _assign(data, v):
 def fill_(input, value):
     """Set every element to ``value`` (a number or a 0-d tensor, which may be on another device)."""
     if isinstance(value, Tensor):
-        if value.data.ndim != 0:
+        if value._data.ndim != 0:
             raise RuntimeError(
-                f"fill_ only supports 0-dimension value tensor but got tensor with {value.data.ndim} dimensions"
+                f"fill_ only supports 0-dimension value tensor but got tensor with {value._data.ndim} dimensions"
             )
-        if value.data.dtype != input.data.dtype and value.data.dtype.kind == "f" and input.data.dtype.kind == "f":
+        if value._data.dtype != input._data.dtype and value._data.dtype.kind == "f" and input._data.dtype.kind == "f":
             value = value.to(input.dtype)
         value = _on_device_of(value, input)
     elif is_number(value):
@@ -333,19 +333,22 @@ def zero_(input):
     return fill_(input, 0)
 
 
-def copy_(input, src):
-    """Copy ``src`` (broadcast, converted to this dtype and device) into ``input``; gradients flow to ``src``."""
+def copy_(input, src, non_blocking: bool = False):
+    """Copy ``src`` (broadcast, converted to this dtype and device) into ``input``; gradients flow to ``src``.
+
+    ``non_blocking`` is accepted for PyTorch's sake: the copy is synchronous.
+    """
     if not isinstance(src, Tensor):
         raise TypeError(f"copy_: src must be a Tensor, got {type(src).__name__}")
-    if not broadcasts_to(src.data.shape, input.data.shape):
+    if not broadcasts_to(src._data.shape, input._data.shape):
         raise RuntimeError(
             f"copy_: the src tensor of shape {list(src.shape)} cannot be broadcast to the destination "
             f"{list(input.shape)}"
         )
-    if src.data.dtype != input.data.dtype:
+    if src._data.dtype != input._data.dtype:
         src = src.to(input.dtype)
     src = _on_device_of(src, input)
-    xp = _xp(input.data)
+    xp = _xp(input._data)
 
     def direct(data, values):
         xp.copyto(data, values, casting="unsafe")
@@ -355,7 +358,7 @@ def copy_(input, src):
 
 def _clamp_bound(bound, input):
     if isinstance(bound, Tensor):
-        return _on_device_of(bound, input).data
+        return _on_device_of(bound, input)._data
     return bound
 
 
@@ -364,7 +367,7 @@ def clamp_(input, min=None, max=None):
         raise RuntimeError("clamp_: at least one of 'min' or 'max' must not be None")
     low = _clamp_bound(min, input)
     high = _clamp_bound(max, input)
-    xp = _xp(input.data)
+    xp = _xp(input._data)
 
     def direct(data, lo, hi):
         xp.clip(data, lo, hi, out=data)
@@ -376,9 +379,9 @@ clip_ = clamp_
 
 
 def masked_fill_(input, mask, value):
-    m = mask_array(mask, input.data, "masked_fill_")
+    m = mask_array(mask, input._data, "masked_fill_")
     value = _on_device_of(value, input) if isinstance(value, Tensor) else python_scalar(value)
-    xp = _xp(input.data)
+    xp = _xp(input._data)
 
     def direct(data, v, mask_arr):
         xp.copyto(data, xp.asarray(v, dtype=data.dtype), where=xp.broadcast_to(mask_arr, data.shape))
@@ -419,10 +422,10 @@ def setitem(input, index, value) -> None:
 
     Index tensors and values may come from the CPU for a CUDA tensor; they are copied to its device.
     """
-    idx, _ = _normalize_index(index, input.data)
-    data = input.data
+    idx, _ = _normalize_index(index, input._data)
+    data = input._data
     if isinstance(value, Tensor):
-        if value.data.dtype != data.dtype:
+        if value._data.dtype != data.dtype:
             value = value.to(input.dtype)
         value = _on_device_of(value, input)
     elif is_number(value):
@@ -436,15 +439,15 @@ def setitem(input, index, value) -> None:
     except IndexError as exc:
         raise _index_error(exc, data.shape, index) from None
     except ValueError as exc:
-        shape = getattr(getattr(value, "data", value), "shape", ())
+        shape = getattr(getattr(value, "_data", value), "shape", ())
         raise RuntimeError(f"cannot assign a value of shape {list(shape)} to the selection: {exc}") from None
 
 
 # ------------------------------------------------------------ random fills
 def _random_fill(input, draw, name):
-    if input.data.dtype.kind != "f":
+    if input._data.dtype.kind != "f":
         raise RuntimeError(f"{name} expects a floating point tensor, got {input.dtype}")
-    values = draw(input.data.shape).astype(input.data.dtype, copy=False)
+    values = draw(input._data.shape).astype(input._data.dtype, copy=False)
     return apply_inplace(input, Fill, values, direct=_assign)
 
 

@@ -95,7 +95,7 @@ def _matmul(input, other, name):
     if not isinstance(input, Tensor) or not isinstance(other, Tensor):
         raise TypeError(f"{name} expects two Tensors, got {type(input).__name__} and {type(other).__name__}")
     a, b = binary_operands(input, other, name)
-    _check_matmul_shapes(a.data.shape, b.data.shape, name)
+    _check_matmul_shapes(a._data.shape, b._data.shape, name)
     return Matmul.apply(a, b)
 
 
@@ -109,7 +109,7 @@ def matmul(input, other):
 def mm(input, mat2):
     if _autocast_state.active:
         input, mat2 = _autocast.lower(input, mat2)
-    if input.data.ndim != 2 or mat2.data.ndim != 2:
+    if input._data.ndim != 2 or mat2._data.ndim != 2:
         raise RuntimeError(f"mm expects 2-D tensors, got shapes {list(input.shape)} and {list(mat2.shape)}")
     return _matmul(input, mat2, "matmul")
 
@@ -117,16 +117,16 @@ def mm(input, mat2):
 def bmm(input, mat2):
     if _autocast_state.active:
         input, mat2 = _autocast.lower(input, mat2)
-    if input.data.ndim != 3 or mat2.data.ndim != 3:
+    if input._data.ndim != 3 or mat2._data.ndim != 3:
         raise RuntimeError(f"bmm expects 3-D tensors, got shapes {list(input.shape)} and {list(mat2.shape)}")
-    if input.data.shape[0] != mat2.data.shape[0]:
-        raise RuntimeError(f"bmm: batch sizes differ: {input.data.shape[0]} and {mat2.data.shape[0]}")
+    if input._data.shape[0] != mat2._data.shape[0]:
+        raise RuntimeError(f"bmm: batch sizes differ: {input._data.shape[0]} and {mat2._data.shape[0]}")
     return _matmul(input, mat2, "matmul")
 
 
 def dot(input, other):
     """Inner product of two 1-D tensors (not in autocast's lower-precision list: it keeps its inputs' dtype)."""
-    if input.data.ndim != 1 or other.data.ndim != 1:
+    if input._data.ndim != 1 or other._data.ndim != 1:
         raise RuntimeError(f"dot expects 1-D tensors, got shapes {list(input.shape)} and {list(other.shape)}")
     return _matmul(input, other, "matmul")
 
@@ -134,12 +134,12 @@ def dot(input, other):
 def mv(input, vec):
     if _autocast_state.active:
         input, vec = _autocast.lower(input, vec)
-    if input.data.ndim != 2 or vec.data.ndim != 1:
+    if input._data.ndim != 2 or vec._data.ndim != 1:
         raise RuntimeError(f"mv expects a matrix and a vector, got shapes {list(input.shape)} and {list(vec.shape)}")
     return _matmul(input, vec, "matmul")
 
 
 def outer(input, vec2):
-    if input.data.ndim != 1 or vec2.data.ndim != 1:
+    if input._data.ndim != 1 or vec2._data.ndim != 1:
         raise RuntimeError(f"outer expects 1-D tensors, got shapes {list(input.shape)} and {list(vec2.shape)}")
     return input.unsqueeze(1) * vec2.unsqueeze(0)

@@ -33,7 +33,7 @@ def on_device_of(value, like: Tensor, what: str, name: str) -> Tensor:
     is an error, as in PyTorch.
     """
     if isinstance(value, Tensor):
-        if type(value.data) is type(like.data) and (type(value.data) is HOST_ARRAY or value.device == like.device):
+        if type(value._data) is type(like._data) and (type(value._data) is HOST_ARRAY or value.device == like.device):
             return value
         raise RuntimeError(
             f"{name}: expected all tensors to be on the same device, but {what} is on {value.device} and the input "
@@ -49,7 +49,7 @@ def full_on_cuda(*tensors):
     log_softmax, layer_norm): its CPU autocast lists omit them.
     """
     first = tensors[0]
-    if type(first.data) is HOST_ARRAY:
+    if type(first._data) is HOST_ARRAY:
         return tensors
     return _autocast.full(*tensors)
 
@@ -136,15 +136,15 @@ def _prepare(input, dim, dtype, name):
         input = input.to(dtype)
     elif _autocast.state.active:
         (input,) = full_on_cuda(input)
-    if not is_float(input.data.dtype):
+    if not is_float(input._data.dtype):
         raise RuntimeError(f"{name}(): expected a floating point tensor, got {input.dtype}")
-    return input, normalize_dim(dim, max(input.data.ndim, 1))
+    return input, normalize_dim(dim, max(input._data.ndim, 1))
 
 
 def softmax(input, dim=None, dtype=None):
     """``exp(x) / sum(exp(x))`` along ``dim``, computed without overflow."""
     input, d = _prepare(input, dim, dtype, "softmax")
-    if input.data.ndim == 0:
+    if input._data.ndim == 0:
         return Softmax.apply(input.reshape(1), 0).reshape(())
     return Softmax.apply(input, d)
 
@@ -152,16 +152,16 @@ def softmax(input, dim=None, dtype=None):
 def log_softmax(input, dim=None, dtype=None):
     """``x - logsumexp(x)`` along ``dim``; its backward is one fused step."""
     input, d = _prepare(input, dim, dtype, "log_softmax")
-    if input.data.ndim == 0:
+    if input._data.ndim == 0:
         return LogSoftmax.apply(input.reshape(1), 0).reshape(())
     return LogSoftmax.apply(input, d)
 
 
 def one_hot(tensor, num_classes: int = -1):
     """int64 one-hot encoding of a tensor of class indices (``num_classes=-1``: max index + 1)."""
-    if not isinstance(tensor, Tensor) or tensor.data.dtype.kind not in "iu":
+    if not isinstance(tensor, Tensor) or tensor._data.dtype.kind not in "iu":
         raise RuntimeError("one_hot is only applicable to index tensors (int64)")
-    idx = tensor.data
+    idx = tensor._data
     xp = namespace_of(idx)
     if idx.size and idx.min() < 0:
         raise RuntimeError("one_hot: class values must be non-negative")
@@ -233,23 +233,23 @@ def linear(input, weight, bias=None):
 
 def _check_linear(input, weight, bias) -> None:
     """Shapes and dtypes a linear layer can multiply, or an error that names them."""
-    if input.data.ndim == 0 or weight.data.ndim != 2:
+    if input._data.ndim == 0 or weight._data.ndim != 2:
         raise RuntimeError(
             "linear: expected input of at least 1 dim and a 2-D weight, "
             f"got {list(input.shape)} and {list(weight.shape)}"
         )
-    if input.data.shape[-1] != weight.data.shape[1]:
-        rows = "x".join(map(str, input.data.shape))
+    if input._data.shape[-1] != weight._data.shape[1]:
+        rows = "x".join(map(str, input._data.shape))
         raise RuntimeError(
             "linear: mat1 and mat2 shapes cannot be multiplied "
-            f"({rows} and {weight.data.shape[1]}x{weight.data.shape[0]}): "
-            f"input has {input.data.shape[-1]} features, the weight expects {weight.data.shape[1]}"
+            f"({rows} and {weight._data.shape[1]}x{weight._data.shape[0]}): "
+            f"input has {input._data.shape[-1]} features, the weight expects {weight._data.shape[1]}"
         )
-    if bias is not None and bias.data.shape != (weight.data.shape[0],):
+    if bias is not None and bias._data.shape != (weight._data.shape[0],):
         raise RuntimeError(
-            f"linear: bias of shape {list(bias.shape)} does not match {weight.data.shape[0]} output features"
+            f"linear: bias of shape {list(bias.shape)} does not match {weight._data.shape[0]} output features"
         )
-    if input.data.dtype != weight.data.dtype:
+    if input._data.dtype != weight._data.dtype:
         raise RuntimeError(
             f"linear: input dtype {input.dtype} and weight dtype {weight.dtype} differ; convert one with .to()"
         )
@@ -327,7 +327,7 @@ def linear_activation(input, weight, bias, activation: str):
         raise ValueError(
             f"linear_activation: activation must be one of {sorted(_BIAS_ACT_FORWARD)}, got {activation!r}"
         )
-    if bias is not None and is_cupy(namespace_of(input.data)):
+    if bias is not None and is_cupy(namespace_of(input._data)):
         if _autocast.state.active:
             input, weight, bias = _autocast.lower(input, weight, bias)
         _check_linear(input, weight, bias)
@@ -383,7 +383,7 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False,
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
         return input
-    if not is_float(input.data.dtype):
+    if not is_float(input._data.dtype):
         raise RuntimeError(f"dropout expects a floating point tensor, got {input.dtype}")
     out = Dropout.apply(input, p, generator_for(input.device, generator))
     if inplace:
@@ -558,18 +558,18 @@ def _class_loss(input, target, weight, ignore_index, reduction, label_smoothing,
     check_reduction(reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{name}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
-    if not is_float(input.data.dtype):
+    if not is_float(input._data.dtype):
         raise RuntimeError(f"{name}: expected floating point input, got {input.dtype}")
-    x = input.data
+    x = input._data
     if x.ndim == 0:
         raise RuntimeError(f"{name}: input must have at least 1 dimension (the classes)")
     xp = HOST_XP if type(x) is HOST_ARRAY else namespace_of(x)
     n_classes = x.shape[1] if x.ndim > 1 else x.shape[0]
     batch_shape = (x.shape[0],) + x.shape[2:] if x.ndim > 1 else ()
-    t = on_device_of(target, input, "target", name).data
+    t = on_device_of(target, input, "target", name)._data
     w = None
     if weight is not None:
-        w = on_device_of(weight, input, "weight", name).data.astype(x.dtype, copy=False)
+        w = on_device_of(weight, input, "weight", name)._data.astype(x.dtype, copy=False)
         if w.shape != (n_classes,):
             raise RuntimeError(
                 f"{name}: weight should have {n_classes} elements (one per class), got shape {list(w.shape)}"
@@ -617,7 +617,7 @@ def cross_entropy(
 
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
     """Negative log-likelihood of log-probabilities ``input`` at the target classes."""
-    if hasattr(target, "data") and is_float(target.data.dtype):
+    if hasattr(target, "_data") and is_float(target._data.dtype):
         raise RuntimeError("nll_loss expects class-index targets of an integer dtype")
     if _autocast.state.active:
         input, weight = _autocast.full(input, weight)

@@ -129,8 +129,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
         input, weight, bias = full_on_cuda(input, weight, bias)
     if isinstance(normalized_shape, int):
         normalized_shape = (normalized_shape,)
-    axes = _norm_axes(input.data, normalized_shape, "layer_norm")
-    if input.data.dtype.kind != "f" and type(input.data) is HOST_ARRAY:
+    axes = _norm_axes(input._data, normalized_shape, "layer_norm")
+    if input._data.dtype.kind != "f" and type(input._data) is HOST_ARRAY:
         # bfloat16 (ml_dtypes) on the CPU: NumPy's einsum has no loop for it; compute in float32, as PyTorch does
         return LayerNorm.apply(input.float(), weight, bias, axes, eps).to(input.dtype)
     return LayerNorm.apply(input, weight, bias, axes, eps)
@@ -164,12 +164,12 @@ def rms_norm(input, normalized_shape, weight=None, eps: float | None = None):
     """Root-mean-square normalisation over the trailing dims; ``eps=None`` uses the dtype's machine epsilon."""
     if isinstance(normalized_shape, int):
         normalized_shape = (normalized_shape,)
-    axes = _norm_axes(input.data, normalized_shape, "rms_norm")
+    axes = _norm_axes(input._data, normalized_shape, "rms_norm")
     if eps is None:
-        eps = _EPS.get(input.data.dtype.name)
+        eps = _EPS.get(input._data.dtype.name)
         if eps is None:
             raise RuntimeError(f"rms_norm: expected a floating point input, got {input.dtype}")
-    if input.data.dtype.kind != "f" and type(input.data) is HOST_ARRAY:
+    if input._data.dtype.kind != "f" and type(input._data) is HOST_ARRAY:
         return RMSNorm.apply(input.float(), weight, axes, eps).to(input.dtype)  # bfloat16: in float32, as PyTorch
     return RMSNorm.apply(input, weight, axes, eps)
 

@@ -46,7 +46,7 @@ _autocast_state = _autocast.state
 def _dims(input: Tensor, dim):
     if isinstance(dim, (list, tuple)) and len(dim) == 0:
         dim = None
-    return normalize_dims(dim, input.data.ndim)
+    return normalize_dims(dim, input._data.ndim)
 
 
 def _expand_grad(xp, g, shape, axes, keepdim):
@@ -236,7 +236,7 @@ class Norm2(ArrayFunction):
 
 # ------------------------------------------------------------------ functions
 def _require_float(input: Tensor, name: str):
-    if not is_float(input.data.dtype):
+    if not is_float(input._data.dtype):
         raise RuntimeError(
             f"{name}(): could not infer output dtype. Input dtype must be a floating point dtype. Got: {input.dtype}"
         )
@@ -248,7 +248,7 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None):
         (input,) = _autocast.full(input)
     axes = _dims(input, dim)
     np_dtype = as_dtype(dtype).numpy if dtype is not None else None
-    if np_dtype is None and input.data.dtype.kind in "biu":
+    if np_dtype is None and input._data.dtype.kind in "biu":
         np_dtype = _INT64
     return Sum.apply(input, axes, keepdim, np_dtype)
 
@@ -291,7 +291,7 @@ def amin(input, dim=(), keepdim: bool = False):
 
 
 def _check_nonempty(input, name, dim):
-    if input.data.size == 0:
+    if input._data.size == 0:
         raise RuntimeError(f"{name}(): cannot reduce an empty tensor of shape {list(input.shape)} (dim={dim})")
 
 
@@ -303,8 +303,8 @@ def _max_min(input, dim, keepdim, other, largest, name):
         return maximum(input, other) if largest else minimum(input, other)
     _check_nonempty(input, name, dim)
     if dim is None:
-        return AMax.apply(input, tuple(range(input.data.ndim)), False, largest)
-    data = input.data
+        return AMax.apply(input, tuple(range(input._data.ndim)), False, largest)
+    data = input._data
     d = normalize_dim(dim, data.ndim) if data.ndim else 0
     xp = namespace_of(data)
     if data.ndim == 0:
@@ -334,7 +334,7 @@ def argmin(input, dim=None, keepdim: bool = False):
 
 def _arg(input, dim, keepdim, largest, name):
     _check_nonempty(input, name, dim)
-    data = input.data
+    data = input._data
     xp = namespace_of(data)
     if dim is None:
         out = xp.asarray(data.argmax() if largest else data.argmin())
@@ -358,7 +358,7 @@ def prod(input, dim=None, keepdim: bool = False, *, dtype=None):
         raise TypeError("prod(): dim must be a single int or None, as in PyTorch")
     axes = _dims(input, dim)
     np_dtype = as_dtype(dtype).numpy if dtype is not None else None
-    if np_dtype is None and input.data.dtype.kind in "biu":
+    if np_dtype is None and input._data.dtype.kind in "biu":
         np_dtype = _INT64
     return Prod.apply(input, axes, keepdim, np_dtype)
 
@@ -371,8 +371,15 @@ def logsumexp(input, dim, keepdim: bool = False):
     return LogSumExp.apply(input, _dims(input, dim), keepdim)
 
 
-def norm(input, p="fro", dim=None, keepdim: bool = False):
-    """The vector p-norm over ``dim`` (all elements by default): ``p`` = 2/'fro', 1, inf, -inf, 0 or any float."""
+def norm(input, p="fro", dim=None, keepdim: bool = False, *, out=None, dtype=None):
+    """The vector p-norm over ``dim`` (all elements by default): ``p`` = 2/'fro', 1, inf, -inf, 0 or any float.
+
+    With ``dtype`` the input is cast to it first, as in PyTorch; ``out=`` is not supported.
+    """
+    if out is not None:
+        raise NotImplementedError("norm: the out= argument is not supported")
+    if dtype is not None:
+        input = input.to(dtype)
     if _autocast_state.active:
         (input,) = _autocast.full(input)
     _require_float(input, "norm")

@@ -125,8 +125,8 @@ def _strides_allow_view(old_shape, old_strides, new_shape) -> bool:
 
 
 def _reshape_to(input: Tensor, shape: tuple[int, ...], *, must_view: bool, name: str) -> Tensor:
-    shape = _infer_shape(shape, input.data.size, name)
-    if _can_view(input.data, shape):
+    shape = _infer_shape(shape, input._data.size, name)
+    if _can_view(input._data, shape):
         return ViewAs.apply(input, shape)
     if must_view:
         raise RuntimeError(
@@ -151,36 +151,36 @@ def view(input, *shape):
 
 
 def view_as(input, other):
-    return view(input, other.data.shape)
+    return view(input, other._data.shape)
 
 
 def reshape_as(input, other):
-    return reshape(input, other.data.shape)
+    return reshape(input, other._data.shape)
 
 
 def flatten(input, start_dim: int = 0, end_dim: int = -1):
-    nd = input.data.ndim
+    nd = input._data.ndim
     if nd == 0:
         return reshape(input, (1,))
     s = normalize_dim(start_dim, nd)
     e = normalize_dim(end_dim, nd)
     if s > e:
         raise RuntimeError(f"flatten() has invalid args: start_dim ({start_dim}) cannot come after end_dim ({end_dim})")
-    shape = input.data.shape
+    shape = input._data.shape
     return reshape(input, shape[:s] + (math.prod(shape[s : e + 1]),) + shape[e + 1 :])
 
 
 def unflatten(input, dim: int, sizes):
-    d = normalize_dim(dim, input.data.ndim)
+    d = normalize_dim(dim, input._data.ndim)
     sizes = tuple(sizes)
-    inner = _infer_shape(sizes, input.data.shape[d], "unflatten")
-    shape = input.data.shape
+    inner = _infer_shape(sizes, input._data.shape[d], "unflatten")
+    shape = input._data.shape
     return reshape(input, shape[:d] + inner + shape[d + 1 :])
 
 
 def squeeze(input, dim=None):
     """Drop size-1 dims (all, or those in ``dim``; a named dim of another size is left alone)."""
-    shape = input.data.shape
+    shape = input._data.shape
     if dim is None:
         dims = {i for i, s in enumerate(shape) if s == 1}
     else:
@@ -190,8 +190,8 @@ def squeeze(input, dim=None):
 
 
 def unsqueeze(input, dim: int):
-    d = normalize_dim(dim, input.data.ndim, allow_end=True)
-    shape = input.data.shape
+    d = normalize_dim(dim, input._data.ndim, allow_end=True)
+    shape = input._data.shape
     return reshape(input, shape[:d] + (1,) + shape[d:])
 
 
@@ -210,7 +210,7 @@ class Permute(ArrayFunction):
 
 def permute(input, *dims):
     dims = size_args(dims, "permute")
-    nd = input.data.ndim
+    nd = input._data.ndim
     if len(dims) != nd:
         raise RuntimeError(f"permute(): number of dims don't match: got {len(dims)} dims for a {nd}-d tensor")
     norm = tuple(normalize_dim(d, nd) for d in dims)
@@ -220,7 +220,7 @@ def permute(input, *dims):
 
 
 def transpose(input, dim0: int, dim1: int):
-    nd = input.data.ndim
+    nd = input._data.ndim
     if nd == 0:
         return ViewAs.apply(input, ())
     d0, d1 = normalize_dim(dim0, nd), normalize_dim(dim1, nd)
@@ -233,7 +233,7 @@ swapaxes = transpose
 
 
 def movedim(input, source: int, destination: int):
-    nd = input.data.ndim
+    nd = input._data.ndim
     s, d = normalize_dim(source, nd), normalize_dim(destination, nd)
     order = [i for i in range(nd) if i != s]
     order.insert(d, s)
@@ -242,13 +242,13 @@ def movedim(input, source: int, destination: int):
 
 def t_(input):
     """``x.T``: all dims reversed."""
-    return Permute.apply(input, tuple(reversed(range(input.data.ndim))))
+    return Permute.apply(input, tuple(reversed(range(input._data.ndim))))
 
 
 def mT(input):  # noqa: N802 - PyTorch's name
-    if input.data.ndim < 2:
+    if input._data.ndim < 2:
         raise RuntimeError(
-            f"tensor.mT is only supported on matrices or batches of matrices. Got {input.data.ndim}-D tensor."
+            f"tensor.mT is only supported on matrices or batches of matrices. Got {input._data.ndim}-D tensor."
         )
     return transpose(input, -2, -1)
 
@@ -268,7 +268,7 @@ class Expand(ArrayFunction):
 def expand(input, *sizes):
     """A broadcast view of ``input`` at ``sizes`` (-1 keeps a dim); only size-1 dims can grow."""
     sizes = size_args(sizes, "expand")
-    shape = input.data.shape
+    shape = input._data.shape
     if len(sizes) < len(shape):
         raise RuntimeError(
             f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal to the number of "
@@ -296,7 +296,7 @@ def expand(input, *sizes):
 
 
 def expand_as(input, other):
-    return expand(input, other.data.shape)
+    return expand(input, other._data.shape)
 
 
 def broadcast_to(input, shape):
@@ -323,10 +323,10 @@ class Repeat(ArrayFunction):
 def repeat(input, *sizes):
     """Tile ``input``: ``sizes`` has at least as many entries as ``input`` has dims (``torch.Tensor.repeat``)."""
     sizes = size_args(sizes, "repeat")
-    if len(sizes) < input.data.ndim:
+    if len(sizes) < input._data.ndim:
         raise RuntimeError(
             "Number of dimensions of repeat dims can not be smaller than number of dimensions of tensor "
-            f"({len(sizes)} < {input.data.ndim})"
+            f"({len(sizes)} < {input._data.ndim})"
         )
     if any(s < 0 for s in sizes):
         raise RuntimeError(f"repeat: sizes must be non-negative, got {list(sizes)}")
@@ -335,8 +335,8 @@ def repeat(input, *sizes):
 
 def tile(input, dims):
     dims = size_args((dims,), "tile")
-    if len(dims) < input.data.ndim:
-        dims = (1,) * (input.data.ndim - len(dims)) + dims
+    if len(dims) < input._data.ndim:
+        dims = (1,) * (input._data.ndim - len(dims)) + dims
     return Repeat.apply(input, dims)
 
 
@@ -371,21 +371,21 @@ def _tensor_list(tensors, name):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name}(): expected a Tensor at position {i}, got {type(t).__name__}")
     dtype = operand_result_type(*tensors)
-    return [t.to(dtype) if t.data.dtype != dtype.numpy else t for t in tensors]
+    return [t.to(dtype) if t._data.dtype != dtype.numpy else t for t in tensors]
 
 
 def cat(tensors, dim: int = 0):
     """Join tensors along an existing ``dim``; all other sizes must match."""
     tensors = _tensor_list(tensors, "cat")
-    ref = next((t for t in tensors if t.data.ndim), tensors[0])
-    nd = ref.data.ndim
+    ref = next((t for t in tensors if t._data.ndim), tensors[0])
+    nd = ref._data.ndim
     if nd == 0:
         raise RuntimeError("zero-dimensional tensor cannot be concatenated")
     d = normalize_dim(dim, nd)
-    tensors = [t for t in tensors if not (t.data.ndim == 1 and t.data.shape[0] == 0) or nd == 1]
+    tensors = [t for t in tensors if not (t._data.ndim == 1 and t._data.shape[0] == 0) or nd == 1]
     for i, t in enumerate(tensors):
-        s = t.data.shape
-        if len(s) != nd or any(s[k] != ref.data.shape[k] for k in range(nd) if k != d):
+        s = t._data.shape
+        if len(s) != nd or any(s[k] != ref._data.shape[k] for k in range(nd) if k != d):
             raise RuntimeError(
                 f"Sizes of tensors must match except in dimension {d}. Expected {list(ref.shape)} "
                 f"(except dim {d}) but got {list(s)} for tensor number {i} in the list"
@@ -412,9 +412,9 @@ class Stack(ArrayFunction):
 def stack(tensors, dim: int = 0):
     """Join same-shape tensors along a new ``dim``."""
     tensors = _tensor_list(tensors, "stack")
-    shape = tensors[0].data.shape
+    shape = tensors[0]._data.shape
     for i, t in enumerate(tensors):
-        if t.data.shape != shape:
+        if t._data.shape != shape:
             raise RuntimeError(
                 f"stack expects each tensor to be equal size, but got {list(shape)} at entry 0 and "
                 f"{list(t.shape)} at entry {i}"
@@ -470,10 +470,11 @@ class Select(ArrayFunction):
         return xp.stack(parts, axis=dim), None, None
 
 
-def split(input, split_size_or_sections, dim: int = 0):
-    """Pieces of ``input`` along ``dim``: of size ``split_size`` (the last may be smaller), or of the given sizes."""
-    d = normalize_dim(dim, input.data.ndim)
-    n = input.data.shape[d]
+def split(tensor, split_size_or_sections, dim: int = 0):
+    """Pieces of ``tensor`` along ``dim``: of size ``split_size`` (the last may be smaller), or of the given sizes."""
+    input = tensor
+    d = normalize_dim(dim, input._data.ndim)
+    n = input._data.shape[d]
     if isinstance(split_size_or_sections, (list, tuple)):
         sizes = [int(s) for s in split_size_or_sections]
         if sum(sizes) != n or any(s < 0 for s in sizes):
@@ -497,16 +498,16 @@ def chunk(input, chunks: int, dim: int = 0):
     """Split into ``chunks`` pieces of size ``ceil(n / chunks)`` (fewer when they run out)."""
     if chunks <= 0:
         raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
-    d = normalize_dim(dim, input.data.ndim)
-    n = input.data.shape[d]
+    d = normalize_dim(dim, input._data.ndim)
+    n = input._data.shape[d]
     size = max(-(-n // chunks), 1)
     return split(input, size, d)
 
 
 def unbind(input, dim: int = 0):
     """The slices of ``input`` along ``dim``, each without that dim."""
-    d = normalize_dim(dim, input.data.ndim)
-    result = Select.apply(input, d, input.data.shape[d])
+    d = normalize_dim(dim, input._data.ndim)
+    result = Select.apply(input, d, input._data.shape[d])
     return result if isinstance(result, tuple) else (result,)
 
 
@@ -525,24 +526,24 @@ class Tri(ArrayFunction):
 
 
 def tril(input, diagonal: int = 0):
-    if input.data.ndim < 2:
-        raise RuntimeError(f"tril: input tensor must have at least 2 dimensions, got {input.data.ndim}")
+    if input._data.ndim < 2:
+        raise RuntimeError(f"tril: input tensor must have at least 2 dimensions, got {input._data.ndim}")
     return Tri.apply(input, diagonal, True)
 
 
 def triu(input, diagonal: int = 0):
-    if input.data.ndim < 2:
-        raise RuntimeError(f"triu: input tensor must have at least 2 dimensions, got {input.data.ndim}")
+    if input._data.ndim < 2:
+        raise RuntimeError(f"triu: input tensor must have at least 2 dimensions, got {input._data.ndim}")
     return Tri.apply(input, diagonal, False)
 
 
 class Flip(ArrayFunction):
-    is_view = True
+    """A copy, as PyTorch's ``flip`` is (NumPy's would be a view with negative strides)."""
 
     @staticmethod
     def forward(ctx, x, dims):
         ctx.dims = dims
-        return ctx.xp.flip(x, dims)
+        return ctx.xp.ascontiguousarray(ctx.xp.flip(x, dims))
 
     @staticmethod
     def backward(ctx, g):
@@ -551,4 +552,4 @@ class Flip(ArrayFunction):
 
 def flip(input, dims):
     dims = dims if isinstance(dims, (list, tuple)) else (dims,)
-    return Flip.apply(input, tuple(normalize_dim(d, input.data.ndim) for d in dims))
+    return Flip.apply(input, tuple(normalize_dim(d, input._data.ndim) for d in dims))

@@ -48,19 +48,19 @@ def embedding(input, weight, padding_idx: int | None = None):
     another device is an error.
     """
     if isinstance(input, Tensor):
-        if type(input.data) is not type(weight.data) or (
-            type(input.data) is not HOST_ARRAY and input.device != weight.device
+        if type(input._data) is not type(weight._data) or (
+            type(input._data) is not HOST_ARRAY and input.device != weight.device
         ):
             raise RuntimeError(
                 f"embedding: expected the indices and the weight on the same device, but the indices are on "
                 f"{input.device} and the weight on {weight.device} (move them with .to('{weight.device}'))"
             )
-        idx = input.data
+        idx = input._data
     else:
-        idx = as_tensor_like(input, weight).data
+        idx = as_tensor_like(input, weight)._data
     if idx.dtype.kind not in "iu":
         raise RuntimeError(f"embedding: indices must be an integer tensor, got {idx.dtype}")
-    num = weight.data.shape[0]
+    num = weight._data.shape[0]
     if idx.size:
         low, high = int(idx.min()), int(idx.max())
         if low < 0 or high >= num:

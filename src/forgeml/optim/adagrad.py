@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..backend.device import ignore_float_errors
 from ..ops._fused import ElementwiseSpec
-from .optimizer import Optimizer, _check_hyper
+from .optimizer import Optimizer, _check_differentiable, _check_hyper
 
 __all__ = ["Adagrad"]
 
@@ -65,7 +65,10 @@ class Adagrad(Optimizer):
         foreach: bool | None = None,
         *,
         maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
+        _check_differentiable(differentiable)
         _check_hyper(lr >= 0.0, "learning rate", lr)
         _check_hyper(lr_decay >= 0.0, "lr_decay value", lr_decay)
         _check_hyper(weight_decay >= 0.0, "weight_decay value", weight_decay)
@@ -107,11 +110,11 @@ class Adagrad(Optimizer):
                     if grad is None:
                         continue
                     state = self._init_state(p)
-                    step_t = state["step"].data
+                    step_t = state["step"]._data
                     step_t += 1
                     step = float(step_t)
                     clr = lr / (1 + (step - 1) * lr_decay)
                     self._apply(
-                        _adagrad_kernel, p, grad, (state["sum"].data,), n_scratch, (wd, neg, clr, eps), _adagrad_fused
+                        _adagrad_kernel, p, grad, (state["sum"]._data,), n_scratch, (wd, neg, clr, eps), _adagrad_fused
                     )
         return loss

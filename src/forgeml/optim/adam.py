@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..backend.device import ignore_float_errors
 from ..ops._fused import ElementwiseSpec
-from .optimizer import Optimizer, _check_hyper
+from .optimizer import Optimizer, _check_differentiable, _check_hyper
 
 __all__ = ["Adam", "AdamW"]
 
@@ -100,10 +100,14 @@ class Adam(Optimizer):
         weight_decay: float = 0,
         amsgrad: bool = False,
         *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
         foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
     ) -> None:
+        _check_differentiable(differentiable)
         _check_hyper(lr >= 0.0, "learning rate", lr)
         _check_hyper(eps >= 0.0, "epsilon value", eps)
         try:
@@ -151,7 +155,7 @@ class Adam(Optimizer):
                         state["exp_avg_sq"] = self._zeros_like(p)
                     if amsgrad and "max_exp_avg_sq" not in state:
                         state["max_exp_avg_sq"] = self._zeros_like(p)
-                    step_t = state["step"].data
+                    step_t = state["step"]._data
                     step_t += 1
                     step = float(step_t)
                     bias_correction1 = 1 - beta1**step
@@ -161,8 +165,8 @@ class Adam(Optimizer):
                     update = step_size != 0
                     c1 = 1.0 / (bias_correction2_sqrt * step_size) if update else 0.0
                     c2 = eps / step_size if update else 0.0
-                    vmax = state["max_exp_avg_sq"].data if amsgrad else None
-                    buffers = (state["exp_avg"].data, state["exp_avg_sq"].data, vmax)
+                    vmax = state["max_exp_avg_sq"]._data if amsgrad else None
+                    buffers = (state["exp_avg"]._data, state["exp_avg_sq"]._data, vmax)
                     consts = (decay, l2, neg, w1, beta2, w2, c1, c2, update)
                     self._apply(_adam_kernel, p, grad, buffers, n_scratch, consts, _adam_fused)
         return loss
@@ -185,7 +189,11 @@ class AdamW(Adam):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
+        _check_differentiable(differentiable)
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True)
 
     def _after_load(self) -> None:

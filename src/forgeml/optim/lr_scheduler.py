@@ -21,14 +21,18 @@ from ..tensor import Tensor
 from .optimizer import Optimizer
 
 __all__ = [
+    "ChainedScheduler",
     "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
     "ExponentialLR",
     "LRScheduler",
     "LambdaLR",
     "LinearLR",
     "MultiStepLR",
     "OneCycleLR",
+    "PolynomialLR",
     "ReduceLROnPlateau",
+    "SequentialLR",
     "StepLR",
 ]
 
@@ -40,7 +44,7 @@ EPOCH_DEPRECATION_WARNING = (
 
 
 def _copy_value(value):
-    return Tensor._make(value.data.copy(), False, None) if isinstance(value, Tensor) else value
+    return Tensor._make(value._data.copy(), False, None) if isinstance(value, Tensor) else value
 
 
 def _group_values(optimizer: Optimizer, key: str) -> list:
@@ -52,7 +56,7 @@ def _set_group_value(group: dict, key: str, value) -> None:
     """Set ``group[key]``; a tensor-valued entry is filled in place rather than replaced."""
     current = group[key]
     if isinstance(current, Tensor):
-        current.data[...] = float(value)
+        current._data[...] = float(value)
         current._bump_version()
     else:
         group[key] = value
@@ -658,3 +662,7 @@ class ReduceLROnPlateau(LRScheduler):
     def load_state_dict(self, state_dict: dict) -> None:
         self.__dict__.update(state_dict)
         self._init_is_better(mode=self.mode, threshold=self.threshold, threshold_mode=self.threshold_mode)
+
+
+# Defined in their own module, which builds on the classes above.
+from ._lr_composite import ChainedScheduler, CosineAnnealingWarmRestarts, PolynomialLR, SequentialLR  # noqa: E402

@@ -54,7 +54,7 @@ def _typename(obj) -> str:
 def _as_array(value):
     """The array behind a state value (ForgeML tensor, NumPy/CuPy array or scalar, torch tensor), or None."""
     if isinstance(value, Tensor):
-        return value.data
+        return value._data
     if is_array(value):
         return value
     if hasattr(value, "detach") and hasattr(value, "numpy") and hasattr(value, "cpu"):  # a torch tensor
@@ -72,6 +72,13 @@ def _scalar_dtype():
 def _check_hyper(ok: bool, what: str, value) -> None:
     if not ok:
         raise ValueError(f"Invalid {what}: {value}")
+
+
+def _check_differentiable(differentiable: bool) -> None:
+    """PyTorch's ``foreach``/``fused``/``capturable`` only choose its kernels: accepted and ignored here.
+    ``differentiable=True`` (autograd through the step) is not supported."""
+    if differentiable:
+        raise NotImplementedError("differentiable=True (autograd through the optimizer step) is not supported")
 
 
 class Optimizer:
@@ -213,7 +220,7 @@ class Optimizer:
                         grad.detach_()
                     else:
                         grad.requires_grad_(False)
-                    grad.data[...] = 0
+                    grad._data[...] = 0
                     grad._bump_version()
 
     def step(self, closure=None):
@@ -314,7 +321,7 @@ class Optimizer:
             return copy.deepcopy(value)
         if key == "step":  # counters stay on the CPU, whatever device saved them
             return Tensor._make(to_host(array).copy(), False, None)
-        target = param.data
+        target = param._data
         if key in self._param_state_keys and tuple(array.shape) != tuple(target.shape):
             raise ValueError(
                 f"loaded state dict has {key!r} of shape {list(array.shape)} for parameter {index}, "
@@ -331,7 +338,7 @@ class Optimizer:
     @staticmethod
     def _zeros_like(param, fill: float = 0.0) -> Tensor:
         """A state buffer shaped like ``param``: C-contiguous, same dtype and device, filled with ``fill``."""
-        data = param.data
+        data = param._data
         if type(data) is HOST_ARRAY:
             array = _cpu_kernels.aligned_full(data.shape, data.dtype, fill)
         else:
@@ -354,8 +361,8 @@ class Optimizer:
         *buffers, *consts)`` (a fused CUDA kernel) runs instead when given; other
         layouts and namespaces get one call of ``kernel`` on the whole arrays.
         """
-        p = param.data
-        g = grad.data
+        p = param._data
+        g = grad._data
         if (
             type(p) is HOST_ARRAY
             and type(g) is HOST_ARRAY
@@ -393,7 +400,7 @@ def _namespace_of_update(p, g, buffers):
 
 def _snapshot(value):
     if isinstance(value, Tensor):
-        return Tensor._make(value.data.copy(), False, None)
+        return Tensor._make(value._data.copy(), False, None)
     if is_array(value):
         return value.copy()
     return copy.deepcopy(value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..backend.device import ignore_float_errors
 from ..ops._fused import ElementwiseSpec
-from .optimizer import Optimizer, _check_hyper
+from .optimizer import Optimizer, _check_differentiable, _check_hyper
 
 __all__ = ["RMSprop"]
 
@@ -117,10 +117,12 @@ class RMSprop(Optimizer):
         weight_decay: float = 0,
         momentum: float = 0,
         centered: bool = False,
-        *,
-        maximize: bool = False,
+        capturable: bool = False,
         foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
     ) -> None:
+        _check_differentiable(differentiable)
         _check_hyper(lr >= 0.0, "learning rate", lr)
         _check_hyper(eps >= 0.0, "epsilon value", eps)
         _check_hyper(momentum >= 0.0, "momentum value", momentum)
@@ -167,11 +169,11 @@ class RMSprop(Optimizer):
                         state["momentum_buffer"] = self._zeros_like(p)
                     if centered and "grad_avg" not in state:
                         state["grad_avg"] = self._zeros_like(p)
-                    state["step"].data += 1
+                    state["step"]._data += 1
                     buffers = (
-                        state["square_avg"].data,
-                        state["grad_avg"].data if centered else None,
-                        state["momentum_buffer"].data if momentum > 0 else None,
+                        state["square_avg"]._data,
+                        state["grad_avg"]._data if centered else None,
+                        state["momentum_buffer"]._data if momentum > 0 else None,
                     )
                     self._apply(_rmsprop_kernel, p, grad, buffers, n_scratch, consts, _rmsprop_fused)
         return loss

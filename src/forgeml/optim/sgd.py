@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..backend.device import ignore_float_errors
 from ..ops._fused import ElementwiseSpec
-from .optimizer import Optimizer, _check_hyper
+from .optimizer import Optimizer, _check_differentiable, _check_hyper
 
 __all__ = ["SGD"]
 
@@ -96,7 +96,10 @@ class SGD(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
+        _check_differentiable(differentiable)
         _check_hyper(lr >= 0.0, "learning rate", lr)
         _check_hyper(momentum >= 0.0, "momentum value", momentum)
         _check_hyper(weight_decay >= 0.0, "weight_decay value", weight_decay)
@@ -138,7 +141,7 @@ class SGD(Optimizer):
                         if init:
                             buf = state["momentum_buffer"] = self._zeros_like(p)
                         consts = (wd, neg, lr, momentum, damp_w, nesterov, init)
-                        self._apply(_sgd_kernel, p, grad, (buf.data,), n_scratch, consts, _sgd_fused)
+                        self._apply(_sgd_kernel, p, grad, (buf._data,), n_scratch, consts, _sgd_fused)
                     else:
                         consts = (wd, neg, lr, momentum, damp_w, False, False)
                         self._apply(_sgd_kernel, p, grad, (None,), n_scratch, consts, _sgd_fused)

@@ -17,22 +17,22 @@ __all__ = ["backward_flops", "forward_flops"]
 
 
 def _matmul(args, out):
-    a = args[0].data
+    a = args[0]._data
     k = a.shape[-1]
     return 2 * _size(out) * k
 
 
 def _linear(args, out):
-    return 2 * _size(out) * args[1].data.shape[1]  # weight is [out_features, in_features]
+    return 2 * _size(out) * args[1]._data.shape[1]  # weight is [out_features, in_features]
 
 
 def _conv(args, out):
-    weight = args[1].data  # [out_channels, in_channels / groups, *kernel]
+    weight = args[1]._data  # [out_channels, in_channels / groups, *kernel]
     return 2 * _size(out) * math.prod(weight.shape[1:])
 
 
 def _attention(args, out):
-    q, k, v = (a.data for a in args[:3])
+    q, k, v = (a._data for a in args[:3])
     rows = math.prod(q.shape[:-1])  # batch * heads * target length
     return 2 * rows * k.shape[-2] * (q.shape[-1] + v.shape[-1])
 
@@ -49,7 +49,7 @@ _FORWARD = {
 
 
 def _size(out) -> int:
-    data = out[0].data if isinstance(out, tuple) else out.data
+    data = out[0]._data if isinstance(out, tuple) else out._data
     return int(data.size)
 
 

@@ -349,7 +349,7 @@ def _arrays(value) -> list:
     found = []
     for item in items:
         if isinstance(item, Tensor):
-            found.append(item.data)
+            found.append(item._data)
         elif item is not None and hasattr(item, "nbytes"):
             found.append(item)
     return found
@@ -369,7 +369,7 @@ class _Observer(OpObserver):
         prof = self.prof
         record = prof._open(cls.__name__)
         if prof.record_shapes:
-            prof._shapes[record[_SEQ]] = tuple(tuple(a.data.shape) if isinstance(a, Tensor) else () for a in args)
+            prof._shapes[record[_SEQ]] = tuple(tuple(a._data.shape) if isinstance(a, Tensor) else () for a in args)
         out = None
         try:
             out = run()
@@ -380,7 +380,7 @@ class _Observer(OpObserver):
                 node = getattr(out[0] if type(out) is tuple else out, "grad_fn", None)
                 if node is not None:
                     made += _arrays(tuple(getattr(node, "_saved", ())))
-                prof._close(record, made, [a.data for a in args if isinstance(a, Tensor)])
+                prof._close(record, made, [a._data for a in args if isinstance(a, Tensor)])
             else:
                 prof._close(record)
             if prof.with_flops and out is not None:

@@ -136,7 +136,7 @@ class Predictor:
                 logits = self.model(batch)
         finally:
             self._lock.release()
-        z = np.asarray(to_host(logits.data), dtype=np.float64)  # one transfer back from a GPU
+        z = np.asarray(to_host(logits._data), dtype=np.float64)  # one transfer back from a GPU
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)

@@ -742,8 +742,8 @@ class AIEnhancedTrainer(Trainer):
         base = self._train_dataset
         x0, y0 = base[0]
         shape = tuple(x0.shape)
-        xs = np.asarray([s.features for s in samples], dtype=x0.data.dtype).reshape((len(samples),) + shape)
-        y_dtype = y0.data.dtype if isinstance(y0, Tensor) else np.asarray(y0).dtype
+        xs = np.asarray([s.features for s in samples], dtype=x0._data.dtype).reshape((len(samples),) + shape)
+        y_dtype = y0._data.dtype if isinstance(y0, Tensor) else np.asarray(y0).dtype
         ys = np.asarray([s.label for s in samples]).astype(y_dtype)
         device = x0.device if isinstance(x0, Tensor) else None  # the real samples' device (a CUDA dataset stays there)
         synthetic = TensorDataset(Tensor(xs).to(device), Tensor(ys).to(device))
@@ -801,10 +801,10 @@ def _sample_arrays(dataset, limit: int, seed: int = 0):
     n = len(dataset)
     idx = np.sort(np.random.default_rng(seed).choice(n, size=min(n, limit), replace=False))
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
-        x, y = _host_rows(dataset.tensors[0].data, idx), _host_rows(dataset.tensors[1].data, idx)
+        x, y = _host_rows(dataset.tensors[0]._data, idx), _host_rows(dataset.tensors[1]._data, idx)
     else:
         items = [dataset[int(i)] for i in idx]
-        x = np.stack([_host(a.data if isinstance(a, Tensor) else a) for a, _ in items])
+        x = np.stack([_host(a._data if isinstance(a, Tensor) else a) for a, _ in items])
         y = np.asarray([b.item() if isinstance(b, Tensor) else b for _, b in items])
     shape = x.shape[1:]
     return x.reshape(len(idx), -1).astype(np.float64), (y if y.dtype.kind in "iuf" else None), shape

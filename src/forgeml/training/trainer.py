@@ -88,10 +88,10 @@ def _batch_size(x) -> int:
 def _hits(output: Tensor, target):
     """The number of correct predictions for classification outputs ([N, C] scores and integer targets), as
     a 0-d array on the output's device (no sync); None for other outputs."""
-    t = target.data if isinstance(target, Tensor) else None
+    t = target._data if isinstance(target, Tensor) else None
     if t is None or t.dtype.kind not in "iu" or output.ndim != 2 or t.shape != output.shape[:1]:
         return None
-    return (output.data.argmax(axis=1) == t).sum()
+    return (output._data.argmax(axis=1) == t).sum()
 
 
 def _model_device(model) -> Device:
@@ -107,7 +107,7 @@ def move_to_device(obj, device: Device):
     """``obj`` with every tensor in it on ``device``: tensors, MaskedBatches, and tuples, lists and dicts of
     them (recursively). Tensors already there, and everything else, are returned as they are."""
     if isinstance(obj, Tensor):
-        if type(obj.data) is HOST_ARRAY and device is CPU:  # the CPU fast path: nothing to compare
+        if type(obj._data) is HOST_ARRAY and device is CPU:  # the CPU fast path: nothing to compare
             return obj
         return obj.to(device)
     if isinstance(obj, MaskedBatch):
@@ -320,9 +320,9 @@ class Trainer:
                         total_loss += float(loss.item()) * n
                         correct += int(hits) if hits is not None else 0
                     else:
-                        if loss.data.size != 1:
+                        if loss._data.size != 1:
                             loss.item()  # the error a per-batch read gives
-                        losses.append(loss.data)
+                        losses.append(loss._data)
                         sizes.append(n)
                         if hits is not None:
                             hits_seen.append(hits)
@@ -583,9 +583,9 @@ class Trainer:
                     bar.update(loss_value, total / elapsed if elapsed > 0 else 0.0)
                     self._call("on_batch_end", self.global_step, loss_value)
                 else:
-                    if loss.data.size != 1:
+                    if loss._data.size != 1:
                         loss.item()  # the error a per-step read gives
-                    losses.append(loss.data)
+                    losses.append(loss._data)
                     sizes.append(n)
                     if hits is not None:
                         hits_seen.append(hits)

@@ -30,7 +30,7 @@ def _by_device(grads):
         dev = g.device
         group = groups.get(dev)
         if group is None:
-            group = groups[dev] = (namespace_of(g.data), dev, [])
+            group = groups[dev] = (namespace_of(g._data), dev, [])
         group[2].append(g)
     return list(groups.values())
 
@@ -100,7 +100,7 @@ def clip_grad_norm_(
         return Tensor._make(HOST_XP.zeros((), dtype=HOST_XP.float32), False, None)
     groups = _by_device(grads)
     first_xp, first_device, _ = groups[0]
-    parts = [to_device(_partial_norm(xp, [g.data for g in group], norm_type), first_device) for xp, _, group in groups]
+    parts = [to_device(_partial_norm(xp, [g._data for g in group], norm_type), first_device) for xp, _, group in groups]
     total = _combine(first_xp, parts, norm_type)
     if error_if_nonfinite and not bool(first_xp.isfinite(total)):
         raise RuntimeError(
@@ -116,7 +116,7 @@ def clip_grad_norm_(
                 _scale(groups, host_coef, None)
         else:
             _scale(groups, None, first_xp.minimum(coef, 1.0))
-    return Tensor._make(first_xp.asarray(total, dtype=grads[0].data.dtype), False, None)
+    return Tensor._make(first_xp.asarray(total, dtype=grads[0]._data.dtype), False, None)
 
 
 def _scale(groups, host_coef, device_coef) -> None:
@@ -125,12 +125,12 @@ def _scale(groups, host_coef, device_coef) -> None:
         if xp is HOST_XP:
             value = host_coef if host_coef is not None else float(to_host(device_coef))
             for g in group:
-                xp.multiply(g.data, g.data.dtype.type(value), out=g.data)
+                xp.multiply(g._data, g._data.dtype.type(value), out=g._data)
                 g._bump_version()
             continue
         coef = to_device(device_coef, dev) if device_coef is not None else xp.asarray(host_coef)
         for g in group:
-            xp.multiply(g.data, coef.astype(g.data.dtype), out=g.data)
+            xp.multiply(g._data, coef.astype(g._data.dtype), out=g._data)
             g._bump_version()
 
 
@@ -138,5 +138,5 @@ def clip_grad_value_(parameters, clip_value: float, foreach=None) -> None:
     """Clamp every gradient element into ``[-clip_value, clip_value]``, in place."""
     clip_value = float(clip_value)
     for g in _grads(parameters):
-        namespace_of(g.data).clip(g.data, -clip_value, clip_value, out=g.data)
+        namespace_of(g._data).clip(g._data, -clip_value, clip_value, out=g._data)
         g._bump_version()

@@ -49,7 +49,7 @@ def vector_to_parameters(vec: Tensor, parameters) -> None:
     with no_grad():
         for p in params:
             n = p.numel()
-            chunk = vec.data[offset : offset + n].reshape(p.shape).astype(p.data.dtype, copy=False)
-            p.data[...] = to_device(chunk, p.device)
+            chunk = vec._data[offset : offset + n].reshape(p.shape).astype(p._data.dtype, copy=False)
+            p._data[...] = to_device(chunk, p.device)
             p._bump_version()
             offset += n

@@ -1,0 +1,90 @@
+"""Adamax (``torch.optim.Adamax``): Adam with the infinity norm, with weight decay and maximize."""
+
+from __future__ import annotations
+
+from ..backend.device import ignore_float_errors
+from ._hyper import check_betas
+from .optimizer import Optimizer, _check_differentiable, _check_hyper
+
+__all__ = ["Adamax"]
+
+
+def _adamax_kernel(xp, p, g, m, u, s, s2, wd, neg, w1, b2, eps, nclr):
+    """One Adamax update in place: ``m ← m + (1-β1)(g - m)``, ``u ← max(β2 u, |g| + eps)``, ``θ ← θ + nclr·m/u``."""
+    add, mul = xp.add, xp.multiply
+    if wd:
+        mul(p, wd, out=s2)
+        (xp.subtract if neg else add)(s2, g, out=s2)
+        g, neg = s2, False
+    if neg:
+        add(g, m, out=s)
+        mul(s, -w1, out=s)
+    else:
+        xp.subtract(g, m, out=s)
+        mul(s, w1, out=s)
+    add(m, s, out=m)
+    mul(u, b2, out=u)
+    xp.absolute(g, out=s)
+    add(s, eps, out=s)
+    xp.maximum(u, s, out=u)
+    xp.divide(m, u, out=s)
+    mul(s, nclr, out=s)
+    add(p, s, out=p)
+
+
+class Adamax(Optimizer):
+    """Adamax, step for step as ``torch.optim.Adamax`` (its for-loop implementation).
+
+    ``exp_inf ← max(β2·exp_inf, |g| + eps)`` and ``θ ← θ - lr/(1-β1^t) · exp_avg / exp_inf``;
+    ``weight_decay`` is L2 decay added to the gradient.
+    """
+
+    _param_state_keys = ("exp_avg", "exp_inf")
+
+    def __init__(
+        self,
+        params,
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
+    ) -> None:
+        _check_differentiable(differentiable)
+        _check_hyper(lr >= 0.0, "learning rate", lr)
+        _check_hyper(eps >= 0.0, "epsilon value", eps)
+        betas = check_betas(betas)
+        _check_hyper(weight_decay >= 0.0, "weight_decay value", weight_decay)
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "maximize": maximize}
+        super().__init__(params, defaults)
+
+    def step(self, closure=None):
+        """Perform one optimization step; ``closure`` (optional) re-evaluates the model and returns the loss."""
+        loss = self._call_closure(closure)
+        with ignore_float_errors():
+            for group in self.param_groups:
+                lr = float(group["lr"])
+                beta1, beta2 = (float(b) for b in group["betas"])
+                eps = float(group["eps"])
+                wd = float(group["weight_decay"])
+                neg = bool(group["maximize"])
+                for p in group["params"]:
+                    grad = p.grad
+                    if grad is None:
+                        continue
+                    state = self.state[p]
+                    if len(state) == 0:
+                        state["step"] = self._new_step()
+                        state["exp_avg"] = self._zeros_like(p)
+                        state["exp_inf"] = self._zeros_like(p)
+                    step_t = state["step"]._data
+                    step_t += 1
+                    clr = lr / (1 - beta1 ** float(step_t))
+                    buffers = (state["exp_avg"]._data, state["exp_inf"]._data)
+                    consts = (wd, neg, 1.0 - beta1, beta2, eps, -clr)
+                    self._apply(_adamax_kernel, p, grad, buffers, 2 if wd else 1, consts)
+        return loss
