@@ -422,6 +422,14 @@ def test_gelu_float32_is_accurate_to_float32_precision():
     np.testing.assert_allclose(ours, exact, rtol=1e-6, atol=1e-30)
     # torch computes 0.5 * (1 + erf(.)) in float32, so it agrees only to a few float32 ulps of 1
     np.testing.assert_allclose(ours, F.gelu(torch.tensor(x)).numpy(), rtol=1e-6, atol=1.5e-6)
+    # the backward uses the density the forward kept: Phi(x) + x phi(x)
+    fx = fm.tensor(x, requires_grad=True)
+    fm.nn.functional.gelu(fx).sum().backward()
+    x64 = x.astype(np.float64)
+    slope = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in x64]) + x64 * np.exp(-0.5 * x64**2) / math.sqrt(
+        2 * math.pi
+    )
+    np.testing.assert_allclose(fx.grad.numpy(), slope, rtol=2e-6, atol=1e-7)
 
 
 def test_sigmoid_and_softplus_saturate_without_warnings():
