@@ -51,20 +51,24 @@ def _zeros_like(x):
     return zeros_like(x)
 
 
-def _grads(outputs, inputs, grad_outputs, create_graph: bool, strict: bool, fn_name: str):
-    """``autograd.grad`` with zeros for inputs the outputs do not depend on (an error with ``strict``)."""
+def _grad_or_none(outputs, inputs, grad_outputs, create_graph: bool):
+    """``autograd.grad`` over the outputs that require grad (graph retained): None for an input none reaches."""
     needed = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad]
     if not needed:
-        found = (None,) * len(inputs)
-    else:
-        found = _grad(
-            [o for o, _ in needed],
-            list(inputs),
-            grad_outputs=[g for _, g in needed],
-            retain_graph=True,
-            create_graph=create_graph,
-            allow_unused=True,
-        )
+        return (None,) * len(inputs)
+    return _grad(
+        [o for o, _ in needed],
+        list(inputs),
+        grad_outputs=[g for _, g in needed],
+        retain_graph=True,
+        create_graph=create_graph,
+        allow_unused=True,
+    )
+
+
+def _grads(outputs, inputs, grad_outputs, create_graph: bool, strict: bool, fn_name: str):
+    """``autograd.grad`` with zeros for inputs the outputs do not depend on (an error with ``strict``)."""
+    found = _grad_or_none(outputs, inputs, grad_outputs, create_graph)
     result = []
     for i, (x, g) in enumerate(zip(inputs, found)):
         if g is None:
@@ -100,17 +104,36 @@ def _default_v(outputs, fn_name: str):
     return tuple(ones_like(o) for o in outputs)
 
 
+def _vectors(v, like, fn_name: str, what: str):
+    """``v`` as a tuple checked against ``like`` (the function's ``what``: "input" or "output"), or ones when
+    ``v`` is None (allowed for single-element ``like`` only)."""
+    if v is None:
+        return _default_v(like, fn_name)
+    vs = _as_tuple(v, "v", fn_name)[1]
+    _check_v(vs, like, fn_name, what)
+    return vs
+
+
+def _seeded_grads(ys, xs, vs, create_graph: bool, like):
+    """The gradient of ``sum(y * v)`` w.r.t. ``xs`` over the ``ys`` that require grad; zeros shaped as the
+    matching tensor of ``like`` where nothing reaches an ``x``."""
+    found = _grad_or_none(ys, xs, vs, create_graph)
+    return tuple(_zeros_like(x) if g is None else g for x, g in zip(like, found))
+
+
+def _scalar_and_grads(func, ins, strict: bool, fn_name: str):
+    """``func(*ins)`` (a single-element tensor) and its gradient w.r.t. ``ins``, with a graph for another backward."""
+    out = _single_output(func(*ins), fn_name)
+    return out, _grads([out], ins, _default_v([out], fn_name), True, strict, fn_name)
+
+
 def vjp(func, inputs, v=None, create_graph: bool = False, strict: bool = False):
     """``(func(inputs), v^T J)``: the vector-Jacobian product of ``func`` at ``inputs``."""
     in_tuple, ins = _as_tuple(inputs, "inputs", "vjp")
     with enable_grad():
         ins = _prepare_inputs(ins, create_graph)
         out_tuple, outs = _as_tuple(func(*ins), "outputs of func", "vjp")
-        if v is None:
-            vs = _default_v(outs, "vjp")
-        else:
-            vs = _as_tuple(v, "v", "vjp")[1]
-            _check_v(vs, outs, "vjp", "output")
+        vs = _vectors(v, outs, "vjp", "output")
         result = _grads(outs, ins, vs, create_graph, strict, "vjp")
     outs = _finish(outs, create_graph)
     result = _finish(result, create_graph)
@@ -120,29 +143,13 @@ def vjp(func, inputs, v=None, create_graph: bool = False, strict: bool = False):
 def jvp(func, inputs, v=None, create_graph: bool = False, strict: bool = False):
     """``(func(inputs), J v)``: the Jacobian-vector product, by differentiating a vjp w.r.t. its vector."""
     _, ins = _as_tuple(inputs, "inputs", "jvp")
-    if v is None:
-        vs = _default_v(ins, "jvp")
-    else:
-        vs = _as_tuple(v, "v", "jvp")[1]
-        _check_v(vs, ins, "jvp", "input")
+    vs = _vectors(v, ins, "jvp", "input")
     with enable_grad():
         ins = _prepare_inputs(ins, create_graph)
         out_tuple, outs = _as_tuple(func(*ins), "outputs of func", "jvp")
         us = tuple(_zeros_like(o).requires_grad_(True) for o in outs)
         vjps = _grads(outs, ins, us, True, strict, "jvp")
-        pairs = [(g, vv) for g, vv in zip(vjps, vs) if g.requires_grad]
-        if pairs:
-            found = _grad(
-                [g for g, _ in pairs],
-                list(us),
-                grad_outputs=[vv for _, vv in pairs],
-                retain_graph=True,
-                create_graph=create_graph,
-                allow_unused=True,
-            )
-        else:
-            found = (None,) * len(us)
-        result = tuple(_zeros_like(o) if g is None else g for o, g in zip(outs, found))
+        result = _seeded_grads(vjps, us, vs, create_graph, outs)
     outs = _finish(outs, create_graph)
     result = _finish(result, create_graph)
     return (outs if out_tuple else outs[0]), (result if out_tuple else result[0])
@@ -221,29 +228,11 @@ def hessian(
 def vhp(func, inputs, v=None, create_graph: bool = False, strict: bool = False):
     """``(func(inputs), v^T H)``: a vector-Hessian product of scalar ``func``."""
     in_tuple, ins = _as_tuple(inputs, "inputs", "vhp")
-    if v is None:
-        vs = _default_v(ins, "vhp")
-    else:
-        vs = _as_tuple(v, "v", "vhp")[1]
-        _check_v(vs, ins, "vhp", "input")
+    vs = _vectors(v, ins, "vhp", "input")
     with enable_grad():
         ins = _prepare_inputs(ins, create_graph)
-        out = _single_output(func(*ins), "vhp")
-        first = _grads([out], ins, _default_v([out], "vhp"), True, strict, "vhp")
-        pairs = [(g, vv) for g, vv in zip(first, vs) if g.requires_grad]
-        found = (
-            _grad(
-                [g for g, _ in pairs],
-                list(ins),
-                grad_outputs=[vv for _, vv in pairs],
-                retain_graph=True,
-                create_graph=create_graph,
-                allow_unused=True,
-            )
-            if pairs
-            else (None,) * len(ins)
-        )
-        result = tuple(_zeros_like(x) if g is None else g for x, g in zip(ins, found))
+        out, first = _scalar_and_grads(func, ins, strict, "vhp")
+        result = _seeded_grads(first, ins, vs, create_graph, ins)
     (out,) = _finish((out,), create_graph)
     result = _finish(result, create_graph)
     return out, (result if in_tuple else result[0])
@@ -252,32 +241,14 @@ def vhp(func, inputs, v=None, create_graph: bool = False, strict: bool = False):
 def hvp(func, inputs, v=None, create_graph: bool = False, strict: bool = False):
     """``(func(inputs), H v)``: a Hessian-vector product of scalar ``func`` (double backward, as in PyTorch)."""
     in_tuple, ins = _as_tuple(inputs, "inputs", "hvp")
-    if v is None:
-        vs = _default_v(ins, "hvp")
-    else:
-        vs = _as_tuple(v, "v", "hvp")[1]
-        _check_v(vs, ins, "hvp", "input")
+    vs = _vectors(v, ins, "hvp", "input")
     with enable_grad():
         ins = _prepare_inputs(ins, create_graph)
-        out = _single_output(func(*ins), "hvp")
-        first = _grads([out], ins, _default_v([out], "hvp"), True, strict, "hvp")
+        out, first = _scalar_and_grads(func, ins, strict, "hvp")
         us = tuple(_zeros_like(x).requires_grad_(True) for x in ins)
         # u -> u^T H is linear; its gradient w.r.t. u, seeded with v, is H^T v = H v
         back = _grads(list(first), ins, us, True, strict, "hvp")
-        pairs = [(b, vv) for b, vv in zip(back, vs) if b.requires_grad]
-        found = (
-            _grad(
-                [b for b, _ in pairs],
-                list(us),
-                grad_outputs=[vv for _, vv in pairs],
-                retain_graph=True,
-                create_graph=create_graph,
-                allow_unused=True,
-            )
-            if pairs
-            else (None,) * len(us)
-        )
-        result = tuple(_zeros_like(x) if g is None else g for x, g in zip(ins, found))
+        result = _seeded_grads(back, us, vs, create_graph, ins)
     (out,) = _finish((out,), create_graph)
     result = _finish(result, create_graph)
     return out, (result if in_tuple else result[0])

@@ -23,8 +23,11 @@ from .device import (
     to_host,
 )
 from .dtypes import DType, as_dtype, dtype_of_array, get_default_dtype, promote_types, result_type, set_default_dtype
+from .host_memory import tune_host_malloc
 from .random import Generator, default_generator, default_generator_for, generator_for, manual_seed, numpy_generator
 from .shapes import broadcasts_to, normalize_dim, normalize_dims, size_args, sum_to_shape
+
+tune_host_malloc()  # once, at import: see host_memory
 
 __all__ = [
     "CPU",

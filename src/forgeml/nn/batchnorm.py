@@ -12,7 +12,84 @@ from .parameter import Parameter
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
 
-class _BatchNorm(Module):
+def affine_parameters(m, shape, affine: bool, bias: bool, device, dtype) -> None:
+    """Register ``weight`` and ``bias`` of ``shape`` on the norm layer ``m`` (uninitialised), or None for each
+    that it does not learn (``affine`` False: neither; ``bias`` False: no bias)."""
+    if affine:
+        m.weight = Parameter(empty(shape, dtype=dtype, device=device))
+        if bias:
+            m.bias = Parameter(empty(shape, dtype=dtype, device=device))
+        else:
+            m.register_parameter("bias", None)
+    else:
+        m.register_parameter("weight", None)
+        m.register_parameter("bias", None)
+
+
+def reset_affine(weight, bias) -> None:
+    """A norm layer's default affine parameters: ``weight`` 1 and ``bias`` 0 (either may be None)."""
+    if weight is not None:
+        init.ones_(weight)
+    if bias is not None:
+        init.zeros_(bias)
+
+
+class _NormBase(Module):
+    """Shared body of batch and instance norm (as PyTorch's ``_NormBase``): per-channel ``weight``/``bias`` and
+    the buffers ``running_mean``, ``running_var`` and ``num_batches_tracked`` (int64), named as in PyTorch.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float,
+        momentum: float | None,
+        affine: bool,
+        track_running_stats: bool,
+        device=None,
+        dtype=None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_features <= 0:
+            raise ValueError(f"{type(self).__name__} needs a positive num_features, got {num_features}")
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        affine_parameters(self, num_features, affine, bias, device, dtype)
+        if track_running_stats:
+            self.register_buffer("running_mean", zeros(num_features, dtype=dtype, device=device))
+            self.register_buffer("running_var", ones(num_features, dtype=dtype, device=device))
+            self.register_buffer("num_batches_tracked", tensor(0, dtype="int64", device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            with no_grad():
+                self.running_mean.zero_()
+                self.running_var.fill_(1)
+                self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            reset_affine(self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
+        )
+
+
+class _BatchNorm(_NormBase):
     """Normalise each channel with batch statistics in training, running statistics in eval.
 
     Buffers ``running_mean``, ``running_var`` and ``num_batches_tracked``
@@ -34,46 +111,7 @@ class _BatchNorm(Module):
         *,
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        if num_features <= 0:
-            raise ValueError(f"{type(self).__name__} needs a positive num_features, got {num_features}")
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
-        self.affine = affine
-        self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = Parameter(empty(num_features, dtype=dtype, device=device))
-            if bias:
-                self.bias = Parameter(empty(num_features, dtype=dtype, device=device))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", zeros(num_features, dtype=dtype, device=device))
-            self.register_buffer("running_var", ones(num_features, dtype=dtype, device=device))
-            self.register_buffer("num_batches_tracked", tensor(0, dtype="int64", device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-        self.reset_parameters()
-
-    def reset_running_stats(self) -> None:
-        if self.track_running_stats:
-            with no_grad():
-                self.running_mean.zero_()
-                self.running_var.fill_(1)
-                self.num_batches_tracked.zero_()
-
-    def reset_parameters(self) -> None:
-        self.reset_running_stats()
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
 
     def _check_input_dim(self, input) -> None:
         if input.ndim not in self._expected_dims:
@@ -101,12 +139,6 @@ class _BatchNorm(Module):
             use_batch_stats,
             factor,
             self.eps,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
         )
 
 

@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 from ..ops.feature_dropout import dropout1d, dropout2d, dropout3d
-from .module import Module
+from .dropout import _DropoutNd
 
 __all__ = ["Dropout1d", "Dropout2d", "Dropout3d"]
-
-
-class _DropoutNd(Module):
-    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
-        super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-        self.p = p
-        self.inplace = inplace
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, inplace={self.inplace}"
 
 
 class Dropout1d(_DropoutNd):

@@ -2,36 +2,34 @@
 
 from __future__ import annotations
 
-from ..ops.conv import _pair
-from ..ops.conv1d import _single
 from ..ops.conv_transpose import conv_transpose1d, conv_transpose2d
-from ..ops.creation import empty
-from .conv1d import _check_channels, conv_extra_repr, reset_conv_parameters
+from .conv import _check_channels, _conv_tuple, _init_conv_parameters, conv_extra_repr, reset_conv_parameters
 from .module import Module
-from .parameter import Parameter
 
 __all__ = ["ConvTranspose1d", "ConvTranspose2d"]
 
 
 class _ConvTransposeNd(Module):
-    """Shared body: hyper-parameters as tuples, ``weight`` ``[in_channels, out_channels // groups, *kernel]``."""
+    """Shared body: hyper-parameters as tuples, ``weight`` ``[in_channels, out_channels // groups, *kernel]``;
+    ``forward(input, output_size=None)`` runs the subclass's ``_conv``."""
 
     _dims = 0
+    _conv = None  # conv_transpose1d or conv_transpose2d
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
+        in_channels: int,
+        out_channels: int,
         kernel_size,
-        stride,
-        padding,
-        output_padding,
-        groups,
-        bias,
-        dilation,
-        padding_mode,
-        device,
-        dtype,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation=1,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
     ) -> None:
         super().__init__()
         cls = type(self).__name__
@@ -42,9 +40,7 @@ class _ConvTransposeNd(Module):
             raise ValueError(f"{cls} does not support string padding ({padding!r}); give the padding as ints")
 
         def tup(value, name):
-            if self._dims == 1:
-                return (_single(value, name, cls),)
-            return _pair(value, name, cls)
+            return _conv_tuple(value, name, cls, self._dims)
 
         self.in_channels, self.out_channels, self.groups, self.padding_mode = (
             in_channels,
@@ -58,14 +54,8 @@ class _ConvTransposeNd(Module):
         self.output_padding = tup(output_padding, "output_padding")
         self.dilation = tup(dilation, "dilation")
         self.transposed = True
-        self.weight = Parameter(
-            empty(in_channels, out_channels // groups, *self.kernel_size, dtype=dtype, device=device)
-        )
-        if bias:
-            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        weight_shape = (in_channels, out_channels // groups, *self.kernel_size)
+        _init_conv_parameters(self, weight_shape, out_channels, bias, device, dtype)
 
     def reset_parameters(self) -> None:
         reset_conv_parameters(self.weight, self.bias)
@@ -96,6 +86,10 @@ class _ConvTransposeNd(Module):
                 )
         return tuple(output_size[d] - mins[d] for d in range(self._dims))
 
+    def forward(self, input, output_size=None):
+        op = self._output_padding(input, output_size)
+        return self._conv(input, self.weight, self.bias, self.stride, self.padding, op, self.groups, self.dilation)
+
     def extra_repr(self) -> str:
         return conv_extra_repr(self)
 
@@ -104,42 +98,7 @@ class ConvTranspose1d(_ConvTransposeNd):
     """Transposed 1-D convolution of (N, C_in, L) or (C_in, L); ``forward(input, output_size=None)``."""
 
     _dims = 1
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        stride=1,
-        padding=0,
-        output_padding=0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation=1,
-        padding_mode: str = "zeros",
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            output_padding,
-            groups,
-            bias,
-            dilation,
-            padding_mode,
-            device,
-            dtype,
-        )
-
-    def forward(self, input, output_size=None):
-        op = self._output_padding(input, output_size)
-        return conv_transpose1d(
-            input, self.weight, self.bias, self.stride, self.padding, op, self.groups, self.dilation
-        )
+    _conv = staticmethod(conv_transpose1d)
 
 
 class ConvTranspose2d(_ConvTransposeNd):
@@ -149,39 +108,4 @@ class ConvTranspose2d(_ConvTransposeNd):
     """
 
     _dims = 2
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        stride=1,
-        padding=0,
-        output_padding=0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation=1,
-        padding_mode: str = "zeros",
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            output_padding,
-            groups,
-            bias,
-            dilation,
-            padding_mode,
-            device,
-            dtype,
-        )
-
-    def forward(self, input, output_size=None):
-        op = self._output_padding(input, output_size)
-        return conv_transpose2d(
-            input, self.weight, self.bias, self.stride, self.padding, op, self.groups, self.dilation
-        )
+    _conv = staticmethod(conv_transpose2d)

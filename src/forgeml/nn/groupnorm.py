@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import warnings
 
-from ..autograd.grad_mode import no_grad
-from ..ops.creation import empty, ones, tensor, zeros
 from ..ops.group_norm import group_norm, instance_norm
 from ..ops.shape import squeeze, unsqueeze
-from . import init
+from .batchnorm import _NormBase, affine_parameters, reset_affine
 from .module import Module
-from .parameter import Parameter
 
 __all__ = ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d"]
 
@@ -34,22 +31,11 @@ class GroupNorm(Module):
         if num_groups <= 0 or num_channels % num_groups:
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
-        if affine:
-            self.weight = Parameter(empty(num_channels, dtype=dtype, device=device))
-            if bias:
-                self.bias = Parameter(empty(num_channels, dtype=dtype, device=device))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        affine_parameters(self, num_channels, affine, bias, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        reset_affine(self.weight, self.bias)
 
     def forward(self, input):
         return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
@@ -61,13 +47,13 @@ class GroupNorm(Module):
         )
 
 
-class _InstanceNorm(Module):
+class _InstanceNorm(_NormBase):
     """Per-sample, per-channel normalisation; running statistics (when tracked) normalise in eval only.
 
     Parameters and buffers are named as in PyTorch (``weight``, ``bias``,
     ``running_mean``, ``running_var``, ``num_batches_tracked``), so state_dicts
     are interchangeable; ``affine`` and ``track_running_stats`` default to
-    False. Not a batch-norm subclass (as in PyTorch), so
+    False. A ``_NormBase`` but not a batch-norm subclass (as in PyTorch), so
     ``SyncBatchNorm.convert_sync_batchnorm`` leaves it alone.
     """
 
@@ -85,43 +71,7 @@ class _InstanceNorm(Module):
         *,
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        if num_features <= 0:
-            raise ValueError(f"{type(self).__name__} needs a positive num_features, got {num_features}")
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
-        if affine:
-            self.weight = Parameter(empty(num_features, dtype=dtype, device=device))
-            if bias:
-                self.bias = Parameter(empty(num_features, dtype=dtype, device=device))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", zeros(num_features, dtype=dtype, device=device))
-            self.register_buffer("running_var", ones(num_features, dtype=dtype, device=device))
-            self.register_buffer("num_batches_tracked", tensor(0, dtype="int64", device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-        self.reset_parameters()
-
-    def reset_running_stats(self) -> None:
-        if self.track_running_stats:
-            with no_grad():
-                self.running_mean.zero_()
-                self.running_var.fill_(1)
-                self.num_batches_tracked.zero_()
-
-    def reset_parameters(self) -> None:
-        self.reset_running_stats()
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
 
     def _check_input_dim(self, input) -> None:
         dims = (self._no_batch_dim, self._no_batch_dim + 1)
@@ -158,12 +108,6 @@ class _InstanceNorm(Module):
             self.eps,
         )
         return squeeze(out, 0) if unbatched else out
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
-        )
 
 
 class InstanceNorm1d(_InstanceNorm):

@@ -8,8 +8,8 @@ from .module import Module
 __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "MaxPool2d"]
 
 
-class MaxPool2d(Module):
-    """Max over (kh, kw) windows; ``stride`` defaults to ``kernel_size``; ``return_indices`` also returns argmaxes."""
+class _MaxPoolNd(Module):
+    """Shared body of ``MaxPool1d`` and ``MaxPool2d``: the hyper-parameters, stored as given."""
 
     def __init__(
         self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False, ceil_mode: bool = False
@@ -22,15 +22,19 @@ class MaxPool2d(Module):
         self.return_indices = return_indices
         self.ceil_mode = ceil_mode
 
-    def forward(self, input):
-        return max_pool2d(
-            input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices
-        )
-
     def extra_repr(self) -> str:
         return (
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
             f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+        )
+
+
+class MaxPool2d(_MaxPoolNd):
+    """Max over (kh, kw) windows; ``stride`` defaults to ``kernel_size``; ``return_indices`` also returns argmaxes."""
+
+    def forward(self, input):
+        return max_pool2d(
+            input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices
         )
 
 
@@ -69,15 +73,19 @@ class AvgPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class AdaptiveAvgPool2d(Module):
-    """Average-pool to a fixed ``output_size`` (an int or a pair; None keeps that input dim)."""
+class _AdaptivePoolNd(Module):
+    """Shared body of the adaptive pooling layers: ``output_size``, stored as given."""
 
     def __init__(self, output_size) -> None:
         super().__init__()
         self.output_size = output_size
 
-    def forward(self, input):
-        return adaptive_avg_pool2d(input, self.output_size)
-
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool2d(_AdaptivePoolNd):
+    """Average-pool to a fixed ``output_size`` (an int or a pair; None keeps that input dim)."""
+
+    def forward(self, input):
+        return adaptive_avg_pool2d(input, self.output_size)

@@ -4,34 +4,18 @@ from __future__ import annotations
 
 from ..ops.pool1d import adaptive_avg_pool1d, adaptive_max_pool1d, avg_pool1d, max_pool1d
 from .module import Module
+from .pooling import _AdaptivePoolNd, _MaxPoolNd
 
 __all__ = ["AdaptiveAvgPool1d", "AdaptiveMaxPool1d", "AvgPool1d", "MaxPool1d"]
 
 
-class MaxPool1d(Module):
+class MaxPool1d(_MaxPoolNd):
     """Max over windows of ``kernel_size`` along L; ``stride`` defaults to ``kernel_size``; ``return_indices``
     also returns the argmax indices (as :func:`forgeml.nn.functional.max_pool1d`)."""
-
-    def __init__(
-        self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False, ceil_mode: bool = False
-    ) -> None:
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding = padding
-        self.dilation = dilation
-        self.return_indices = return_indices
-        self.ceil_mode = ceil_mode
 
     def forward(self, input):
         return max_pool1d(
             input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
         )
 
 
@@ -60,30 +44,19 @@ def _one(value):
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
-class AdaptiveAvgPool1d(Module):
+class AdaptiveAvgPool1d(_AdaptivePoolNd):
     """Average-pool (N, C, L) or (C, L) to a fixed ``output_size`` along L."""
-
-    def __init__(self, output_size) -> None:
-        super().__init__()
-        self.output_size = output_size
 
     def forward(self, input):
         return adaptive_avg_pool1d(input, self.output_size)
 
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}"
 
-
-class AdaptiveMaxPool1d(Module):
+class AdaptiveMaxPool1d(_AdaptivePoolNd):
     """Max-pool (N, C, L) or (C, L) to a fixed ``output_size`` along L; ``return_indices`` adds the argmaxes."""
 
     def __init__(self, output_size, return_indices: bool = False) -> None:
-        super().__init__()
-        self.output_size = output_size
+        super().__init__(output_size)
         self.return_indices = return_indices
 
     def forward(self, input):
         return adaptive_max_pool1d(input, self.output_size, self.return_indices)
-
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}"

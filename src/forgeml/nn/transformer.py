@@ -92,13 +92,19 @@ class FeedForward(Module):
         return self.linear2(self.dropout(_linear_then(self.linear1, self.activation, input)))
 
 
-class TransformerEncoderLayer(Module):
-    """Self-attention and a feed-forward block, each with a residual connection and LayerNorm
-    (after each block by default, before it with ``norm_first=True``), as ``torch.nn.TransformerEncoderLayer``.
-    Tensors are ``[seq, batch, d_model]`` by default (``[batch, seq, d_model]`` with ``batch_first=True``), as in
-    PyTorch. Accepts a :class:`MaskedBatch` (always ``[batch, seq, d_model]``)."""
+def _clones(layer: Module, num_layers: int) -> ModuleList:
+    """``num_layers`` deep copies of ``layer`` (the ``layers`` of an encoder or decoder stack)."""
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    return ModuleList([copy.deepcopy(layer) for _ in range(num_layers)])
 
-    accepts_masked = True
+
+class _TransformerLayer(Module):
+    """Shared body of the encoder and decoder layers, submodules registered in PyTorch's order: ``self_attn``
+    (and ``multihead_attn``, the cross-attention, when ``_blocks`` is 3), the feed-forward ``linear1``,
+    ``dropout``, ``linear2``, then ``norm1..N`` and ``dropout1..N``, one per residual block."""
+
+    _blocks = 2
 
     def __init__(
         self,
@@ -117,15 +123,34 @@ class TransformerEncoderLayer(Module):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.self_attn = MultiHeadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, **kw)
+        if self._blocks == 3:
+            self.multihead_attn = MultiHeadAttention(
+                d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, **kw
+            )
         self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **kw)
         self.dropout = Dropout(dropout)
         self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **kw)
         self.norm_first = norm_first
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
+        for i in range(1, self._blocks + 1):
+            setattr(self, f"norm{i}", LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw))
+        for i in range(1, self._blocks + 1):
+            setattr(self, f"dropout{i}", Dropout(dropout))
         self.activation = _activation(activation)
+
+    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
+        out, _ = self.self_attn(
+            x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False, is_causal=is_causal
+        )
+        return self.dropout1(out)
+
+
+class TransformerEncoderLayer(_TransformerLayer):
+    """Self-attention and a feed-forward block, each with a residual connection and LayerNorm
+    (after each block by default, before it with ``norm_first=True``), as ``torch.nn.TransformerEncoderLayer``.
+    Tensors are ``[seq, batch, d_model]`` by default (``[batch, seq, d_model]`` with ``batch_first=True``), as in
+    PyTorch. Accepts a :class:`MaskedBatch` (always ``[batch, seq, d_model]``)."""
+
+    accepts_masked = True
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal: bool = False):
         masked = isinstance(src, MaskedBatch)
@@ -140,12 +165,6 @@ class TransformerEncoderLayer(Module):
             x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
             x = self.norm2(x + self._ff_block(x))
         return batch.replace(_to_layout(x, self)) if masked else x
-
-    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
-        out, _ = self.self_attn(
-            x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False, is_causal=is_causal
-        )
-        return self.dropout1(out)
 
     def _ff_block(self, x):
         return self.dropout2(self.linear2(self.dropout(_linear_then(self.linear1, self.activation, x))))
@@ -165,9 +184,7 @@ class TransformerEncoder(Module):
         mask_check: bool = True,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        self.layers = ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
+        self.layers = _clones(encoder_layer, num_layers)
         self.num_layers = num_layers
         self.norm = norm
 

@@ -11,8 +11,12 @@ returns. Where ``forward`` saved an intermediate value that depends on an input
 (``silu``'s sigmoid, ``gelu``'s CDF), the value is recomputed here from that
 input with tensor ops, so that its own derivative is not lost.
 
-Ops not listed (convolutions, pooling, scatter, fused CUDA kernels...) raise
-"<op> does not support higher-order gradients" under ``create_graph``.
+Ops not listed (1-D pooling, max_pool's adaptive forms, interpolation, RNN cells,
+attention, RMSNorm, einsum...) raise "<op> does not support higher-order
+gradients" under ``create_graph``. The backward of a linear op that scatters or
+spreads (max/avg pooling, embedding, advanced indexing, index_select) is an op of
+its own here, whose backward is the forward it transposes, so that every order
+is available.
 """
 
 from __future__ import annotations
@@ -21,8 +25,23 @@ import math
 
 from ..autograd.function import ArrayFunction
 from ..autograd.higher_order import constant, input_tensor, register_differentiable_backward
+from ..backend.device import namespace_of
 from ..tensor import Tensor
-from . import conversion, elementwise, indexing, linalg, nn, reduce, shape
+from . import (
+    attention,
+    conv,
+    conv_transpose,
+    conversion,
+    elementwise,
+    group_norm,
+    indexing,
+    linalg,
+    nn,
+    normalization,
+    reduce,
+    shape,
+    sparse,
+)
 from ._util import is_number
 from .elementwise import cos, exp, log, sigmoid, sin, tanh, where
 
@@ -514,3 +533,515 @@ def _cast(node, saved, g):
 @register_differentiable_backward(conversion.Clone)
 def _clone(node, saved, g):
     return g
+
+
+# ------------------------------------------------------------ convolutions
+def _pad2d(x, pads):
+    """``x`` zero-padded on its last two dims by ``(top, bottom, left, right)`` (a differentiable cat)."""
+    top, bottom, left, right = pads
+    xp = namespace_of(x._data)
+    dtype = x._data.dtype
+
+    def zeros(s):
+        return constant(None, xp.zeros(s, dtype=dtype))
+
+    lead, (h, w) = tuple(x.shape[:-2]), tuple(x.shape[-2:])
+    if left or right:
+        parts = ([zeros(lead + (h, left))] if left else []) + [x] + ([zeros(lead + (h, right))] if right else [])
+        x = shape.cat(parts, -1)
+        w += left + right
+    if top or bottom:
+        parts = ([zeros(lead + (top, w))] if top else []) + [x] + ([zeros(lead + (bottom, w))] if bottom else [])
+        x = shape.cat(parts, -2)
+    return x
+
+
+def _conv_weight_grad(x, g, stride, pads, dilation, groups, kernel):
+    """The weight gradient of a conv2d of ``x`` (N, C, H, W) whose output gradient is ``g`` (N, O, OH, OW).
+
+    ``gw[o, c, i, j] = sum x_pad[n, c, oh*s + i*d, ow*s + j*d] * g[n, o, oh, ow]``: itself a conv2d, with
+    the batch as channels, ``g`` as the kernel, stride and dilation swapped, one group per conv group.
+    """
+    n, c, h, w = x.shape
+    o = g.shape[1]
+    cg, og = c // groups, o // groups
+    xr = shape.reshape(shape.permute(shape.reshape(x, (n, groups, cg, h, w)), 2, 1, 0, 3, 4), (cg, groups * n, h, w))
+    gr = shape.reshape(
+        shape.permute(shape.reshape(g, (n, groups, og) + tuple(g.shape[2:])), 1, 2, 0, 3, 4),
+        (o, n) + tuple(g.shape[2:]),
+    )
+    top, bottom, left, right = pads
+    if top == bottom and left == right:
+        padding = (top, left)
+    else:
+        xr, padding = _pad2d(xr, pads), 0
+    res = conv.conv2d(xr, gr, None, dilation, padding, stride, groups)  # (cg, O, kh', kw'), kh' >= kh
+    kh, kw = kernel
+    if tuple(res.shape[2:]) != (kh, kw):
+        res = res[:, :, :kh, :kw]
+    return shape.permute(res, 1, 0, 2, 3)
+
+
+def _conv_input_grad(g, weight, stride, pads, dilation, groups, padded_hw, hw):
+    """The input gradient of a conv2d: a transposed conv2d of ``g``, cropped to the unpadded input."""
+    kh, kw = weight.shape[2:]
+    extra = tuple(
+        p - ((o - 1) * s + d * (k - 1) + 1) for p, o, s, d, k in zip(padded_hw, g.shape[2:], stride, dilation, (kh, kw))
+    )  # rows/columns past the last window (fewer than the stride): output padding
+    full = conv_transpose.conv_transpose2d(g, weight, None, stride, 0, extra, groups, dilation)
+    top, _, left, _ = pads
+    h, w = hw
+    if tuple(full.shape[2:]) != (h, w):
+        full = full[:, :, top : top + h, left : left + w]
+    return full
+
+
+def _conv_input_value(node, cols, grid, n):
+    """The padded input's pixels that the windows read, rebuilt from im2col columns (others are zero).
+
+    Conv2d saves its columns rather than its input; the weight gradient only reads those pixels.
+    """
+    xp = node.xp
+    kh, kw, oh, ow = grid.kh, grid.kw, grid.oh, grid.ow
+    c = cols._data.size // (kh * kw * n * oh * grid.q)
+    c6 = cols._data.reshape(c, kh, kw, n, oh, grid.q)[..., :ow]
+    xpad = xp.zeros((n, c, grid.hp, grid.wp), dtype=cols._data.dtype)
+    (sh, sw), (dh, dw) = grid.stride, grid.dilation
+    for i, j, where_ in conv._spatial_slices((kh, kw), (sh, sw), (dh, dw), (oh, ow)):
+        xpad[where_] = c6[:, i, j].transpose(1, 0, 2, 3)
+    top, _, left, _ = grid.pads
+    h, w = grid.hw
+    return xp.ascontiguousarray(xpad[:, :, top : top + h, left : left + w])
+
+
+@register_differentiable_backward(conv.Conv2d)
+def _conv2d(node, saved, g):
+    cols, weight = saved
+    grid, wshape, groups, unbatched = node.meta
+    n_ = node.needs_input_grad
+    if unbatched:
+        g = shape.unsqueeze(g, 0)
+    gx = gw = gb = None
+    if n_[0]:
+        gx = _conv_input_grad(g, weight, grid.stride, grid.pads, grid.dilation, groups, (grid.hp, grid.wp), grid.hw)
+        if unbatched:
+            gx = shape.squeeze(gx, 0)
+    if n_[1]:
+        value = _conv_input_value(node, cols, grid, g.shape[0])
+        x = input_tensor(node, 0, value[0] if unbatched else value)
+        xb = shape.unsqueeze(x, 0) if unbatched else x
+        gw = _conv_weight_grad(xb, g, grid.stride, grid.pads, grid.dilation, groups, wshape[2:])
+    if n_[2]:
+        gb = reduce.sum(g, (0, 2, 3))
+    return gx, gw, gb, None, None, None, None
+
+
+@register_differentiable_backward(conv_transpose.ConvTranspose2d)
+def _conv_transpose2d(node, saved, g):
+    xt, weight = saved
+    grid, wshape, groups, unbatched, (h, w) = node.meta
+    n_ = node.needs_input_grad
+    if unbatched:
+        g = shape.unsqueeze(g, 0)
+    gx = gw = gb = None
+    top, _, left, _ = grid.pads
+    if n_[0]:  # the transposed conv's input gradient is the conv it transposes
+        padding = (top, left)
+        gx = conv.conv2d(g, weight, None, grid.stride, padding, grid.dilation, groups)
+        if tuple(gx.shape[2:]) != (h, w):
+            gx = gx[:, :, :h, :w]
+        if unbatched:
+            gx = shape.squeeze(gx, 0)
+    if n_[1]:
+        cin = wshape[0]
+        n = g.shape[0]
+        value = node.xp.ascontiguousarray(xt._data.reshape(cin, n, h, -1)[..., :w].transpose(1, 0, 2, 3))
+        x = input_tensor(node, 0, value[0] if unbatched else value)
+        xb = shape.unsqueeze(x, 0) if unbatched else x
+        # the weight gradient of the transposed conv is that of the conv it transposes, input and output swapped
+        gw = _conv_weight_grad(g, xb, grid.stride, grid.pads, grid.dilation, groups, wshape[2:])
+    if n_[2]:
+        gb = reduce.sum(g, (0, 2, 3))
+    return gx, gw, gb, None, None, None, None, None
+
+
+# ------------------------------------------------------------ pooling
+class AvgPool2dBackward(ArrayFunction):
+    """The transpose of ``avg_pool2d``: each output gradient spread evenly over its window."""
+
+    @staticmethod
+    def forward(ctx, g, meta):
+        ctx.meta = meta
+        padded_shape, hw, k, stride, pads, out_hw, divisor = meta
+        xp = ctx.xp
+        share = g / divisor
+        dx = xp.zeros(g.shape[:-2] + tuple(padded_shape[-2:]), dtype=g.dtype)
+        for _, _, where_ in conv._spatial_slices(k, stride, (1, 1), out_hw):
+            dx[where_] += share
+        return conv._crop_hw(xp, dx, pads, hw)
+
+    @staticmethod
+    def backward(ctx, gg):
+        _, _, k, stride, pads, out_hw, divisor = ctx.meta
+        xp = ctx.xp
+        ggpad = conv._pad_hw(xp, gg, pads)
+        acc = None
+        for _, _, where_ in conv._spatial_slices(k, stride, (1, 1), out_hw):
+            acc = ggpad[where_].copy() if acc is None else acc + ggpad[where_]
+        return acc / divisor, None
+
+
+@register_differentiable_backward(conv.AvgPool2d)
+def _avg_pool2d(node, saved, g):
+    return AvgPool2dBackward.apply(g, node.meta), None, None, None, None, None
+
+
+@register_differentiable_backward(AvgPool2dBackward)
+def _avg_pool2d_backward(node, saved, gg):
+    _, _, k, stride, pads, out_hw, divisor = node.meta
+    return conv.AvgPool2d.apply(gg, k, stride, pads, out_hw, divisor), None
+
+
+def _window_rows(flat):
+    """``(rows, flat)``: the advanced index of a flat (M, P) array at per-row positions ``flat`` (M, Q)."""
+    xp = namespace_of(flat)
+    return xp.arange(flat.shape[0]).reshape(-1, 1), flat
+
+
+class WindowScatter(ArrayFunction):
+    """``g`` (..., OH, OW) added at flat positions of a zero padded (..., Hp, Wp) image, then cropped (max pool's
+    backward: each window's gradient goes to its maximum). Its transpose is :class:`WindowGather`."""
+
+    @staticmethod
+    def forward(ctx, g, flat, padded_hw, pads, hw):
+        ctx.meta = (flat, padded_hw, pads, hw)
+        return _window_scatter(ctx.xp, g, flat, padded_hw, pads, hw)
+
+    @staticmethod
+    def backward(ctx, gg):
+        flat, _, pads, _ = ctx.meta
+        return _window_gather(ctx.xp, gg, flat, pads), None, None, None, None
+
+
+def _window_scatter(xp, g, flat, padded_hw, pads, hw):
+    lead = g.shape[:-2]
+    m = math.prod(lead)
+    dx = xp.zeros((m, padded_hw[0] * padded_hw[1]), dtype=g.dtype)
+    dx = indexing.add_at(dx, _window_rows(flat.reshape(m, -1)), g.reshape(m, -1), xp)
+    return conv._crop_hw(xp, dx.reshape(lead + tuple(padded_hw)), pads, hw)
+
+
+def _window_gather(xp, x, flat, pads):
+    lead = x.shape[:-2]
+    m = math.prod(lead)
+    xpad = conv._pad_hw(xp, x, pads).reshape(m, -1)
+    return xpad[_window_rows(flat.reshape(m, -1))].reshape(lead + flat.shape[-2:])
+
+
+class WindowGather(ArrayFunction):
+    """``x`` (..., H, W) zero padded, read at flat positions (..., OH, OW): the transpose of :class:`WindowScatter`."""
+
+    @staticmethod
+    def forward(ctx, x, flat, pads):
+        ctx.meta = (flat, tuple(x.shape[-2:]), pads)
+        return _window_gather(ctx.xp, x, flat, pads)
+
+    @staticmethod
+    def backward(ctx, g):
+        flat, hw, pads = ctx.meta
+        padded_hw = (hw[0] + pads[0] + pads[1], hw[1] + pads[2] + pads[3])
+        return _window_scatter(ctx.xp, g, flat, padded_hw, pads, hw), None, None
+
+
+@register_differentiable_backward(WindowScatter)
+def _window_scatter_db(node, saved, gg):
+    flat, _, pads, _ = node.meta
+    return WindowGather.apply(gg, flat, pads), None, None, None, None
+
+
+@register_differentiable_backward(WindowGather)
+def _window_gather_db(node, saved, g):
+    flat, hw, pads = node.meta
+    padded_hw = (hw[0] + pads[0] + pads[1], hw[1] + pads[2] + pads[3])
+    return WindowScatter.apply(g, flat, padded_hw, pads, hw), None, None
+
+
+@register_differentiable_backward(conv.MaxPool2d)
+def _max_pool2d(node, saved, g):
+    if isinstance(g, (list, tuple)):  # return_indices: the indices carry no gradient
+        g = g[0]
+    (arg,) = saved
+    padded_shape, hw, k, stride, dilation, pads, out_hw = node.meta
+    xp = node.xp
+    a = arg._data.astype(xp.int64)
+    oh, ow = out_hw
+    row = xp.arange(oh, dtype=xp.int64).reshape(oh, 1) * stride[0] + (a // k[1]) * dilation[0]
+    col = xp.arange(ow, dtype=xp.int64) * stride[1] + (a % k[1]) * dilation[1]
+    flat = row * padded_shape[-1] + col  # the maximum's flat position in the padded image
+    return WindowScatter.apply(g, flat, tuple(padded_shape[-2:]), pads, hw), None, None, None, None, None, None
+
+
+@register_differentiable_backward(conv.AdaptiveAvgPool2d)
+def _adaptive_avg_pool2d(node, saved, g):
+    in_shape, ah, aw = node.meta
+    xp = node.xp
+    if ah is None:
+        (h, w), (oh, ow) = in_shape[-2:], g.shape[-2:]
+        ah, aw = conv._adaptive_matrix(xp, h, oh, g._data.dtype), conv._adaptive_matrix(xp, w, ow, g._data.dtype)
+    return linalg.matmul(linalg.matmul(_const(node, ah.T, g), g), _const(node, aw, g)), None
+
+
+# ------------------------------------------------------------ normalisation
+def _renormalized(x, axes, rstd_saved):
+    """``(xhat, rstd)`` recomputed from ``x`` with tensor ops over ``axes``.
+
+    The ops keep ``1/sqrt(var + eps)`` but not ``eps``: it is recovered as ``1/rstd^2 - var`` (a constant),
+    so the recomputed rstd has the saved value and the right derivatives.
+    """
+    xc = x - reduce.mean(x, axes, keepdim=True)
+    var = reduce.mean(xc * xc, axes, keepdim=True)
+    r = rstd_saved._data if isinstance(rstd_saved, Tensor) else rstd_saved
+    eps = 1.0 / (r.astype(var._data.dtype) ** 2) - var._data
+    rstd = elementwise.rsqrt(var + constant(None, eps))
+    return xc * rstd, rstd
+
+
+def _normalized_input_grad(gxhat, xhat, rstd, axes):
+    """d/dx of a normalisation over ``axes``, applied to the gradient ``gxhat`` of its normalised output."""
+    m1 = reduce.mean(gxhat, axes, keepdim=True)
+    m2 = reduce.mean(gxhat * xhat, axes, keepdim=True)
+    return (gxhat - m1 - xhat * m2) * rstd
+
+
+@register_differentiable_backward(normalization.LayerNorm)
+def _layer_norm(node, saved, g):
+    axes = node.axes
+    n_ = node.needs_input_grad
+    normalized = tuple(g.shape[g.ndim - len(axes) :])
+    if node.fused_dtype is not None:  # CUDA kernels: they saved the input as rows, and mean and rstd
+        x2, w, _, rstd = saved
+        if x2._data.dtype != g._data.dtype:
+            raise RuntimeError(
+                f"{node.name()} supports higher-order gradients only where it computes in the input's dtype, "
+                f"not for {g._data.dtype} inputs computed in {x2._data.dtype}"
+            )
+        x_value = x2._data.reshape(g.shape)
+        rstd_k = rstd._data.reshape(g.shape[: g.ndim - len(axes)] + (1,) * len(axes))
+        weight = None if w is None else input_tensor(node, 1, w._data.reshape(normalized))
+    else:
+        xhat0, rstd_t, weight = saved
+        x_value = xhat0._data / rstd_t._data  # centred: layer norm is shift-invariant along its axes
+        rstd_k = rstd_t._data
+    x = input_tensor(node, 0, x_value)
+    xhat, rstd = _renormalized(x, axes, rstd_k)
+    lead = tuple(range(g.ndim - len(axes)))
+    gx = gw = gb = None
+    if n_[0]:
+        gx = _normalized_input_grad(g * weight if weight is not None else g, xhat, rstd, axes)
+    if n_[1]:
+        gw = reduce.sum(g * xhat, lead) if lead else g * xhat
+    if n_[2]:
+        gb = reduce.sum(g, lead) if lead else g
+    return gx, gw, gb, None, None
+
+
+@register_differentiable_backward(group_norm.GroupNorm)
+def _group_norm(node, saved, g):
+    xhat0, rstd_t, weight = saved
+    in_shape, in_dtype = node.meta
+    if xhat0._data.dtype != in_dtype:
+        raise RuntimeError(f"{node.name()} supports higher-order gradients for float32 and float64 inputs only")
+    n_ = node.needs_input_grad
+    n, c = in_shape[:2]
+    groups = xhat0.shape[1]
+    x = shape.reshape(input_tensor(node, 0, (xhat0._data / rstd_t._data).reshape(in_shape)), xhat0.shape)
+    xhat, rstd = _renormalized(x, (2,), rstd_t._data)
+    gc = shape.reshape(g, (n, c, -1))
+    gx = gw = gb = None
+    if n_[0]:
+        gxhat = gc * shape.reshape(weight, (1, c, 1)) if weight is not None else gc
+        gxhat = shape.reshape(gxhat, (n, groups, -1))
+        gx = shape.reshape(_normalized_input_grad(gxhat, xhat, rstd, (2,)), tuple(in_shape))
+    if n_[1]:
+        gw = reduce.sum(gc * shape.reshape(xhat, (n, c, -1)), (0, 2))
+    if n_[2]:
+        gb = reduce.sum(gc, (0, 2))
+    return gx, gw, gb, None, None, None, None, None
+
+
+@register_differentiable_backward(conv.BatchNorm)
+def _batch_norm(node, saved, g):
+    xhat0, invstd, weight = saved
+    training, axes, bshape, in_dtype = node.meta
+    if in_dtype is not None:
+        raise RuntimeError(
+            f"{node.name()} supports higher-order gradients only where it computes in the input's dtype "
+            "(not for a float16/bfloat16 input with float32 parameters)"
+        )
+    n_ = node.needs_input_grad
+    inv = shape.reshape(invstd, bshape)
+    gx = gw = gb = None
+    if training:
+        x = input_tensor(node, 0, xhat0._data / inv._data)  # centred: shift-invariant per channel
+        xhat, rstd = _renormalized(x, axes, inv._data)
+    elif xhat0 is not None:
+        # eval: xhat = (x - running_mean) * invstd, linear in x
+        x = input_tensor(node, 0, xhat0._data / inv._data)
+        xhat = x * inv
+    w = shape.reshape(weight, bshape) if weight is not None else None
+    if n_[0]:
+        gxhat = g * w if w is not None else g
+        gx = _normalized_input_grad(gxhat, xhat, rstd, axes) if training else gxhat * inv
+    if n_[3]:
+        gw = reduce.sum(g * xhat, axes)
+    if n_[4]:
+        gb = reduce.sum(g, axes)
+    return gx, None, None, gw, gb, None, None, None, None
+
+
+# ------------------------------------------------------------ indexing
+class AdvancedIndexBackward(ArrayFunction):
+    """The transpose of ``x[index]`` (advanced): ``g`` added at ``index`` of zeros; repeated indices accumulate."""
+
+    @staticmethod
+    def forward(ctx, g, in_shape, index):
+        ctx.index = index
+        if any(getattr(i, "dtype", None) is not None and i.dtype.kind != "b" for i in index):
+            return indexing.scatter_add_into_zeros(in_shape, g.dtype, index, g, ctx.xp)
+        out = ctx.xp.zeros(in_shape, dtype=g.dtype)
+        out[index] = g
+        return out
+
+    @staticmethod
+    def backward(ctx, gg):
+        return gg[ctx.index], None, None
+
+
+@register_differentiable_backward(indexing.AdvancedIndex)
+def _advanced_index(node, saved, g):
+    in_shape, _, index = node.meta
+    return AdvancedIndexBackward.apply(g, in_shape, index), None
+
+
+@register_differentiable_backward(AdvancedIndexBackward)
+def _advanced_index_backward(node, saved, gg):
+    return indexing.AdvancedIndex.apply(gg, node.index), None, None
+
+
+class IndexSelectBackward(ArrayFunction):
+    """The transpose of ``index_select``: ``g`` added at ``index`` along ``dim`` of zeros."""
+
+    @staticmethod
+    def forward(ctx, g, in_shape, dim, index):
+        ctx.meta = (dim, index)
+        return indexing.scatter_add_into_zeros(in_shape, g.dtype, (slice(None),) * dim + (index,), g, ctx.xp)
+
+    @staticmethod
+    def backward(ctx, gg):
+        dim, index = ctx.meta
+        return ctx.xp.take(gg, index, axis=dim), None, None, None
+
+
+@register_differentiable_backward(indexing.IndexSelect)
+def _index_select(node, saved, g):
+    in_shape, _, dim, index = node.meta
+    return IndexSelectBackward.apply(g, in_shape, dim, index), None, None
+
+
+@register_differentiable_backward(IndexSelectBackward)
+def _index_select_backward(node, saved, gg):
+    dim, index = node.meta
+    return indexing.IndexSelect.apply(gg, dim, index), None, None, None
+
+
+@register_differentiable_backward(indexing.ScatterAdd)
+def _scatter_add(node, saved, g):
+    src_shape, _, idx, region = node.meta
+    n_ = node.needs_input_grad
+    g_src = None
+    if n_[1]:
+        g_src = indexing.AdvancedIndex.apply(g, idx)
+        if tuple(g_src.shape) != tuple(src_shape):
+            g_src = BasicIndexBackward.apply(g_src, tuple(src_shape), region)
+    return (g if n_[0] else None), g_src, None, None
+
+
+@register_differentiable_backward(indexing.MaskedFill)
+def _masked_fill(node, saved, g):
+    (mask,) = saved
+    n_ = node.needs_input_grad
+    gx = where(mask, 0.0, g) if n_[0] else None
+    gv = shape.reshape(reduce.sum(where(mask, g, 0.0)), tuple(node.value_shape)) if n_[1] else None
+    return gx, gv, None
+
+
+class EmbeddingBackward(ArrayFunction):
+    """The transpose of ``embedding``: rows of ``g`` summed into a zero table; ``padding_idx``'s row stays zero."""
+
+    @staticmethod
+    def forward(ctx, g, num_rows, indices, padding_idx):
+        ctx.meta = (indices, padding_idx)
+        xp = ctx.xp
+        out = xp.zeros((num_rows, g.shape[-1]), dtype=g.dtype)
+        out = indexing.add_at(out, indices.reshape(-1), g.reshape(-1, g.shape[-1]), xp)
+        if padding_idx is not None:
+            out[padding_idx] = 0
+        return out
+
+    @staticmethod
+    def backward(ctx, gg):
+        indices, padding_idx = ctx.meta
+        rows = gg[indices]
+        if padding_idx is not None:
+            rows = rows * (indices != padding_idx)[..., None]
+        return rows, None, None, None
+
+
+@register_differentiable_backward(sparse.Embedding)
+def _embedding(node, saved, g):
+    num_rows, indices, padding_idx = node.meta
+    return EmbeddingBackward.apply(g, num_rows, indices, padding_idx), None, None
+
+
+@register_differentiable_backward(EmbeddingBackward)
+def _embedding_backward(node, saved, gg):
+    indices, padding_idx = node.meta
+    rows = sparse.Embedding.apply(gg, indices, None)
+    if padding_idx is not None:
+        rows = rows * _const(node, (indices != padding_idx)[..., None], rows)
+    return rows, None, None, None
+
+
+# ------------------------------------------------------------ attention
+@register_differentiable_backward(attention.ScaledDotProductAttention)
+def _scaled_dot_product_attention(node, saved, g):
+    qs, k, v, p, keep = saved
+    scale, dropout_p = node.meta
+    xp = node.xp
+    n_ = node.needs_input_grad
+    q = input_tensor(node, 0, qs._data / qs._data.dtype.type(scale))  # forward kept Q * scale
+    s = linalg.matmul(q * scale, shape.transpose(k, -1, -2))
+    # The attention weights recomputed with history: softmax(s + c), where the constant c (log p - s, -inf where
+    # p is zero) stands for the mask that forward did not keep; rows the mask covers entirely stay zero.
+    pa = p._data
+    alive = pa.sum(axis=-1, keepdims=True) > 0
+    c = xp.where(pa > 0, xp.log(xp.where(pa > 0, pa, 1)) - s._data, -math.inf)
+    c = xp.where(alive, c, 0).astype(pa.dtype, copy=False)
+    weights = nn.softmax(s + constant(node, c), -1)
+    if not bool(alive.all()):
+        weights = weights * _const(node, alive, weights)
+    gq = gk = gv = None
+    factor = None if keep is None else _const(node, keep._data * (1.0 / (1.0 - dropout_p)), weights)
+    if n_[2]:
+        dropped = weights * factor if factor is not None else weights
+        gv = linalg.matmul(shape.transpose(dropped, -1, -2), g)
+    if n_[0] or n_[1]:
+        dp = linalg.matmul(g, shape.transpose(v, -1, -2))
+        if factor is not None:
+            dp = dp * factor
+        ds = weights * (dp - reduce.sum(dp * weights, -1, keepdim=True))
+        if n_[0]:
+            gq = linalg.matmul(ds, k) * scale
+        if n_[1]:
+            gk = linalg.matmul(shape.transpose(ds, -1, -2), q * scale)
+    return gq, gk, gv, None, None, None, None

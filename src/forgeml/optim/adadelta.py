@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..backend.device import ignore_float_errors
+from ._kernel_parts import l2_grad
 from .optimizer import Optimizer, _check_differentiable, _check_hyper
 
 __all__ = ["Adadelta"]
@@ -15,11 +16,8 @@ def _adadelta_kernel(xp, p, g, sq, acc, s, s2, wd, neg, lr, rho, w, eps):
     ``u ← rho·u + (1-rho)·δ²``, ``θ ← θ - lr·δ``.
     """
     add, mul, sqrt = xp.add, xp.multiply, xp.sqrt
-    if wd:  # L2 decay on the (possibly negated) gradient: g ← ±g + λθ
-        mul(p, wd, out=s2)
-        (xp.subtract if neg else add)(s2, g, out=s2)
-        g = s2
-    elif neg:
+    g, neg = l2_grad(xp, p, g, s2, wd, neg)  # L2 decay on the (possibly negated) gradient: g ← ±g + λθ
+    if neg:
         xp.negative(g, out=s2)
         g = s2
     mul(g, w, out=s)
@@ -84,16 +82,9 @@ class Adadelta(Optimizer):
                     1.0 - rho,
                     float(group["eps"]),
                 )
-                for p in group["params"]:
-                    grad = p.grad
-                    if grad is None:
-                        continue
-                    state = self.state[p]
-                    if len(state) == 0:
-                        state["step"] = self._new_step()
-                        state["square_avg"] = self._zeros_like(p)
-                        state["acc_delta"] = self._zeros_like(p)
-                    state["step"]._data += 1
+                for p, grad in self._with_grads(group):
+                    state = self._state_of(p, "square_avg", "acc_delta")
+                    self._count_step(state)
                     buffers = (state["square_avg"]._data, state["acc_delta"]._data)
                     self._apply(_adadelta_kernel, p, grad, buffers, 2, consts)
         return loss

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..backend.device import ignore_float_errors
 from ..ops._fused import ElementwiseSpec
+from ._kernel_parts import l2_grad
 from .optimizer import Optimizer, _check_differentiable, _check_hyper
 
 __all__ = ["Adagrad"]
@@ -11,11 +12,8 @@ __all__ = ["Adagrad"]
 
 def _adagrad_kernel(xp, p, g, acc, s, s2, wd, neg, clr, eps):
     """One Adagrad update in place with ``xp`` ufuncs: ``Σ ← Σ + g²``, ``θ ← θ - clr·g/(sqrt(Σ) + eps)``."""
-    add, sub, mul, div, sqrt = xp.add, xp.subtract, xp.multiply, xp.divide, xp.sqrt
-    if wd:
-        mul(p, wd, out=s2)
-        (sub if neg else add)(s2, g, out=s2)
-        g, neg = s2, False
+    add, mul, div, sqrt = xp.add, xp.multiply, xp.divide, xp.sqrt
+    g, neg = l2_grad(xp, p, g, s2, wd, neg)
     mul(g, g, out=s)
     add(acc, s, out=acc)
     sqrt(acc, out=s)
@@ -105,14 +103,9 @@ class Adagrad(Optimizer):
                 wd = float(group["weight_decay"])
                 neg = bool(group["maximize"])
                 n_scratch = 2 if wd else 1
-                for p in group["params"]:
-                    grad = p.grad
-                    if grad is None:
-                        continue
+                for p, grad in self._with_grads(group):
                     state = self._init_state(p)
-                    step_t = state["step"]._data
-                    step_t += 1
-                    step = float(step_t)
+                    step = self._count_step(state)
                     clr = lr / (1 + (step - 1) * lr_decay)
                     self._apply(
                         _adagrad_kernel, p, grad, (state["sum"]._data,), n_scratch, (wd, neg, clr, eps), _adagrad_fused

@@ -4,9 +4,27 @@ from __future__ import annotations
 
 from ..backend.device import ignore_float_errors
 from ..ops._fused import ElementwiseSpec
-from .optimizer import Optimizer, _check_differentiable, _check_hyper
+from ._hyper import adam_group, check_adam_hyper, split_weight_decay
+from ._kernel_parts import l2_grad, lerp_moment
+from .optimizer import Optimizer, _check_differentiable
 
 __all__ = ["Adam", "AdamW"]
+
+
+def _adam_moments(xp, p, g, m, v, s, s2, decay, wd, neg, w1, b2, w2):
+    """Adam's first half in place: AdamW's decay, L2 decay into the gradient, ``m ← m + (1-β1)(g - m)`` and
+    ``v ← β2 v + (1-β2) g²``. Returns the effective gradient and whether it is still to be negated (maximize).
+    """
+    mul = xp.multiply
+    if decay != 1.0:  # AdamW: θ ← θ(1 - lr·λ) before everything else
+        mul(p, decay, out=p)
+    g, neg = l2_grad(xp, p, g, s2, wd, neg)  # Adam: L2 decay into the gradient, g ← g + λθ
+    lerp_moment(xp, m, g, s, neg, w1)
+    mul(g, w2, out=s)
+    mul(s, g, out=s)
+    mul(v, b2, out=v)
+    xp.add(v, s, out=v)
+    return g, neg
 
 
 def _adam_kernel(xp, p, g, m, v, vmax, s, s2, decay, wd, neg, w1, b2, w2, c1, c2, update):
@@ -16,33 +34,16 @@ def _adam_kernel(xp, p, g, m, v, vmax, s, s2, decay, wd, neg, w1, b2, w2, c1, c2
     ``θ ← θ - m / (sqrt(v̂) · c1 + c2)``, which is PyTorch's
     ``θ - lr/(1-β1^t) · m / (sqrt(v) / sqrt(1-β2^t) + eps)`` with the scalars folded.
     """
-    add, sub, mul = xp.add, xp.subtract, xp.multiply
-    if decay != 1.0:  # AdamW: θ ← θ(1 - lr·λ) before everything else
-        mul(p, decay, out=p)
-    if wd:  # Adam: L2 decay into the gradient, g ← g + λθ
-        mul(p, wd, out=s2)
-        (sub if neg else add)(s2, g, out=s2)
-        g, neg = s2, False
-    if neg:  # (-g) - m = -(g + m): maximize costs no extra pass
-        add(g, m, out=s)
-        mul(s, -w1, out=s)
-    else:
-        sub(g, m, out=s)
-        mul(s, w1, out=s)
-    add(m, s, out=m)
-    mul(g, w2, out=s)
-    mul(s, g, out=s)
-    mul(v, b2, out=v)
-    add(v, s, out=v)
+    _adam_moments(xp, p, g, m, v, s, s2, decay, wd, neg, w1, b2, w2)
     if vmax is not None:  # AMSGrad: max over the raw v, bias-corrected below like v
         xp.maximum(vmax, v, out=vmax)
         v = vmax
     if update:
         xp.sqrt(v, out=s)
-        mul(s, c1, out=s)
-        add(s, c2, out=s)
+        xp.multiply(s, c1, out=s)
+        xp.add(s, c2, out=s)
         xp.divide(m, s, out=s)
-        sub(p, s, out=p)
+        xp.subtract(p, s, out=p)
 
 
 # The CUDA half: the same update, scalars folded the same way, in one pass per parameter. ``neg`` flips the
@@ -107,19 +108,10 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        _check_differentiable(differentiable)
-        _check_hyper(lr >= 0.0, "learning rate", lr)
-        _check_hyper(eps >= 0.0, "epsilon value", eps)
-        try:
-            beta1, beta2 = betas
-        except (TypeError, ValueError):
-            raise ValueError(f"betas should be a pair of floats (beta1, beta2), got {betas!r}") from None
-        _check_hyper(0.0 <= beta1 < 1.0, "beta parameter at index 0", beta1)
-        _check_hyper(0.0 <= beta2 < 1.0, "beta parameter at index 1", beta2)
-        _check_hyper(weight_decay >= 0.0, "weight_decay value", weight_decay)
+        betas = check_adam_hyper(differentiable, lr, eps, betas, weight_decay)
         defaults = {
             "lr": lr,
-            "betas": (beta1, beta2),
+            "betas": betas,
             "eps": eps,
             "weight_decay": weight_decay,
             "amsgrad": amsgrad,
@@ -133,31 +125,16 @@ class Adam(Optimizer):
         loss = self._call_closure(closure)
         with ignore_float_errors():
             for group in self.param_groups:
-                lr = float(group["lr"])
-                beta1, beta2 = (float(b) for b in group["betas"])
-                eps = float(group["eps"])
-                wd = float(group["weight_decay"])
+                lr, beta1, beta2, eps, wd, neg = adam_group(group)
                 amsgrad = bool(group["amsgrad"])
-                neg = bool(group["maximize"])
-                decoupled = bool(group.get("decoupled_weight_decay", False))
-                decay = 1.0 - lr * wd if decoupled and wd != 0 else 1.0
-                l2 = 0.0 if decoupled else wd
+                decay, l2 = split_weight_decay(group, lr, wd)
                 n_scratch = 2 if l2 else 1
                 w1, w2 = 1.0 - beta1, 1.0 - beta2
-                for p in group["params"]:
-                    grad = p.grad
-                    if grad is None:
-                        continue
-                    state = self.state[p]
-                    if len(state) == 0:
-                        state["step"] = self._new_step()
-                        state["exp_avg"] = self._zeros_like(p)
-                        state["exp_avg_sq"] = self._zeros_like(p)
+                for p, grad in self._with_grads(group):
+                    state = self._state_of(p, "exp_avg", "exp_avg_sq")
                     if amsgrad and "max_exp_avg_sq" not in state:
                         state["max_exp_avg_sq"] = self._zeros_like(p)
-                    step_t = state["step"]._data
-                    step_t += 1
-                    step = float(step_t)
+                    step = self._count_step(state)
                     bias_correction1 = 1 - beta1**step
                     bias_correction2 = 1 - beta2**step
                     step_size = lr / bias_correction1

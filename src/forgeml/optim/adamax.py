@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ..backend.device import ignore_float_errors
-from ._hyper import check_betas
-from .optimizer import Optimizer, _check_differentiable, _check_hyper
+from ._hyper import adam_group, check_adam_hyper
+from ._kernel_parts import l2_grad, lerp_moment
+from .optimizer import Optimizer
 
 __all__ = ["Adamax"]
 
@@ -12,17 +13,8 @@ __all__ = ["Adamax"]
 def _adamax_kernel(xp, p, g, m, u, s, s2, wd, neg, w1, b2, eps, nclr):
     """One Adamax update in place: ``m ← m + (1-β1)(g - m)``, ``u ← max(β2 u, |g| + eps)``, ``θ ← θ + nclr·m/u``."""
     add, mul = xp.add, xp.multiply
-    if wd:
-        mul(p, wd, out=s2)
-        (xp.subtract if neg else add)(s2, g, out=s2)
-        g, neg = s2, False
-    if neg:
-        add(g, m, out=s)
-        mul(s, -w1, out=s)
-    else:
-        xp.subtract(g, m, out=s)
-        mul(s, w1, out=s)
-    add(m, s, out=m)
+    g, neg = l2_grad(xp, p, g, s2, wd, neg)
+    lerp_moment(xp, m, g, s, neg, w1)
     mul(u, b2, out=u)
     xp.absolute(g, out=s)
     add(s, eps, out=s)
@@ -54,11 +46,7 @@ class Adamax(Optimizer):
         differentiable: bool = False,
         capturable: bool = False,
     ) -> None:
-        _check_differentiable(differentiable)
-        _check_hyper(lr >= 0.0, "learning rate", lr)
-        _check_hyper(eps >= 0.0, "epsilon value", eps)
-        betas = check_betas(betas)
-        _check_hyper(weight_decay >= 0.0, "weight_decay value", weight_decay)
+        betas = check_adam_hyper(differentiable, lr, eps, betas, weight_decay)
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "maximize": maximize}
         super().__init__(params, defaults)
 
@@ -67,23 +55,10 @@ class Adamax(Optimizer):
         loss = self._call_closure(closure)
         with ignore_float_errors():
             for group in self.param_groups:
-                lr = float(group["lr"])
-                beta1, beta2 = (float(b) for b in group["betas"])
-                eps = float(group["eps"])
-                wd = float(group["weight_decay"])
-                neg = bool(group["maximize"])
-                for p in group["params"]:
-                    grad = p.grad
-                    if grad is None:
-                        continue
-                    state = self.state[p]
-                    if len(state) == 0:
-                        state["step"] = self._new_step()
-                        state["exp_avg"] = self._zeros_like(p)
-                        state["exp_inf"] = self._zeros_like(p)
-                    step_t = state["step"]._data
-                    step_t += 1
-                    clr = lr / (1 - beta1 ** float(step_t))
+                lr, beta1, beta2, eps, wd, neg = adam_group(group)
+                for p, grad in self._with_grads(group):
+                    state = self._state_of(p, "exp_avg", "exp_inf")
+                    clr = lr / (1 - beta1 ** self._count_step(state))
                     buffers = (state["exp_avg"]._data, state["exp_inf"]._data)
                     consts = (wd, neg, 1.0 - beta1, beta2, eps, -clr)
                     self._apply(_adamax_kernel, p, grad, buffers, 2 if wd else 1, consts)

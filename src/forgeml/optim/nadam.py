@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ..backend.device import HOST_XP, ignore_float_errors
 from ..tensor import Tensor
-from ._hyper import check_betas
-from .optimizer import Optimizer, _as_array, _check_differentiable, _check_hyper, _scalar_dtype
+from ._hyper import adam_group, check_adam_hyper, split_weight_decay
+from .adam import _adam_moments
+from .optimizer import Optimizer, _as_array, _check_hyper, _scalar_dtype
 
 __all__ = ["NAdam"]
 
@@ -18,23 +19,7 @@ def _nadam_kernel(xp, p, g, m, v, s, s2, decay, wd, neg, w1, b2, w2, bc2, eps, c
     ``cm = -lr·μ_{t+1}/(1-Πμ·μ_{t+1})`` (``neg``: maximize, folded into signs).
     """
     add, mul, div = xp.add, xp.multiply, xp.divide
-    if decay != 1.0:
-        mul(p, decay, out=p)
-    if wd:
-        mul(p, wd, out=s2)
-        (xp.subtract if neg else add)(s2, g, out=s2)
-        g, neg = s2, False
-    if neg:
-        add(g, m, out=s)
-        mul(s, -w1, out=s)
-    else:
-        xp.subtract(g, m, out=s)
-        mul(s, w1, out=s)
-    add(m, s, out=m)
-    mul(g, w2, out=s)
-    mul(s, g, out=s)
-    mul(v, b2, out=v)
-    add(v, s, out=v)
+    g, neg = _adam_moments(xp, p, g, m, v, s, s2, decay, wd, neg, w1, b2, w2)
     div(v, bc2, out=s)
     xp.sqrt(s, out=s)
     add(s, eps, out=s)  # denom
@@ -71,11 +56,7 @@ class NAdam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        _check_differentiable(differentiable)
-        _check_hyper(lr >= 0.0, "learning rate", lr)
-        _check_hyper(eps >= 0.0, "epsilon value", eps)
-        betas = check_betas(betas)
-        _check_hyper(weight_decay >= 0.0, "weight_decay value", weight_decay)
+        betas = check_adam_hyper(differentiable, lr, eps, betas, weight_decay)
         _check_hyper(momentum_decay >= 0.0, "momentum_decay value", momentum_decay)
         defaults = {
             "lr": lr,
@@ -101,28 +82,17 @@ class NAdam(Optimizer):
         loss = self._call_closure(closure)
         with ignore_float_errors():
             for group in self.param_groups:
-                lr = float(group["lr"])
-                beta1, beta2 = (float(b) for b in group["betas"])
-                eps = float(group["eps"])
-                wd = float(group["weight_decay"])
+                lr, beta1, beta2, eps, wd, neg = adam_group(group)
                 momentum_decay = float(group["momentum_decay"])
-                neg = bool(group["maximize"])
-                decoupled = bool(group["decoupled_weight_decay"])
-                decay = 1.0 - lr * wd if decoupled and wd != 0 else 1.0
-                l2 = 0.0 if decoupled else wd
-                for p in group["params"]:
-                    grad = p.grad
-                    if grad is None:
-                        continue
+                decay, l2 = split_weight_decay(group, lr, wd)
+                for p, grad in self._with_grads(group):
                     state = self.state[p]
                     if len(state) == 0:
                         state["step"] = self._new_step()
                         state["mu_product"] = Tensor._make(HOST_XP.ones((), dtype=_scalar_dtype()), False, None)
                         state["exp_avg"] = self._zeros_like(p)
                         state["exp_avg_sq"] = self._zeros_like(p)
-                    step_t = state["step"]._data
-                    step_t += 1
-                    step = float(step_t)
+                    step = self._count_step(state)
                     mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
                     mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
                     mu_product = state["mu_product"]._data

@@ -350,6 +350,30 @@ class Optimizer:
         """A ``step`` counter: a 0-d CPU tensor, whatever the parameter's device (as in PyTorch)."""
         return Tensor._make(HOST_XP.zeros((), dtype=_scalar_dtype()), False, None)
 
+    @staticmethod
+    def _with_grads(group: dict):
+        """``(param, grad)`` for each parameter of ``group`` that has a gradient, in order."""
+        for p in group["params"]:
+            grad = p.grad
+            if grad is not None:
+                yield p, grad
+
+    def _state_of(self, param: Tensor, *buffers: str) -> dict:
+        """The state of ``param``; on its first step a ``step`` counter and the zero ``buffers`` named, in order."""
+        state = self.state[param]
+        if len(state) == 0:
+            state["step"] = self._new_step()
+            for key in buffers:
+                state[key] = self._zeros_like(param)
+        return state
+
+    @staticmethod
+    def _count_step(state: dict) -> float:
+        """Add one to the ``step`` counter of ``state``, in place in its own dtype (as PyTorch), and return it."""
+        step_t = state["step"]._data
+        step_t += 1
+        return float(step_t)
+
     def _apply(self, kernel, param: Tensor, grad: Tensor, buffers, n_scratch: int, consts, fused=None) -> None:
         """Run one update kernel over the parameter, in place, and bump its version.
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..backend.device import ignore_float_errors
-from ._hyper import check_betas
-from .adam import _adam_kernel
-from .optimizer import Optimizer, _check_differentiable, _check_hyper
+from ._hyper import adam_group, check_adam_hyper, split_weight_decay
+from .adam import _adam_moments
+from .optimizer import Optimizer
 
 __all__ = ["RAdam"]
 
@@ -14,7 +14,7 @@ def _radam_kernel(xp, p, g, m, v, s, s2, decay, wd, neg, w1, b2, w2, eps, rectif
     """One RAdam update in place: Adam's moment updates, then ``θ ← θ - k·m/(sqrt(v) + eps)`` when rectified
     (``k = lr·r_t·sqrt(1-β2^t)/(1-β1^t)``) or the plain momentum step ``θ ← θ - k·m`` (``k = lr/(1-β1^t)``).
     """
-    _adam_kernel(xp, p, g, m, v, None, s, s2, decay, wd, neg, w1, b2, w2, 0.0, 0.0, False)
+    _adam_moments(xp, p, g, m, v, s, s2, decay, wd, neg, w1, b2, w2)
     if rectified:
         xp.sqrt(v, out=s)
         xp.add(s, eps, out=s)
@@ -50,11 +50,7 @@ class RAdam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        _check_differentiable(differentiable)
-        _check_hyper(lr >= 0.0, "learning rate", lr)
-        _check_hyper(eps >= 0.0, "epsilon value", eps)
-        betas = check_betas(betas)
-        _check_hyper(weight_decay >= 0.0, "weight_decay value", weight_decay)
+        betas = check_adam_hyper(differentiable, lr, eps, betas, weight_decay)
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -70,27 +66,12 @@ class RAdam(Optimizer):
         loss = self._call_closure(closure)
         with ignore_float_errors():
             for group in self.param_groups:
-                lr = float(group["lr"])
-                beta1, beta2 = (float(b) for b in group["betas"])
-                eps = float(group["eps"])
-                wd = float(group["weight_decay"])
-                neg = bool(group["maximize"])
-                decoupled = bool(group["decoupled_weight_decay"])
-                decay = 1.0 - lr * wd if decoupled and wd != 0 else 1.0
-                l2 = 0.0 if decoupled else wd
+                lr, beta1, beta2, eps, wd, neg = adam_group(group)
+                decay, l2 = split_weight_decay(group, lr, wd)
                 rho_inf = 2 / (1 - beta2) - 1
-                for p in group["params"]:
-                    grad = p.grad
-                    if grad is None:
-                        continue
-                    state = self.state[p]
-                    if len(state) == 0:
-                        state["step"] = self._new_step()
-                        state["exp_avg"] = self._zeros_like(p)
-                        state["exp_avg_sq"] = self._zeros_like(p)
-                    step_t = state["step"]._data
-                    step_t += 1
-                    step = float(step_t)
+                for p, grad in self._with_grads(group):
+                    state = self._state_of(p, "exp_avg", "exp_avg_sq")
+                    step = self._count_step(state)
                     bias_correction1 = 1 - beta1**step
                     bias_correction2 = 1 - beta2**step
                     rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..backend.device import ignore_float_errors
 from ..ops._fused import ElementwiseSpec
+from ._kernel_parts import l2_grad, lerp_moment
 from .optimizer import Optimizer, _check_differentiable, _check_hyper
 
 __all__ = ["RMSprop"]
@@ -12,22 +13,13 @@ __all__ = ["RMSprop"]
 def _rmsprop_kernel(xp, p, g, sq, ga, buf, s, s2, wd, neg, lr, alpha, w, eps, momentum):
     """One RMSprop update in place with ``xp`` ufuncs. ``neg``: maximize, folded into signs (exact)."""
     add, sub, mul, div, sqrt = xp.add, xp.subtract, xp.multiply, xp.divide, xp.sqrt
-    if wd:
-        mul(p, wd, out=s2)
-        (sub if neg else add)(s2, g, out=s2)
-        g, neg = s2, False
+    g, neg = l2_grad(xp, p, g, s2, wd, neg)
     mul(g, w, out=s)  # v ← alpha v + (1-alpha) g²
     mul(s, g, out=s)
     mul(sq, alpha, out=sq)
     add(sq, s, out=sq)
     if ga is not None:  # centered: avg = sqrt(v - gbar²) with gbar ← gbar + (1-alpha)(g - gbar)
-        if neg:
-            add(g, ga, out=s)
-            mul(s, -w, out=s)
-        else:
-            sub(g, ga, out=s)
-            mul(s, w, out=s)
-        add(ga, s, out=ga)
+        lerp_moment(xp, ga, g, s, neg, w)
         mul(ga, ga, out=s)
         sub(sq, s, out=s)
         sqrt(s, out=s)
@@ -153,23 +145,13 @@ class RMSprop(Optimizer):
                 neg = bool(group["maximize"])
                 n_scratch = 2 if wd else 1
                 consts = (wd, neg, lr, alpha, 1.0 - alpha, eps, momentum)
-                for p in group["params"]:
-                    grad = p.grad
-                    if grad is None:
-                        continue
-                    state = self.state[p]
-                    if len(state) == 0:
-                        state["step"] = self._new_step()
-                        state["square_avg"] = self._zeros_like(p)
-                        if momentum > 0:
-                            state["momentum_buffer"] = self._zeros_like(p)
-                        if centered:
-                            state["grad_avg"] = self._zeros_like(p)
+                for p, grad in self._with_grads(group):
+                    state = self._state_of(p, "square_avg")
                     if momentum > 0 and "momentum_buffer" not in state:
                         state["momentum_buffer"] = self._zeros_like(p)
                     if centered and "grad_avg" not in state:
                         state["grad_avg"] = self._zeros_like(p)
-                    state["step"]._data += 1
+                    self._count_step(state)
                     buffers = (
                         state["square_avg"]._data,
                         state["grad_avg"]._data if centered else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..backend.device import ignore_float_errors
 from ..ops._fused import ElementwiseSpec
+from ._kernel_parts import l2_grad
 from .optimizer import Optimizer, _check_differentiable, _check_hyper
 
 __all__ = ["SGD"]
@@ -12,10 +13,7 @@ __all__ = ["SGD"]
 def _sgd_kernel(xp, p, g, buf, s, s2, wd, neg, lr, momentum, damp_w, nesterov, init):
     """One SGD update in place with ``xp`` ufuncs. ``neg``: maximize (the effective gradient is ``-g``), folded into signs."""
     add, sub, mul = xp.add, xp.subtract, xp.multiply
-    if wd:
-        mul(p, wd, out=s2)
-        (sub if neg else add)(s2, g, out=s2)  # g_eff = -g + wd*p  or  g + wd*p
-        g, neg = s2, False
+    g, neg = l2_grad(xp, p, g, s2, wd, neg)  # g_eff = -g + wd*p  or  g + wd*p
     addg = sub if neg else add  # x + g_eff
     if buf is not None:
         if init:
@@ -130,10 +128,7 @@ class SGD(Optimizer):
                 nesterov = bool(group["nesterov"])
                 neg = bool(group["maximize"])
                 n_scratch = 2 if wd else 1
-                for p in group["params"]:
-                    grad = p.grad
-                    if grad is None:
-                        continue
+                for p, grad in self._with_grads(group):
                     if momentum != 0:
                         state = self.state[p]
                         buf = state.get("momentum_buffer")
