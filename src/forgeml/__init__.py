@@ -120,6 +120,7 @@ from .ops.elementwise import (
     where,
 )
 from .ops.indexing import gather, index_select, masked_fill, nonzero, scatter_add
+from .ops.inplace import relu_
 from .ops.linalg import bmm, dot, matmul, mm, mv, outer
 from .ops.logical import all, any
 from .ops.nn import log_softmax, softmax

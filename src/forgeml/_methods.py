@@ -223,6 +223,7 @@ _METHODS = {
     "fill_": inplace.fill_,
     "clamp_": inplace.clamp_,
     "clip_": inplace.clamp_,
+    "relu_": inplace.relu_,
     "copy_": inplace.copy_,
     "masked_fill_": inplace.masked_fill_,
     "uniform_": inplace.uniform_,

@@ -22,6 +22,7 @@ from ..ops.elementwise import clamp, gelu, log, sigmoid, softplus, tanh, where
 from ..ops.elementwise import maximum as _maximum
 from ..ops.feature_dropout import dropout1d, dropout2d, dropout3d
 from ..ops.group_norm import group_norm, instance_norm
+from ..ops.inplace import relu_
 from ..ops.nn import check_reduction, cross_entropy, dropout, linear, log_softmax, nll_loss, one_hot, softmax
 from ..ops.normalization import layer_norm, rms_norm
 from ..ops.pool1d import adaptive_avg_pool1d, adaptive_max_pool1d, avg_pool1d, max_pool1d
@@ -82,6 +83,7 @@ __all__ = [
     "nll_loss",
     "one_hot",
     "relu",
+    "relu_",
     "sigmoid",
     "silu",
     "smooth_l1_loss",

@@ -27,7 +27,7 @@ from ..backend.random import generator_for
 from ..backend.shapes import sum_to_shape
 from ..tensor import Tensor, _RetainGrad
 from ._util import broadcasts_to, is_number, operand_result_type, python_scalar
-from .elementwise import Add, Clamp, Div, Mul, Sub
+from .elementwise import Add, Clamp, Div, Mul, Relu, Sub
 from .indexing import MaskedFill, _index_error, _normalize_index, mask_array, scatter_add_into_zeros
 
 __all__ = [
@@ -376,6 +376,16 @@ def clamp_(input, min=None, max=None):
 
 
 clip_ = clamp_
+
+
+def relu_(input):
+    """``max(input, 0)`` written into ``input`` (recorded by autograd on a non-leaf, as PyTorch's ``relu_``)."""
+    xp = _xp(input._data)
+
+    def direct(data):
+        xp.maximum(data, 0, out=data)
+
+    return apply_inplace(input, Relu, direct=direct)
 
 
 def masked_fill_(input, mask, value):
