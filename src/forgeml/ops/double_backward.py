@@ -900,21 +900,16 @@ def _batch_norm(node, saved, g):
 
 
 # ------------------------------------------------------------ indexing
-class AdvancedIndexBackward(ArrayFunction):
-    """The transpose of ``x[index]`` (advanced): ``g`` added at ``index`` of zeros; repeated indices accumulate."""
+class AdvancedIndexBackward(BasicIndexBackward):
+    """The transpose of ``x[index]`` (advanced): ``g`` added at ``index`` of zeros; repeated indices accumulate.
+    Its backward is :class:`BasicIndexBackward`'s: ``gg[index]``."""
 
     @staticmethod
     def forward(ctx, g, in_shape, index):
-        ctx.index = index
         if any(getattr(i, "dtype", None) is not None and i.dtype.kind != "b" for i in index):
+            ctx.index = index
             return indexing.scatter_add_into_zeros(in_shape, g.dtype, index, g, ctx.xp)
-        out = ctx.xp.zeros(in_shape, dtype=g.dtype)
-        out[index] = g
-        return out
-
-    @staticmethod
-    def backward(ctx, gg):
-        return gg[ctx.index], None, None
+        return BasicIndexBackward.forward(ctx, g, in_shape, index)
 
 
 @register_differentiable_backward(indexing.AdvancedIndex)
