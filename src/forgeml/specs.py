@@ -29,8 +29,12 @@ __all__ = [
     "ArchitectureSuggestionsResponse",
     "Citation",
     "DroppedCandidate",
+    "ChangeRecord",
     "EarlyStop",
     "EnableGradClipping",
+    "FindLearningRate",
+    "InputStats",
+    "LayerStats",
     "LayerSpec",
     "ModelAnalysisResponse",
     "ModelSpec",
@@ -45,10 +49,14 @@ __all__ = [
     "SetBatchSize",
     "SetDropout",
     "SetLabelSmoothing",
+    "SetLRSchedule",
     "SetWeightDecay",
+    "StandardizeInputs",
+    "SwitchOptimizer",
     "SwitchScheduler",
     "SyntheticDataResponse",
     "SyntheticSample",
+    "TrainingContext",
     "TrainingMetrics",
 ]
 
@@ -379,6 +387,10 @@ class SetDropout(_Strict):
 class SetBatchSize(_Strict):
     action: Literal["set_batch_size"] = "set_batch_size"
     n: int = Field(ge=1, le=1_000_000)
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        default="none",
+        description="scale the learning rate with the batch: 'linear' (SGD, Goyal et al. 2017) or 'sqrt' (Adam family)",
+    )
 
 
 class EnableGradClipping(_Strict):
@@ -407,6 +419,44 @@ class SwitchScheduler(_Strict):
     params: dict[str, float | int | list[int] | str | bool] = Field(default_factory=dict)
 
 
+class SwitchOptimizer(_Strict):
+    """Change the optimizer's class, keeping its hyper-parameters and (``keep_state``) its per-parameter state:
+    Adam with coupled L2 decay -> AdamW with decoupled decay keeps the moment estimates (Loshchilov & Hutter 2019)."""
+
+    action: Literal["switch_optimizer"] = "switch_optimizer"
+    name: Literal["adamw", "adam", "sgd"]
+    keep_state: bool = True
+
+
+class StandardizeInputs(_Strict):
+    """Standardise the inputs to zero mean and unit variance (statistics measured on the training data when not
+    given); the trainer folds the transform into the first layer at the end, so the model keeps its raw inputs."""
+
+    action: Literal["standardize_inputs"] = "standardize_inputs"
+    mean: float | None = None
+    std: float | None = Field(default=None, gt=0)
+
+
+class SetLRSchedule(_Strict):
+    """A schedule over the run's remaining epochs from the current learning rate: ``cosine`` annealing,
+    ``warmup_cosine`` (linear warm-up for ``warmup_epochs``, then cosine) or ``one_cycle`` (Smith & Topin 2019)."""
+
+    action: Literal["set_lr_schedule"] = "set_lr_schedule"
+    kind: Literal["cosine", "warmup_cosine", "one_cycle"]
+    warmup_epochs: float = Field(default=0.0, ge=0, le=100)
+    min_lr_ratio: float = Field(default=0.01, ge=0, le=1)
+
+
+class FindLearningRate(_Strict):
+    """A learning-rate range test (Smith 2017): ``steps`` mini-batches with the rate rising geometrically from
+    ``min_lr`` to ``max_lr``, then the weights are put back and the rate set a decade below the loss's minimum."""
+
+    action: Literal["find_learning_rate"] = "find_learning_rate"
+    min_lr: float = Field(default=1e-6, gt=0)
+    max_lr: float = Field(default=1.0, gt=0)
+    steps: int = Field(default=100, ge=10, le=10_000)
+
+
 Action = Annotated[
     Union[  # noqa: UP007 - a discriminated union reads best spelled out
         ScaleLearningRate,
@@ -418,6 +468,10 @@ Action = Annotated[
         EarlyStop,
         RestoreBestCheckpoint,
         SwitchScheduler,
+        SwitchOptimizer,
+        StandardizeInputs,
+        SetLRSchedule,
+        FindLearningRate,
     ],
     Field(discriminator="action"),
 ]
@@ -431,10 +485,79 @@ ACTION_NAMES = (
     "early_stop",
     "restore_best_checkpoint",
     "switch_scheduler",
+    "switch_optimizer",
+    "standardize_inputs",
+    "set_lr_schedule",
+    "find_learning_rate",
 )
 
-DIAGNOSES = ("healthy", "diverging", "plateau", "overfitting", "underfitting", "noisy", "unknown")
-Diagnosis = Literal["healthy", "diverging", "plateau", "overfitting", "underfitting", "noisy", "unknown"]
+DIAGNOSES = ("healthy", "diverging", "plateau", "overfitting", "underfitting", "noisy", "misconfigured", "unknown")
+Diagnosis = Literal[
+    "healthy", "diverging", "plateau", "overfitting", "underfitting", "noisy", "misconfigured", "unknown"
+]
+
+
+# ---------------------------------------------------------- training context
+class InputStats(_Strict):
+    """Statistics of a sample of the training inputs (over all features)."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    features: int = Field(ge=0, description="values per sample")
+    integer: bool = Field(default=False, description="integer inputs (token ids, categories): not standardisable")
+    standardized: bool = Field(default=False, description="the trainer already standardises them")
+
+
+class LayerStats(_Strict):
+    """One parameter tensor at the end of an epoch: its norm, its gradient's norm and the size of its updates
+    relative to it (``update_ratio`` = ||step|| / ||weight||, healthy around 1e-3 for Adam-trained networks)."""
+
+    name: str
+    weight_norm: float
+    grad_norm: float | None = None
+    update_ratio: float | None = None
+
+
+class ChangeRecord(_Strict):
+    """A change the trainer made on advice, and what it did to the monitored metric."""
+
+    epoch: int = Field(description="the epoch boundary at which it was applied (0: before training)")
+    action: dict[str, Any]
+    provider: str = ""
+    metric: str = "val_loss"
+    before: float | None = Field(default=None, description="the metric's best value before the change")
+    after: float | None = Field(default=None, description="its best value during the trial")
+    verdict: Literal["on_trial", "kept", "reverted", "final"] = "on_trial"
+    reason: str = ""
+
+
+class TrainingContext(BaseModel):
+    """What an analyst needs besides the curves: the optimizer and its weight-decay mode, the regularisation in
+    force, input statistics, per-layer gradient and update statistics, and the changes already tried."""
+
+    model_config = ConfigDict(extra="allow", ser_json_inf_nan="strings")
+
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    weight_decay: float | None = None
+    decoupled_weight_decay: bool | None = None
+    batch_size: int | None = None
+    dropout: float | None = None
+    label_smoothing: float | None = None
+    max_grad_norm: float | None = None
+    scheduler: str | None = None
+    epochs_planned: int | None = None
+    epochs_done: int = 0
+    num_classes: int | None = None
+    train_samples: int | None = None
+    inputs: InputStats | None = None
+    layers: list[LayerStats] = Field(default_factory=list, description="the latest epoch's per-layer statistics")
+    changes: list[ChangeRecord] = Field(default_factory=list)
+    loss_changed_at: list[int] = Field(
+        default_factory=list, description="epochs after which the loss's definition changed (label smoothing)"
+    )
 
 
 # ------------------------------------------------------------------ responses
