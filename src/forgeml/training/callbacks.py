@@ -26,12 +26,16 @@ class Callback:
     def on_train_end(self, trainer) -> None:
         pass
 
+    def on_divergence(self, trainer, record: dict) -> None:
+        """An epoch diverged under the trainer's ``DivergencePolicy``; ``record`` is the entry just added to
+        ``trainer.recoveries`` (epoch, reason, lr_before, lr_after, gave_up)."""
+
 
 class LambdaCallback(Callback):
     """A callback from plain functions: ``LambdaCallback(on_epoch_end=lambda trainer, metrics: ...)``."""
 
     def __init__(self, **hooks) -> None:
-        known = {"on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_train_end"}
+        known = {"on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_train_end", "on_divergence"}
         unknown = set(hooks) - known
         if unknown:
             raise TypeError(f"unknown callback hooks {sorted(unknown)}; expected some of {sorted(known)}")

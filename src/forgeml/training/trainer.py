@@ -18,6 +18,7 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from ..autograd.grad_mode import no_grad
 from ..backend import random as _random
@@ -30,7 +31,7 @@ from ..optim.lr_scheduler import ReduceLROnPlateau
 from ..tensor import Tensor
 from .callbacks import Callback
 
-__all__ = ["EpochMetrics", "Trainer", "TrainingDivergedError"]
+__all__ = ["DivergencePolicy", "EpochMetrics", "Trainer", "TrainingDivergedError"]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -54,12 +55,43 @@ class EpochMetrics:
     epoch_time: float
     samples_per_second: float
     grad_norm: float | None
+    layers: list[dict] | None = None  # per-parameter statistics (``Trainer(layer_stats=True)``)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def get(self, name: str, default=None):
         return getattr(self, name, default)
+
+
+@dataclass
+class DivergencePolicy:
+    """How :class:`Trainer` recovers from a diverging epoch instead of stopping.
+
+    An epoch diverges when a step's loss is NaN or infinite, or when its mean
+    train loss exceeds ``factor`` times the best epoch train loss recorded
+    since the loss last changed definition (:meth:`Trainer.note_loss_changed`).
+    The trainer then restores the end of the last good epoch, multiplies every
+    param group's learning rate (and a scheduler's ``base_lrs``) by
+    ``lr_factor`` and runs the epoch again. After ``max_recoveries``
+    recoveries the next divergence raises :class:`TrainingDivergedError`
+    (``on_exhausted='raise'``) or stops training (``'stop'``).
+    """
+
+    factor: float = 4.0
+    lr_factor: float = 0.3
+    max_recoveries: int = 3
+    on_exhausted: Literal["raise", "stop"] = "raise"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.factor, (int, float)) and math.isfinite(self.factor) and self.factor > 1):
+            raise ValueError(f"DivergencePolicy.factor must be a finite number > 1, got {self.factor!r}")
+        if not (isinstance(self.lr_factor, (int, float)) and 0 < self.lr_factor < 1):
+            raise ValueError(f"DivergencePolicy.lr_factor must be in (0, 1), got {self.lr_factor!r}")
+        if isinstance(self.max_recoveries, bool) or not isinstance(self.max_recoveries, int) or self.max_recoveries < 0:
+            raise ValueError(f"DivergencePolicy.max_recoveries must be an int >= 0, got {self.max_recoveries!r}")
+        if self.on_exhausted not in ("raise", "stop"):
+            raise ValueError(f"DivergencePolicy.on_exhausted must be 'raise' or 'stop', got {self.on_exhausted!r}")
 
 
 def _split_batch(batch):
@@ -183,6 +215,121 @@ class _Progress:
             self.bar.close()
 
 
+def _sq_norm(array):
+    """``sum(array ** 2)`` as a 0-d value on the array's device (float32 at least, no sync)."""
+    xp = namespace_of(array)
+    flat = array.reshape(-1)
+    if flat.dtype.itemsize < 4:
+        flat = flat.astype(xp.float32)
+    return xp.vdot(flat, flat)
+
+
+class _LayerStats:
+    """Per-parameter gradient norms and relative update sizes, measured on a few sampled steps of an epoch.
+
+    On a sampled step :meth:`before_step` (after backward) measures the gradients and copies the weights,
+    :meth:`after_step` measures how far the optimizer moved them. The sums stay on the device until
+    :meth:`result` reads them back in one transfer per device.
+    """
+
+    UNKNOWN_LENGTH_EVERY = 25
+
+    def __init__(self, model, n_batches: int | None) -> None:
+        self.named = [(name, p) for name, p in model.named_parameters()]
+        self.n_batches = n_batches
+        self.every = max(1, n_batches // 8) if n_batches else self.UNKNOWN_LENGTH_EVERY
+        self.grad_sum = [None] * len(self.named)
+        self.grad_count = [0] * len(self.named)
+        self.ratio_sum = [None] * len(self.named)
+        self.ratio_count = [None] * len(self.named)
+        self.total_sum = None
+        self.total_count = 0
+        self._before: list | None = None
+
+    def wants(self, step: int) -> bool:
+        if self.n_batches:
+            return step % self.every == 0 or step == self.n_batches
+        return (step - 1) % self.every == 0  # the length is unknown: the first step, then every 25th
+
+    @staticmethod
+    def _add(current, value):
+        return value if current is None else current + value
+
+    def before_step(self, inv_scale: float) -> None:
+        total = None
+        for i, (_, p) in enumerate(self.named):
+            grad = p.grad
+            if grad is None:
+                continue
+            sq = _sq_norm(grad._data)
+            if inv_scale != 1.0:  # gradients of a scaled loss: report the true ones
+                sq = sq * (inv_scale * inv_scale)
+            total = self._add(total, sq)
+            self.grad_sum[i] = self._add(self.grad_sum[i], namespace_of(sq).sqrt(sq))
+            self.grad_count[i] += 1
+        if total is not None:
+            self.total_sum = self._add(self.total_sum, namespace_of(total).sqrt(total))
+            self.total_count += 1
+        self._before = [p._data.copy() for _, p in self.named]
+
+    def after_step(self) -> None:
+        before, self._before = self._before, None
+        for i, ((_, p), old) in enumerate(zip(self.named, before)):
+            xp = namespace_of(old)
+            w_norm = xp.sqrt(_sq_norm(old))
+            u_norm = xp.sqrt(_sq_norm(p._data - old))
+            known = w_norm > 0  # the relative update of an all-zero weight is undefined: that step is left out
+            ratio = xp.where(known, u_norm / xp.where(known, w_norm, 1), 0)
+            self.ratio_sum[i] = self._add(self.ratio_sum[i], ratio)
+            self.ratio_count[i] = self._add(self.ratio_count[i], known.astype(ratio.dtype))
+
+    def result(self) -> tuple[list[dict], float | None]:
+        """The per-parameter rows (``name``, ``weight_norm``, ``grad_norm``, ``update_ratio``) and the mean
+        total gradient norm of the sampled steps."""
+        slots: list = []  # every value to read, as 0-d arrays
+
+        def slot(value):
+            if value is None:
+                return None
+            slots.append(value)
+            return len(slots) - 1
+
+        layout = []
+        for i, (name, p) in enumerate(self.named):
+            xp = namespace_of(p._data)
+            layout.append(
+                (
+                    name,
+                    slot(xp.sqrt(_sq_norm(p._data))),
+                    slot(self.grad_sum[i]),
+                    self.grad_count[i],
+                    slot(self.ratio_sum[i]),
+                    slot(self.ratio_count[i]),
+                )
+            )
+        total = slot(self.total_sum)
+        values = [None] * len(slots)
+        by_namespace: dict = {}
+        for index, value in enumerate(slots):
+            by_namespace.setdefault(namespace_of(value), []).append(index)
+        for indices in by_namespace.values():  # one transfer (one sync) per device
+            for index, value in zip(indices, _read_floats([slots[j] for j in indices])):
+                values[index] = value
+        rows = []
+        for name, w, g, g_count, r, r_count in layout:
+            ratio_count = values[r_count] if r_count is not None else 0.0
+            rows.append(
+                {
+                    "name": name,
+                    "weight_norm": values[w],
+                    "grad_norm": values[g] / g_count if g is not None and g_count else None,
+                    "update_ratio": values[r] / ratio_count if r is not None and ratio_count else None,
+                }
+            )
+        mean_total = values[total] / self.total_count if total is not None and self.total_count else None
+        return rows, mean_total
+
+
 class Trainer:
     """Train ``model`` with ``optimizer`` on ``loss_fn(output, target)`` (cross-entropy by default).
 
@@ -205,6 +352,15 @@ class Trainer:
     in ``autocast_dtype`` (default: float16 on CUDA, bfloat16 on the CPU) and,
     for float16, scales the loss with a :class:`forgeml.amp.GradScaler` (its
     state is part of the trainer's checkpoints).
+
+    ``divergence``: a :class:`DivergencePolicy` makes a diverging epoch (a
+    non-finite loss, or a train loss that explodes) restore the last good epoch,
+    lower the learning rate and run again (see :meth:`run_epoch`); each
+    recovery is a dict in ``recoveries``. ``track_best=True`` keeps host copies
+    of the weights of the epoch with the lowest validation loss (train loss
+    without validation) in ``best_state`` (:meth:`restore_best`).
+    ``layer_stats=True`` adds per-parameter statistics, measured on a few
+    sampled steps, to each epoch's ``EpochMetrics.layers``.
     """
 
     def __init__(
@@ -222,9 +378,14 @@ class Trainer:
         device: Device | str | int | None = None,
         amp: bool = False,
         autocast_dtype=None,
+        divergence: DivergencePolicy | None = None,
+        track_best: bool = False,
+        layer_stats: bool = False,
     ) -> None:
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        if divergence is not None and not isinstance(divergence, DivergencePolicy):
+            raise TypeError(f"divergence must be a DivergencePolicy or None, got {type(divergence).__name__}")
         if device is None:
             self.device = _model_device(model)
         else:
@@ -255,6 +416,14 @@ class Trainer:
         self._last_good = None
         self._rng_loader = None  # the last training loader an epoch ran on: its own generators are checkpointed
         self._pending_loader_rng = None  # their states from a loaded checkpoint, put back when the next epoch starts
+        self.divergence = divergence
+        self.recoveries: list[dict] = []
+        self.loss_changed_at: list[int] = []
+        self.track_best = bool(track_best)
+        self.best_state: dict | None = None
+        self.best_epoch: int | None = None
+        self.best_metric: float | None = None
+        self.layer_stats = bool(layer_stats)
         self.amp = bool(amp)
         self.scaler = None
         self._autocast = None
@@ -275,26 +444,110 @@ class Trainer:
         self._log(message)
 
     def fit(self, train_loader, val_loader=None, epochs: int = 1) -> list[EpochMetrics]:
-        """Train for ``epochs`` more epochs (or until a callback sets ``stop_training``)."""
+        """Train for ``epochs`` more epochs (or until a callback sets ``stop_training``).
+
+        With a :class:`DivergencePolicy` a diverged epoch is run again; only completed epochs count.
+        """
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         self.stop_training = False
         self._snapshot()
+        if self.track_best and val_loader is not None and self.best_state is None:
+            self.track_initial_best(val_loader)
         self._call("on_train_begin")
         try:
-            for _ in range(epochs):
-                self.epoch += 1
-                self._call("on_epoch_begin", self.epoch)
-                metrics = self._run_epoch(train_loader, val_loader)
-                self.history.append(metrics)
-                self._snapshot()
-                self.log(self._describe(metrics))
-                self._call("on_epoch_end", metrics)
+            done = 0
+            while done < epochs:
+                if self.run_epoch(train_loader, val_loader) is not None:
+                    done += 1
                 if self.stop_training:
                     break
         finally:
             self._call("on_train_end")
         return self.history
+
+    def run_epoch(self, train_loader, val_loader=None) -> EpochMetrics | None:
+        """Train one epoch under the divergence policy; its metrics, or None when it diverged.
+
+        Without a policy a non-finite loss raises :class:`TrainingDivergedError`
+        (the model and optimizer restored to the last good epoch). With one, a
+        non-finite loss or an exploding train loss restores the last good epoch
+        (model, optimizer, scheduler and ``global_step``), multiplies the
+        learning rates by ``lr_factor``, appends a record to ``recoveries``,
+        calls the callbacks' ``on_divergence`` and returns None: the caller runs
+        the epoch again. Once ``max_recoveries`` are used up the next divergence
+        raises (``on_exhausted='raise'``) or sets ``stop_training``
+        (``'stop'``), and its record has ``gave_up=True``.
+        """
+        policy = self.divergence
+        if policy is None:
+            self.epoch += 1
+            self._call("on_epoch_begin", self.epoch)
+            metrics = self._run_epoch(train_loader, val_loader)
+            self._accept_epoch(metrics)
+            return metrics
+        start_step = self.global_step
+        scheduler_state = self._scheduler_state()
+        self.epoch += 1
+        self._call("on_epoch_begin", self.epoch)
+        try:
+            metrics = self._run_epoch(train_loader, val_loader)
+        except TrainingDivergedError as exc:  # the model and optimizer are restored already
+            error = exc
+            reason = f"non-finite loss at step {exc.step} of epoch {exc.epoch}"
+        else:
+            baseline = self._explosion_baseline()
+            if baseline is None or metrics.train_loss <= policy.factor * baseline:
+                self._accept_epoch(metrics)
+                return metrics
+            self.restore_last_good()
+            reason = (
+                f"train loss {metrics.train_loss:.4g} at epoch {self.epoch} exceeded {policy.factor:g}x "
+                f"the best epoch's {baseline:.4g}"
+            )
+            error = TrainingDivergedError(
+                f"{reason}; the model and optimizer were restored to the end of the last good epoch",
+                self.epoch,
+                self.global_step - start_step,
+            )
+        self._recover(reason, error, start_step, scheduler_state)
+        return None
+
+    def note_loss_changed(self) -> None:
+        """The loss's definition changed (label smoothing switched on, say): from now on the explosion check
+        compares an epoch's train loss only with the epochs that follow this point."""
+        self.loss_changed_at.append(self.epoch)
+
+    def track_initial_best(self, val_loader) -> float | None:
+        """Evaluate the model as it is now on ``val_loader`` and make it the best state so far when it is
+        (recorded as the current epoch: 0 before training), so that a run that goes wrong from the start can
+        be restored to it. Draws nothing from the random generators that training uses. Returns the loss."""
+        if val_loader is None:
+            return None
+        cpu_state = _random.default_generator.get_state()
+        cuda_states = {index: gen.get_state() for index, gen in _random._cuda_generators.items()}
+        try:
+            value = self.evaluate(val_loader)["loss"]
+        finally:
+            _random.default_generator.set_state(cpu_state)
+            for index, state in cuda_states.items():
+                _random._cuda_generators[index].set_state(state)
+        self._update_best(self.epoch, value)
+        return value
+
+    def restore_best(self) -> bool:
+        """Load the best epoch's weights (``track_best``) into the model; False when none were kept."""
+        if self.best_state is None:
+            return False
+        self.model.load_state_dict(self.best_state)
+        return True
+
+    def find_lr(self, train_loader, **kwargs):
+        """A learning-rate range test on ``train_loader``: see :func:`forgeml.training.lr_finder.find_learning_rate`
+        (the model, optimizer and random state are left as they were)."""
+        from .lr_finder import find_learning_rate
+
+        return find_learning_rate(self, train_loader, **kwargs)
 
     def evaluate(self, loader) -> dict:
         """Mean loss (and accuracy, for classification) over ``loader`` in eval mode, without a graph.
@@ -358,6 +611,13 @@ class Trainer:
             "global_step": self.global_step,
             "history": [m.as_dict() for m in self.history],
         }
+        if self.best_epoch is not None:
+            state["best_epoch"] = self.best_epoch
+            state["best_metric"] = self.best_metric
+        if self.loss_changed_at:
+            state["loss_changed_at"] = list(self.loss_changed_at)
+        if self.recoveries:
+            state["recoveries"] = [dict(r) for r in self.recoveries]
         if self.scheduler is not None and hasattr(self.scheduler, "state_dict"):
             state["scheduler"] = self.scheduler.state_dict()
         if self.scaler is not None and self.scaler.is_enabled():
@@ -376,6 +636,14 @@ class Trainer:
         self.epoch = int(state.get("epoch", 0))
         self.global_step = int(state.get("global_step", 0))
         self.history = [EpochMetrics(**m) for m in state.get("history", [])]
+        # states written before these entries existed have none of them; the best weights are never saved
+        best_epoch = state.get("best_epoch")
+        self.best_epoch = int(best_epoch) if best_epoch is not None else None
+        best_metric = state.get("best_metric")
+        self.best_metric = float(best_metric) if best_metric is not None else None
+        self.best_state = None
+        self.loss_changed_at = [int(e) for e in state.get("loss_changed_at") or []]
+        self.recoveries = [dict(r) for r in state.get("recoveries") or []]
         if state.get("rng") is not None:  # checkpoints written before the random state was saved have none
             self._load_rng_state(state["rng"])
 
@@ -405,6 +673,89 @@ class Trainer:
     def _call(self, hook: str, *args) -> None:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
+
+    def _accept_epoch(self, metrics: EpochMetrics) -> None:
+        """A completed epoch: record it, make it the last good state, update the best state, log, and tell
+        the callbacks."""
+        self.history.append(metrics)
+        self._snapshot()
+        if self.track_best:
+            self._update_best(metrics.epoch, metrics.val_loss if metrics.val_loss is not None else metrics.train_loss)
+        self.log(self._describe(metrics))
+        self._call("on_epoch_end", metrics)
+
+    def _update_best(self, epoch: int, value) -> None:
+        if value is None or not math.isfinite(value) or (self.best_metric is not None and value >= self.best_metric):
+            return
+        self.best_metric, self.best_epoch = float(value), int(epoch)
+        self.best_state = {
+            k: Tensor._make(to_host(v._data).copy(), False, None) for k, v in self.model.state_dict().items()
+        }
+
+    def _explosion_baseline(self) -> float | None:
+        """The lowest finite train loss of the epochs since the loss last changed definition (None: none)."""
+        since = self.loss_changed_at[-1] if self.loss_changed_at else None
+        losses = [
+            m.train_loss
+            for m in self.history
+            if (since is None or m.epoch > since) and m.train_loss is not None and math.isfinite(m.train_loss)
+        ]
+        return min(losses, default=None)
+
+    def _scheduler_state(self):
+        scheduler = self.scheduler
+        if scheduler is None or not hasattr(scheduler, "state_dict") or not hasattr(scheduler, "load_state_dict"):
+            return None
+        return copy.deepcopy(scheduler.state_dict())
+
+    def _recover(self, reason: str, error: TrainingDivergedError, start_step: int, scheduler_state) -> None:
+        """After a diverged epoch (model and optimizer restored): undo the rest of the epoch, lower the
+        learning rate unless the recoveries are used up, record it, and raise or stop when they are."""
+        policy = self.divergence
+        epoch = self.epoch
+        self.epoch -= 1
+        self.global_step = start_step
+        if scheduler_state is not None:
+            self.scheduler.load_state_dict(copy.deepcopy(scheduler_state))
+        lr_before = self.learning_rate
+        gave_up = sum(1 for r in self.recoveries if not r["gave_up"]) >= policy.max_recoveries
+        if not gave_up:
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["lr"] * policy.lr_factor
+            if self._last_good is not None:
+                # the last good state keeps the lowered rates: the next restore must not undo them
+                saved_groups = self._last_good["optimizer"]["param_groups"]
+                for saved, group in zip(saved_groups, self.optimizer.param_groups):
+                    saved["lr"] = group["lr"]
+            base_lrs = getattr(self.scheduler, "base_lrs", None)
+            if isinstance(base_lrs, list):
+                self.scheduler.base_lrs = [lr * policy.lr_factor for lr in base_lrs]
+        record = {
+            "epoch": epoch,
+            "reason": reason,
+            "lr_before": lr_before,
+            "lr_after": self.learning_rate,
+            "gave_up": gave_up,
+        }
+        self.recoveries.append(record)
+        if gave_up:
+            self.log(f"{reason}; recovery limit ({policy.max_recoveries}) reached, giving up")
+        else:
+            self.log(
+                f"{reason}; restored the last good epoch, learning rate {lr_before:.3g} -> {record['lr_after']:.3g}"
+            )
+        for callback in self.callbacks:
+            hook = getattr(callback, "on_divergence", None)
+            if hook is not None:
+                hook(self, record)
+        self._on_recovery(record)
+        if gave_up:
+            if policy.on_exhausted == "raise":
+                raise error
+            self.stop_training = True
+
+    def _on_recovery(self, record: dict) -> None:
+        """Called after each divergence record (a no-op here; subclasses log or report it)."""
 
     def _prepare(self, batch):
         """``(inputs, targets)`` of a batch, on the trainer's device."""
@@ -541,6 +892,8 @@ class Trainer:
         norm = None
         first_step = self.global_step
         scaler = self.scaler
+        stats = _LayerStats(self.model, n_batches) if self.layer_stats else None
+        sampled = False
         start = time.perf_counter()
         try:
             for step, batch in enumerate(train_loader, 1):
@@ -557,6 +910,11 @@ class Trainer:
                     scaler.scale(loss).backward()
                 else:
                     loss.backward()
+                if stats is not None:
+                    sampled = stats.wants(step)
+                    if sampled:
+                        scaled = scaler is not None and scaler.is_enabled()
+                        stats.before_step(1.0 / scaler.get_scale() if scaled else 1.0)
                 if self.max_grad_norm is not None:
                     if scaler is not None:
                         scaler.unscale_(self.optimizer)  # clip the true gradients
@@ -569,6 +927,9 @@ class Trainer:
                     scaler.update()
                 else:
                     self.optimizer.step()
+                if sampled:
+                    stats.after_step()
+                    sampled = False
                 self.global_step += 1
                 if self.scheduler is not None and self.scheduler_interval == "step":
                     self.scheduler.step()
@@ -604,6 +965,11 @@ class Trainer:
         total_loss, total, correct, classified = self._combine_totals(total_loss, total, correct, classified)
         if total == 0:
             raise ValueError("fit: the training loader produced no batches")
+        layers = None
+        if stats is not None:
+            layers, mean_grad_norm = stats.result()
+            if self.max_grad_norm is None:
+                grad_norm = mean_grad_norm
         train_time = time.perf_counter() - start
         val = self.evaluate(val_loader) if val_loader is not None else None
         if self.scheduler is not None and self.scheduler_interval == "epoch":
@@ -621,6 +987,7 @@ class Trainer:
             epoch_time=time.perf_counter() - start,
             samples_per_second=total / train_time if train_time > 0 else float("inf"),
             grad_norm=grad_norm,
+            layers=layers,
         )
 
     @staticmethod
