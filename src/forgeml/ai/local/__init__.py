@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...specs import ArchitectureCandidate, ModelSpec, ResearchInsight, TrainingMetrics
+from ...specs import ArchitectureCandidate, ModelSpec, ResearchInsight, TrainingContext, TrainingMetrics
 from .analysis import AnalysisResult, analyze_metrics
 from .architectures import propose_architectures
 from .knowledge import load_knowledge, search
@@ -58,9 +58,12 @@ class LocalAdvisor:
             self._rng, model_type, features, labels, target_count, method=method, k_neighbors=k_neighbors, noise=noise
         )
 
-    def analyze(self, model_description: str, metrics: TrainingMetrics) -> AnalysisResult:
-        """A diagnosis of the run, the evidence from its curves, and typed recommendations."""
-        return analyze_metrics(model_description, metrics)
+    def analyze(
+        self, model_description: str, metrics: TrainingMetrics, context: TrainingContext | dict | None = None
+    ) -> AnalysisResult:
+        """A diagnosis of the run, the evidence from its curves (and its ``TrainingContext``: optimizer, inputs,
+        per-layer statistics, changes tried), and typed recommendations."""
+        return analyze_metrics(model_description, metrics, context)
 
     def research(
         self, domain: str, question: str | None = None, diagnosis: str | None = None, k: int = 5

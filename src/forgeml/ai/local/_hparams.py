@@ -10,7 +10,19 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["HyperParams", "diagnosis_hint", "parse_hparams"]
+__all__ = [
+    "ADAM_FAMILY",
+    "COUPLED_L2_MIN",
+    "HyperParams",
+    "coupled_l2",
+    "diagnosis_hint",
+    "parse_hparams",
+    "with_context",
+]
+
+ADAM_FAMILY = ("adam", "adamw", "nadam", "radam", "adamax")
+_COUPLED_ADAM = ("adam", "nadam", "radam", "adamax")  # their weight_decay argument adds L2 to the gradient
+COUPLED_L2_MIN = 1e-4  # weight decay from which coupled L2 in an Adam-family optimizer matters
 
 _NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 _SEP = r"\s*(?:[:=]|\bof\b|\bis\b|\bat\b)?\s*"
@@ -23,6 +35,7 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     "weight_decay": re.compile(r"\b(?:weight[_ -]?decay|wd|l2)" + _SEP + _NUM, re.IGNORECASE),
     "batch_size": re.compile(r"\b(?:batch[_ -]?size|bs)" + _SEP + r"(\d+)\b", re.IGNORECASE),
     "label_smoothing": re.compile(r"\blabel[_ -]?smoothing" + _SEP + _NUM, re.IGNORECASE),
+    "momentum": re.compile(r"\bmomentum" + _SEP + _NUM, re.IGNORECASE),
     "max_norm": re.compile(
         r"\b(?:max[_ -]?norm|clip[_ -]?grad[_ -]?norm|grad(?:ient)?[_ -]?clip(?:ping)?(?:[_ -]?norm)?)" + _SEP + _NUM,
         re.IGNORECASE,
@@ -32,7 +45,7 @@ _NUM_CLASSES = (
     re.compile(r"\b(?:num[_ -]?classes|n[_ -]?classes|classes)" + _SEP + r"(\d+)\b", re.IGNORECASE),
     re.compile(r"\b(\d+)[- ](?:way|classes|class)\b", re.IGNORECASE),
 )
-_OPTIMIZER = re.compile(r"\b(adamw|adam|sgd|rmsprop|adagrad)\b", re.IGNORECASE)
+_OPTIMIZER = re.compile(r"\b(adamw|adam|nadam|radam|adamax|sgd|rmsprop|adagrad)\b", re.IGNORECASE)
 
 _RANGES = {
     "lr": (0.0, 10.0),
@@ -41,6 +54,7 @@ _RANGES = {
     "batch_size": (1.0, 1_000_000.0),
     "label_smoothing": (0.0, 1.0),
     "max_norm": (0.0, 1e6),
+    "momentum": (0.0, 1.0),
 }
 
 
@@ -56,6 +70,55 @@ class HyperParams:
     max_norm: float | None = None
     num_classes: int | None = None
     optimizer: str | None = None
+    momentum: float | None = None
+    # known only from a TrainingContext
+    decoupled_weight_decay: bool | None = None
+    scheduler: str | None = None
+    epochs_planned: int | None = None
+    epochs_done: int = 0
+
+
+_CONTEXT_FIELDS = {
+    "lr": "learning_rate",
+    "weight_decay": "weight_decay",
+    "dropout": "dropout",
+    "batch_size": "batch_size",
+    "label_smoothing": "label_smoothing",
+    "max_norm": "max_grad_norm",
+    "num_classes": "num_classes",
+    "optimizer": "optimizer",
+    "decoupled_weight_decay": "decoupled_weight_decay",
+    "scheduler": "scheduler",
+    "epochs_planned": "epochs_planned",
+    "epochs_done": "epochs_done",
+}
+
+
+def with_context(hp: HyperParams, context) -> HyperParams:
+    """``hp`` with every fact the ``TrainingContext`` states taking precedence over the description's."""
+    merged = HyperParams(**vars(hp))
+    for name, source in _CONTEXT_FIELDS.items():
+        value = getattr(context, source, None)
+        if value is not None:
+            setattr(merged, name, value)
+    momentum = getattr(context, "momentum", None)  # not a declared field; a trainer may still send it
+    if isinstance(momentum, int | float) and not isinstance(momentum, bool):
+        merged.momentum = float(momentum)
+    if merged.optimizer:
+        merged.optimizer = merged.optimizer.strip().lower().rsplit(".", 1)[-1]  # "torch.optim.AdamW" -> "adamw"
+    if isinstance(merged.scheduler, str) and merged.scheduler.strip().lower() in ("", "none", "constant"):
+        merged.scheduler = None
+    return merged
+
+
+def coupled_l2(hp: HyperParams) -> bool:
+    """An Adam-family optimizer whose weight decay is L2 added to the gradient (PyTorch's ``Adam(weight_decay=)``)
+    rather than decoupled (AdamW): the decay is then divided by Adam's per-parameter scale."""
+    return (
+        (hp.optimizer or "") in _COUPLED_ADAM
+        and (hp.weight_decay or 0.0) >= COUPLED_L2_MIN
+        and hp.decoupled_weight_decay is not True
+    )
 
 
 def parse_hparams(description: str | None) -> HyperParams:
@@ -70,7 +133,7 @@ def parse_hparams(description: str | None) -> HyperParams:
             except ValueError:  # pragma: no cover - the pattern only matches numbers
                 continue
             lo, hi = _RANGES[name]
-            inclusive_lo = name in ("dropout", "weight_decay", "label_smoothing", "batch_size")
+            inclusive_lo = name in ("dropout", "weight_decay", "label_smoothing", "batch_size", "momentum")
             if not math.isfinite(value) or value > hi or value < lo or (value == lo and not inclusive_lo):
                 continue
             setattr(hp, name, int(value) if name == "batch_size" else value)

@@ -14,7 +14,12 @@ The rules run in order and the first that fires gives the diagnosis:
    trends below, which noise this large would make unreliable.)
 5. ``overfitting``: validation loss rising from its best while the training loss
    keeps falling, or a train/validation gap (loss or accuracy) that widens while
-   validation stops improving.
+   validation stops improving; either only with a real generalisation gap at the end
+   (val loss >= 1.15 x train loss, or train accuracy >= 2 points above val accuracy).
+5b. ``underfitting`` (held back): validation loss rising from its best with no such gap
+   under strong regularisation (coupled L2 in an Adam-family optimizer, coupled weight
+   decay >= 5e-3, dropout >= 0.3, label smoothing): less or decoupled regularisation,
+   never more.
 6. ``underfitting``: training loss still high (little below where it started,
    near chance level, or low accuracy), no train/validation gap, and progress slow
    or flat.
@@ -27,12 +32,25 @@ gradient norms) and from hyper-parameters the model description mentions
 ("lr=0.001", "dropout=0.2", "batch_size=64"); common defaults otherwise.
 A loss curve that is missing is replaced by the error rate (1 - accuracy) when
 accuracy was recorded.
+
+With a ``TrainingContext`` its facts take precedence over the description's, and:
+
+- the set-up review (:mod:`.setup_review`) runs: on its own before ``MIN_EPOCHS``
+  epochs (``misconfigured`` instead of ``unknown`` when it finds something), folded
+  into every other diagnosis after (a ``healthy`` run with a confident finding becomes
+  ``misconfigured``); per-layer update ratios and gradient-norm spikes join it;
+- after ``loss_changed_at`` epoch k the loss curves are read from epoch k+1 on, and a
+  step up right after any change in ``changes`` is not divergence unless the loss
+  exceeds ``CHANGE_JUMP_FACTOR`` x its minimum;
+- the latest change is reported; nothing identical to a reverted change and nothing
+  touching a setting whose change is on trial is recommended;
+- at most two recommendations remain, ranked, each on a different setting.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,10 +64,23 @@ from ...specs import (
     SetDropout,
     SetLabelSmoothing,
     SetWeightDecay,
+    SwitchOptimizer,
     SwitchScheduler,
+    TrainingContext,
     TrainingMetrics,
 )
-from ._hparams import HyperParams, parse_hparams
+from ._hparams import ADAM_FAMILY, HyperParams, coupled_l2, parse_hparams, with_context
+from .setup_review import (
+    Finding,
+    _g,
+    _rec,
+    _round_sig,
+    change_evidence,
+    layer_findings,
+    limit,
+    review_setup,
+    without_tried,
+)
 
 __all__ = ["MIN_EPOCHS", "AnalysisResult", "analyze_metrics"]
 
@@ -58,6 +89,11 @@ PLATEAU_THRESHOLD = 0.01  # relative improvement over the recent window below wh
 NOISE_CV = 0.03  # scatter about the trend, as a fraction of the curve's level, that counts as noisy
 _EPS = 1e-12
 _FLOAT32_MAX = 3.4028234663852886e38  # larger magnitudes are read as non-finite (see rule 1)
+GAP_RATIO = 0.15  # val loss this far above train loss (relative) is a generalisation gap
+GAP_ACCURACY = 0.02  # so is train accuracy this far above val accuracy
+CHANGE_JUMP_FACTOR = 3.0  # right after a change, only a loss beyond this multiple of its minimum is divergence
+STRONG_COUPLED_WD = 5e-3
+STRONG_DROPOUT = 0.3
 
 
 @dataclass
@@ -92,20 +128,13 @@ class _Ctx:
     grad: _Curve
     classifier: bool
     evidence: list[str] = field(default_factory=list)
-
-
-def _g(v: float) -> str:
-    return f"{v:.4g}"
+    lr_now: float | None = None  # the learning rate a TrainingContext states, newer than the recorded curve
+    change_starts: list[int] = field(default_factory=list)  # 0-based first epochs after the trainer's changes
+    loss_from: int = 0  # 0-based epoch from which the loss curves are read (after a change of the loss itself)
 
 
 def _pct(v: float) -> str:
     return f"{100 * v + 0.0:.1f}%"
-
-
-def _round_sig(v: float, digits: int = 2) -> float:
-    if v == 0 or not math.isfinite(v):
-        return v
-    return round(v, digits - 1 - math.floor(math.log10(abs(v))))
 
 
 def _curve(name: str, values) -> _Curve:
@@ -134,11 +163,9 @@ def _rel(a: float, b: float) -> float:
     return (a - b) / max(abs(b), _EPS)
 
 
-def _rec(action, rationale: str, confidence: float) -> Recommendation:
-    return Recommendation(action=action, rationale=rationale, confidence=round(float(np.clip(confidence, 0.0, 1.0)), 3))
-
-
 def _current_lr(ctx: _Ctx) -> float | None:
+    if ctx.lr_now is not None:
+        return ctx.lr_now
     return float(ctx.lr.y[-1]) if ctx.lr.n else ctx.hp.lr
 
 
@@ -226,14 +253,28 @@ def _too_short(ctx: _Ctx) -> AnalysisResult | None:
     )
 
 
+def _since(c: _Curve, epoch: int) -> _Curve:
+    """``c`` from 0-based ``epoch`` on."""
+    keep = c.epochs >= epoch
+    return _Curve(c.name, c.epochs[keep], c.y[keep], [(e, v) for e, v in c.bad if e >= epoch])
+
+
 def _exploding(ctx: _Ctx) -> AnalysisResult | None:
     strict = ctx.train.n < MIN_EPOCHS  # only validation loss: demand a bigger rise (it may be overfitting)
     c = ctx.val if strict else ctx.train
     y = c.y
+    if len(y) < MIN_EPOCHS:
+        return None
     i_min = int(np.argmin(y))
     if i_min == len(y) - 1:
         return None
     y_min, last = float(y[i_min]), float(y[-1])
+    # A step up right after one of the trainer's own changes is that change's effect, not divergence: read
+    # the curve again from the change on, unless the loss left its minimum far behind.
+    starts = [e for e in ctx.change_starts if c.epochs[i_min] < e <= c.epochs[-1]]
+    if starts and not (y_min > 0 and last > CHANGE_JUMP_FACTOR * y_min):
+        after = replace(ctx, train=_since(ctx.train, starts[-1]), val=_since(ctx.val, starts[-1]), change_starts=[])
+        return _exploding(after)
     scale = max(abs(y_min), 1e-3 * float(np.max(np.abs(y))), _EPS)
     rise = (last - y_min) / scale
     tail = y[-4:]
@@ -353,16 +394,31 @@ def _overfitting(ctx: _Ctx) -> AnalysisResult | None:
             best_epoch = best_epoch or int(common[b]) + 1
     if not evidence:
         return None
+    gap, gap_text = _generalisation_gap(ctx)
+    if not gap:
+        return None  # validation got worse without the model fitting the training set any better than it
+    evidence.append(gap_text)
     conf = min(0.95, 0.5 + 0.45 * min(1.0, strength))
     hp = ctx.hp
     recs = []
-    if hp.weight_decay:
+    if coupled_l2(hp):
+        recs.append(
+            _rec(
+                SwitchOptimizer(name="adamw", keep_state=True),
+                f"Raising coupled L2 in {hp.optimizer} regularises badly: the decay is divided by the adaptive step "
+                f"scale, so the weights that fit the training set most are decayed least. Switch to AdamW so "
+                f"weight_decay {_g(hp.weight_decay)} acts as real decoupled decay (Loshchilov & Hutter, ICLR 2019, "
+                "arXiv 1711.05101).",
+                conf * 0.85,
+            )
+        )
+    elif hp.weight_decay:
         wd = float(np.clip(_round_sig(hp.weight_decay * 5), 1e-4, 0.1))
         wd_why = f"raise weight decay from {_g(hp.weight_decay)} to {_g(wd)}"
     else:
         wd = 0.05 if hp.optimizer == "adamw" else 5e-4
         wd_why = f"add weight decay {_g(wd)}" + (" (up from AdamW's default 0.01)" if hp.optimizer == "adamw" else "")
-    if not hp.weight_decay or wd > hp.weight_decay:
+    if not coupled_l2(hp) and (not hp.weight_decay or wd > hp.weight_decay):
         recs.append(
             _rec(
                 SetWeightDecay(value=wd),
@@ -401,6 +457,99 @@ def _overfitting(ctx: _Ctx) -> AnalysisResult | None:
             )
         )
     return AnalysisResult("overfitting", evidence, _sorted(recs))
+
+
+def _generalisation_gap(ctx: _Ctx) -> tuple[bool, str]:
+    """Whether the run generalises clearly worse than it fits (val loss >= 1.15 x train loss, or train accuracy
+    two points above val accuracy, at the last common epoch), and the numbers."""
+    parts, gap = [], False
+    common, t, v = _aligned(ctx.train, ctx.val)
+    if len(common):
+        ratio = _rel(float(v[-1]), float(t[-1]))
+        gap = ratio >= GAP_RATIO
+        side = "above" if ratio >= 0 else "below"
+        parts.append(f"{ctx.val.name} {_g(v[-1])} vs {ctx.train.name} {_g(t[-1])} ({_pct(abs(ratio))} {side} it)")
+    common, ta, va = _aligned(ctx.train_acc, ctx.val_acc)
+    if len(common):
+        diff = float(ta[-1] - va[-1])
+        gap = gap or diff >= GAP_ACCURACY
+        parts.append(f"train_accuracy {_pct(ta[-1])} vs val_accuracy {_pct(va[-1])}")
+    text = "; ".join(parts) or "no train/validation pair to compare"
+    return gap, ("generalisation gap: " if gap else "no generalisation gap: ") + text
+
+
+def _strong_regularisation(hp: HyperParams) -> list[str]:
+    reasons = []
+    if coupled_l2(hp):
+        reasons.append(
+            f"{hp.optimizer} with coupled L2 weight_decay {_g(hp.weight_decay)}: added to the gradient and divided "
+            "by the adaptive scale, it is mis-scaled regularisation"
+        )
+    elif (
+        (hp.weight_decay or 0.0) >= STRONG_COUPLED_WD
+        and hp.decoupled_weight_decay is not True
+        and hp.optimizer not in ("adamw",)
+    ):
+        reasons.append(f"coupled weight_decay {_g(hp.weight_decay)} (>= {_g(STRONG_COUPLED_WD)})")
+    if (hp.dropout or 0.0) >= STRONG_DROPOUT:
+        reasons.append(f"dropout {_g(hp.dropout)} (>= {_g(STRONG_DROPOUT)})")
+    if hp.label_smoothing:
+        reasons.append(f"label smoothing {_g(hp.label_smoothing)}")
+    return reasons
+
+
+def _held_back(ctx: _Ctx) -> AnalysisResult | None:
+    """Validation loss rising from its best with no generalisation gap, under strong regularisation: the model is
+    held back (underfitting), and more regularisation (what an overfitting reading would add) makes it worse."""
+    common, t, v = _aligned(ctx.train, ctx.val)
+    if len(common) < 4:
+        return None
+    b = int(np.argmin(v))
+    since, v_rise = len(v) - 1 - b, _rel(float(v[-1]), float(v[b]))
+    if since < 2 or v_rise < 0.03:
+        return None
+    gap, gap_text = _generalisation_gap(ctx)
+    reasons = _strong_regularisation(ctx.hp)
+    if gap or not reasons:
+        return None
+    evidence = [
+        f"{ctx.val.name} rose from its best {_g(v[b])} at epoch {common[b] + 1} to {_g(v[-1])} at epoch "
+        f"{common[-1] + 1} (+{_pct(v_rise)}), but {ctx.train.name} is {_g(t[-1])}, as high as validation: "
+        "the model is not overfitting",
+        gap_text,
+        "regularisation holds the fit back: " + "; ".join(reasons),
+    ]
+    conf = min(0.9, 0.6 + 0.3 * min(1.0, v_rise / 0.15))
+    hp = ctx.hp
+    recs = []
+    if coupled_l2(hp):
+        recs.append(
+            _rec(
+                SwitchOptimizer(name="adamw", keep_state=True),
+                f"Coupled L2 in {hp.optimizer} is divided by the per-parameter step scale, so it decays the weights "
+                "unevenly and holds the fit back without regularising well; AdamW applies weight_decay "
+                f"{_g(hp.weight_decay)} directly to the weights, keeping the moment estimates (Loshchilov & Hutter, "
+                '"Decoupled Weight Decay Regularization", ICLR 2019, arXiv 1711.05101).',
+                conf * 0.95,
+            )
+        )
+    elif hp.weight_decay and any(r.startswith("coupled weight_decay") for r in reasons):
+        wd = _round_sig(hp.weight_decay / 10)
+        recs.append(
+            _rec(
+                SetWeightDecay(value=wd),
+                f"Weaker weight decay ({_g(hp.weight_decay)} -> {_g(wd)}) lets the model fit what it can.",
+                conf * 0.85,
+            )
+        )
+    if (hp.dropout or 0.0) >= STRONG_DROPOUT:
+        p = round(hp.dropout / 2, 2)
+        recs.append(_rec(SetDropout(p=p), f"Halve dropout ({_g(hp.dropout)} -> {p}) to free capacity.", conf * 0.8))
+    if hp.label_smoothing:
+        recs.append(
+            _rec(SetLabelSmoothing(x=0.0), "Drop label smoothing while the model cannot fit the data.", conf * 0.55)
+        )
+    return AnalysisResult("underfitting", evidence, _sorted(recs))
 
 
 def _roughness(y: np.ndarray) -> tuple[float, float, float, int] | None:
@@ -478,7 +627,8 @@ def _underfitting(ctx: _Ctx) -> AnalysisResult | None:
     w = min(3, len(y) - 1)
     recent = -_rel(float(np.min(y[-w:])), float(np.min(y[:-w]))) / w  # relative improvement per epoch
     high = []
-    if first > 0 and len(y) >= 5 and (first - best) / first < 0.4:
+    cut = ctx.loss_from > 0 and c.name.endswith("_loss")  # its first value is not the start of training
+    if first > 0 and len(y) >= 5 and not cut and (first - best) / first < 0.4:
         high.append(
             f"{c.name} is still {_pct(best / first)} of its first-epoch value {_g(first)} after {len(y)} epochs"
         )
@@ -524,7 +674,16 @@ def _underfitting(ctx: _Ctx) -> AnalysisResult | None:
                 SetDropout(p=p), f"Less dropout ({_g(hp.dropout)} -> {p}) frees capacity the model needs.", conf * 0.75
             )
         )
-    if hp.weight_decay:
+    if coupled_l2(hp):
+        recs.append(
+            _rec(
+                SwitchOptimizer(name="adamw", keep_state=True),
+                f"{hp.optimizer}'s coupled L2 (weight_decay {_g(hp.weight_decay)}) is rescaled by the adaptive step "
+                "and holds the fit back unevenly; AdamW decouples it (Loshchilov & Hutter, ICLR 2019, arXiv 1711.05101).",
+                conf * 0.7,
+            )
+        )
+    elif hp.weight_decay:
         wd = _round_sig(hp.weight_decay / 10)
         recs.append(
             _rec(
@@ -627,7 +786,9 @@ def _healthy(ctx: _Ctx) -> AnalysisResult:
     ]
     common, t, v = _aligned(ctx.train, ctx.val)
     if len(common) and c is ctx.train:
-        evidence.append(f"val_loss {_g(v[-1])} tracks train_loss {_g(t[-1])} (gap {_pct(_rel(v[-1], t[-1]))})")
+        gap = _rel(v[-1], t[-1])
+        relation = "tracks" if abs(gap) < 0.15 else "is above" if gap > 0 else "is below"
+        evidence.append(f"val_loss {_g(v[-1])} {relation} train_loss {_g(t[-1])} (gap {_pct(gap)})")
     acc = ctx.val_acc if ctx.val_acc.n else ctx.train_acc
     if acc.n:
         evidence.append(f"{acc.name} reached {_pct(acc.y[-1])}")
@@ -685,7 +846,7 @@ def _adam_lr_sanity(ctx: _Ctx, result: AnalysisResult) -> AnalysisResult:
     lr = _current_lr(ctx)
     if (
         result.diagnosis not in ("underfitting", "plateau", "noisy", "diverging", "healthy")
-        or (ctx.hp.optimizer or "") not in ("adam", "adamw")
+        or (ctx.hp.optimizer or "") not in ADAM_FAMILY
         or lr is None
         or lr <= _ADAM_LR_CEILING
         or any(isinstance(r.action, ScaleLearningRate) and r.action.factor < 1 for r in result.recommendations)
@@ -703,26 +864,92 @@ def _adam_lr_sanity(ctx: _Ctx, result: AnalysisResult) -> AnalysisResult:
     return result
 
 
-_RULES = (_nonfinite, _stuck_at_chance, _too_short, _exploding, _noisy, _overfitting, _underfitting, _plateau)
+_RULES = (
+    _nonfinite,
+    _stuck_at_chance,
+    _too_short,
+    _exploding,
+    _noisy,
+    _overfitting,
+    _held_back,
+    _underfitting,
+    _plateau,
+)
 
 
-def analyze_metrics(model_description: str | None, metrics: TrainingMetrics | dict) -> AnalysisResult:
-    """Diagnose a run from its metric history; see the module docstring for the rules."""
+def _grad_spikes(ctx: _Ctx) -> list[Finding]:
+    g = ctx.grad.y
+    if len(g) < 4 or np.median(g) <= 0 or np.max(g) < 5 * np.median(g):
+        return []
+    norm, why = _clip_norm(ctx)
+    spike = int(np.argmax(g))
+    evidence = (
+        f"grad_norm spiked to {_g(g[spike])} at epoch {ctx.grad.epochs[spike] + 1}, "
+        f"{_g(g[spike] / np.median(g))}x its median {_g(float(np.median(g)))}"
+    )
+    rationale = f"Clip the gradient norm at {_g(norm)} ({why}) so single spikes cannot throw the weights off."
+    return [Finding(evidence, _rec(EnableGradClipping(max_norm=norm), rationale, 0.55))]
+
+
+def _with_context(ctx: _Ctx, tc: TrainingContext, result: AnalysisResult, description: str) -> AnalysisResult:
+    """Fold the set-up review and the changes already tried into ``result``, and keep its best changes."""
+    lr = _current_lr(ctx)
+    findings = review_setup(ctx.hp, tc, description, lr) + layer_findings(tc, lr)
+    if max(ctx.train.n, ctx.val.n) >= MIN_EPOCHS:
+        findings += _grad_spikes(ctx)
+    evidence = list(result.evidence)
+    if findings and (
+        result.diagnosis == "unknown"
+        or (result.diagnosis == "healthy" and max(f.rec.confidence for f in findings) >= 0.75)
+    ):
+        result.diagnosis = "misconfigured"
+    evidence += [f"setup review: {f.evidence}" for f in findings]
+    evidence += change_evidence(tc)
+    recs = list(result.recommendations)
+    have = {r.action.action for r in recs}
+    recs += [f.rec for f in findings if f.rec.action.action not in have]
+    recs, notes = without_tried(recs, tc)
+    chosen = limit(recs)
+    if result.diagnosis == "misconfigured" and not chosen:
+        result.diagnosis = "unknown" if max(ctx.train.n, ctx.val.n) < MIN_EPOCHS else "healthy"
+    return AnalysisResult(result.diagnosis, evidence + notes, chosen)
+
+
+def analyze_metrics(
+    model_description: str | None,
+    metrics: TrainingMetrics | dict,
+    context: TrainingContext | dict | None = None,
+) -> AnalysisResult:
+    """Diagnose a run from its metric history (and, when given, its ``TrainingContext``); see the module
+    docstring for the rules."""
     if not isinstance(metrics, TrainingMetrics):
         metrics = TrainingMetrics.model_validate(metrics)
+    tc = None
+    if context is not None:
+        tc = context if isinstance(context, TrainingContext) else TrainingContext.model_validate(context)
     hp = parse_hparams(model_description)
+    if tc is not None:
+        hp = with_context(hp, tc)
     train = _curve("train_loss", metrics.train_loss)
     val = _curve("val_loss", metrics.val_loss)
     train_acc = _accuracy("train_accuracy", metrics.train_accuracy)
     val_acc = _accuracy("val_accuracy", metrics.val_accuracy)
     notes = []
-    # Without a loss curve, read the error rate (1 - accuracy) instead.
-    if train.n < MIN_EPOCHS and not train.bad and train_acc.n >= MIN_EPOCHS:
+    enough = MIN_EPOCHS
+    if tc is not None and tc.loss_changed_at:
+        k = max(tc.loss_changed_at)
+        train, val = _since(train, k), _since(val, k)
+        enough = MIN_EPOCHS + 1  # a cut curve too short for the trend rules gives way to the error rate
+        notes.append(
+            f"the loss's definition changed after epoch {k}: train_loss and val_loss are read from epoch {k + 1} on"
+        )
+    # Without a (usable) loss curve, read the error rate (1 - accuracy) instead.
+    if train.n < enough and not train.bad and train_acc.n >= max(MIN_EPOCHS, train.n + 1):
         train = _Curve("train_error (1 - train_accuracy)", train_acc.epochs, 1.0 - train_acc.y, [])
-        notes.append("no train_loss recorded: reading the error rate 1 - train_accuracy instead")
-    if val.n < MIN_EPOCHS and not val.bad and val_acc.n >= MIN_EPOCHS:
+        notes.append("no usable train_loss: reading the error rate 1 - train_accuracy instead")
+    if val.n < enough and not val.bad and val_acc.n >= max(MIN_EPOCHS, val.n + 1):
         val = _Curve("val_error (1 - val_accuracy)", val_acc.epochs, 1.0 - val_acc.y, [])
-        notes.append("no val_loss recorded: reading the error rate 1 - val_accuracy instead")
+        notes.append("no usable val_loss: reading the error rate 1 - val_accuracy instead")
     description = (model_description or "").lower()
     classifier = bool(
         train_acc.n
@@ -740,6 +967,9 @@ def analyze_metrics(model_description: str | None, metrics: TrainingMetrics | di
         lr=_curve("learning_rate", metrics.learning_rate),
         grad=_curve("grad_norm", metrics.grad_norm),
         classifier=classifier,
+        lr_now=tc.learning_rate if tc is not None else None,
+        loss_from=max(tc.loss_changed_at) if tc is not None and tc.loss_changed_at else 0,
+        change_starts=sorted({c.epoch for c in tc.changes if c.epoch > 0}) if tc is not None else [],
     )
     for rule in _RULES:
         result = rule(ctx)
@@ -748,5 +978,7 @@ def analyze_metrics(model_description: str | None, metrics: TrainingMetrics | di
     else:
         result = _healthy(ctx)
     result = _adam_lr_sanity(ctx, result)
+    if tc is not None:
+        result = _with_context(ctx, tc, result, description)
     result.evidence = result.evidence + notes
     return result
