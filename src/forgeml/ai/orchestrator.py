@@ -39,6 +39,7 @@ from ..specs import (
     Recommendation,
     ResearchInsightsResponse,
     SyntheticDataResponse,
+    TrainingContext,
     TrainingMetrics,
 )
 from . import prompts
@@ -340,18 +341,32 @@ class AIServiceOrchestrator:
         )
 
     async def analyze_model_reasoning(
-        self, model_description: str, performance_metrics, *, use_cache: bool = True
+        self,
+        model_description: str,
+        performance_metrics,
+        *,
+        context: TrainingContext | dict | None = None,
+        use_cache: bool = True,
     ) -> ModelAnalysisResponse:
-        """Diagnose a training run from its metrics and recommend typed changes."""
+        """Diagnose a training run from its metrics and recommend typed changes.
+
+        ``context`` (a :class:`~forgeml.specs.TrainingContext` or a dict that validates as one) tells the analyst
+        what the curves do not: the optimizer and its weight-decay mode, input and per-layer statistics, and the
+        changes already tried with their verdicts. Every provider asked (and the offline advisor) gets it, and it
+        is part of the cache key, so runs with different contexts never share an answer."""
         metrics = (
             performance_metrics
             if isinstance(performance_metrics, TrainingMetrics)
             else TrainingMetrics.model_validate(performance_metrics)
         )
+        if context is not None and not isinstance(context, TrainingContext):
+            context = TrainingContext.model_validate(context)
         payload = {"description": model_description, "metrics": metrics.model_dump_json()}
+        if context is not None:  # without one, the key stays what it was before contexts existed
+            payload["context"] = context.model_dump_json()
 
         def local():
-            result = self.local.analyze(model_description, metrics)
+            result = self.local.analyze(model_description, metrics, context)
             return ModelAnalysisResponse(
                 provider="local",
                 model=OFFLINE_MODEL,
@@ -362,7 +377,7 @@ class AIServiceOrchestrator:
             )
 
         async def remote(provider, deadline):
-            system, user = prompts.analysis_prompt(model_description, metrics)
+            system, user = prompts.analysis_prompt(model_description, metrics, context)
             draft = await self._structured_call(
                 provider, "analysis", system, user, AnalysisDraft, lambda d, r: d, deadline
             )
@@ -648,144 +663,183 @@ class AIServiceOrchestrator:
         When its breaker is half-open, the first call is the breaker's one trial; whatever ends this method
         (an answer, a failure, an unusable answer, the budget, a cancellation) resolves the trial, so a breaker
         never stays half-open with no trial allowed."""
-        trial = _Trial()
+        call = _Call(provider, task, system, user, draft_cls, validate, deadline, [Message("user", user)])
         try:
-            return await self._call_with_retries(provider, task, system, user, draft_cls, validate, deadline, trial)
+            return await self._call_with_retries(call)
         finally:
-            if trial.held:
-                self._breakers[provider.name].release_trial()
+            self._release_trial(call)
 
-    async def _call_with_retries(self, provider, task, system, user, draft_cls, validate, deadline, trial):
-        s = self.settings
-        name = provider.name
-        breaker = self._breakers[name]
-        stats = self._stats[name]
-        messages = [Message("user", user)]
-        repaired = False
-        attempt = 0
-        last_error: ProviderError | None = None
-        warm_up = getattr(provider, "warm_up", None)
+    async def _call_with_retries(self, call: _Call):
+        """The policy: within the deadline, with the breaker's permission and the budget's, send; a failure is
+        recorded, then repaired once (bad output) or retried after a backoff (a retryable error) or raised; an
+        answer that does not validate gets the same one repair round."""
+        warm_up = getattr(call.provider, "warm_up", None)
         if warm_up is not None:
             await warm_up()  # the SDK's import, off the event loop and outside the call's timeout
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if last_error is not None:  # out of time after a failure: that failure is what went wrong
-                    raise last_error
-                raise ProviderTimeout(
-                    name,
-                    f"the {task} deadline of {s.task_deadline:g}s passed",
-                    cause=f"not tried: the {task} deadline of {s.task_deadline:g} s had passed",
-                )
-            if not trial.held:  # a repair or a retry within the trial needs no second permission
-                half_open = breaker.state == "half-open"
-                if not breaker.allow():
-                    raise CircuitOpen(name, "circuit breaker open", cause=self._circuit_words(name))
-                trial.held = half_open
-            prompt_chars = len(system) + sum(len(m.content) for m in messages)
-            if not self.ledger.can_afford(provider.model, prompt_chars, s.max_output_tokens):
-                raise BudgetExceeded(
-                    f"budget of ${s.budget_usd:.4f} would be exceeded (spent ${self.ledger.total_usd:.4f}); "
-                    f"not calling {name}"
-                )
-            timeout = min(s.call_timeout, remaining)
-            start = time.perf_counter()
-            stats.calls += 1
-            error = reply = None
-            try:
-                reply = await asyncio.wait_for(
-                    provider.complete(
-                        system=system,
-                        messages=list(messages),
-                        schema=draft_cls,
-                        schema_name=task,
-                        timeout=timeout,
-                        max_output_tokens=s.max_output_tokens,
-                    ),
-                    timeout=timeout + 1.0,
-                )
-            except TimeoutError:
-                error = ProviderTimeout(name, f"no answer within {timeout:.1f}s", timeout=timeout)
-            except ProviderError as exc:
-                error = exc
-            except Exception as exc:  # noqa: BLE001 - a client that breaks on a strange reply is a failed call
-                error = _unexpected(provider, exc)
-            latency = (time.perf_counter() - start) * 1000
-            stats.latencies.append(latency)
+            remaining = self._time_left(call)
+            self._take_permission(call)
+            self._check_budget(call)
+            reply, error, latency = await self._send(call, remaining)
             if error is not None:
-                last_error = error
-                stats.failed(error.cause)
-                spent = getattr(error, "usage", None)  # a reply that came back unusable still cost tokens
-                if spent is not None:
-                    self.ledger.record(
-                        name, provider.model, spent.input_tokens, spent.output_tokens, spent.reported_cost_usd
-                    )
-                self._log_call(
-                    task,
-                    name,
-                    provider.model,
-                    latency,
-                    f"error: {type(error).__name__}: {error.detail}",
-                    prompt=user,
-                    output=getattr(error, "raw", ""),
-                )
-                if isinstance(error, BadOutput) and not repaired:
-                    messages += [
-                        Message("assistant", error.raw or "(no usable output)"),
-                        Message("user", prompts.repair_prompt(error.detail)),
-                    ]
-                    repaired = True
+                self._record_failure(call, error, latency)
+                if isinstance(error, BadOutput) and self._repair(call, error.raw or "(no usable output)", error.detail):
                     continue
-                if not isinstance(error, BadOutput):
-                    breaker.record_failure()
-                    trial.held = False
-                if error.retryable and attempt < s.max_retries:
-                    delay = backoff_delay(attempt, s.backoff_base, s.backoff_max, error.retry_after)
-                    if time.monotonic() + delay < deadline:
-                        attempt += 1
-                        await asyncio.sleep(delay)
-                        continue
-                raise error
-            usage = reply.usage
-            cost = self.ledger.record(
-                name, reply.model or provider.model, usage.input_tokens, usage.output_tokens, usage.reported_cost_usd
+                delay = self._retry_delay(call, error)
+                if delay is None:
+                    raise error
+                call.attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            result, invalid = self._validate_draft(call, reply, latency)
+            if invalid is None:
+                return result
+            if self._repair(call, reply.raw_text, _short(invalid, 1500)):
+                continue
+            raise BadOutput(
+                call.provider.name,
+                f"the output failed validation after a repair request: {_short(invalid)}",
+                raw=reply.raw_text,
+                cause=_SCHEMA_MISFIT,
+            ) from None
+
+    def _time_left(self, call: _Call) -> float:
+        """Seconds left before the task's deadline; past it, raise the call's last failure (what really went
+        wrong) or, when nothing was tried yet, a ``ProviderTimeout`` saying the provider was not tried."""
+        remaining = call.deadline - time.monotonic()
+        if remaining > 0:
+            return remaining
+        if call.last_error is not None:
+            raise call.last_error
+        limit = self.settings.task_deadline
+        raise ProviderTimeout(
+            call.provider.name,
+            f"the {call.task} deadline of {limit:g}s passed",
+            cause=f"not tried: the {call.task} deadline of {limit:g} s had passed",
+        )
+
+    def _take_permission(self, call: _Call) -> None:
+        """Ask the provider's breaker to let a call out, or raise ``CircuitOpen``. Permission given by a
+        half-open breaker is its one trial, held by ``call`` until a success, a failure or
+        :meth:`_release_trial`; a repair or a retry within the trial needs no second permission."""
+        if call.trial_held:
+            return
+        breaker = self._breakers[call.provider.name]
+        half_open = breaker.state == "half-open"
+        if not breaker.allow():
+            raise CircuitOpen(call.provider.name, "circuit breaker open", cause=self._circuit_words(call.provider.name))
+        call.trial_held = half_open
+
+    def _release_trial(self, call: _Call) -> None:
+        """Give back a half-open trial that ``call`` still holds (it ended neither in success nor failure)."""
+        if call.trial_held:
+            self._breakers[call.provider.name].release_trial()
+            call.trial_held = False
+
+    def _check_budget(self, call: _Call) -> None:
+        """Raise ``BudgetExceeded`` before sending when the call's worst case would pass the budget."""
+        s = self.settings
+        prompt_chars = len(call.system) + sum(len(m.content) for m in call.messages)
+        if not self.ledger.can_afford(call.provider.model, prompt_chars, s.max_output_tokens):
+            raise BudgetExceeded(
+                f"budget of ${s.budget_usd:.4f} would be exceeded (spent ${self.ledger.total_usd:.4f}); "
+                f"not calling {call.provider.name}"
             )
-            try:
-                result = validate(draft_cls.model_validate(reply.data), reply)
-            except (ValidationError, ValueError) as exc:
-                stats.failed(_SCHEMA_MISFIT)
-                last_error = BadOutput(name, f"the output failed validation: {_short(exc)}", cause=_SCHEMA_MISFIT)
-                self._log_call(
-                    task,
-                    name,
-                    reply.model,
-                    latency,
-                    f"invalid output: {_short(exc)}",
-                    usage=usage,
-                    cost=cost,
-                    prompt=user,
-                    output=reply.raw_text,
-                )
-                if not repaired:
-                    messages += [
-                        Message("assistant", reply.raw_text),
-                        Message("user", prompts.repair_prompt(_short(exc, 1500))),
-                    ]
-                    repaired = True
-                    continue
-                raise BadOutput(
-                    name,
-                    f"the output failed validation after a repair request: {_short(exc)}",
-                    raw=reply.raw_text,
-                    cause=_SCHEMA_MISFIT,
-                ) from None
-            breaker.record_success()
-            trial.held = False
-            stats.consecutive_errors = 0
-            self._log_call(
-                task, name, reply.model, latency, "ok", usage=usage, cost=cost, prompt=user, output=reply.raw_text
+
+    async def _send(self, call: _Call, remaining: float):
+        """One request to the provider, within the call timeout (and what is left of the deadline): returns
+        ``(reply, None, latency_ms)``, or ``(None, error, latency_ms)`` with any failure as a ``ProviderError``."""
+        s, provider = self.settings, call.provider
+        stats = self._stats[provider.name]
+        timeout = min(s.call_timeout, remaining)
+        start = time.perf_counter()
+        stats.calls += 1
+        reply = error = None
+        try:
+            reply = await asyncio.wait_for(
+                provider.complete(
+                    system=call.system,
+                    messages=list(call.messages),
+                    schema=call.draft_cls,
+                    schema_name=call.task,
+                    timeout=timeout,
+                    max_output_tokens=s.max_output_tokens,
+                ),
+                timeout=timeout + 1.0,  # a client that ignores its own timeout is cut off a second later
             )
-            return result
+        except TimeoutError:
+            error = ProviderTimeout(provider.name, f"no answer within {timeout:.1f}s", timeout=timeout)
+        except ProviderError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - a client that breaks on a strange reply is a failed call
+            error = _unexpected(provider, exc)
+        latency = (time.perf_counter() - start) * 1000
+        stats.latencies.append(latency)
+        return reply, error, latency
+
+    def _record_failure(self, call: _Call, error: ProviderError, latency: float) -> None:
+        """Book a failed request: the provider's stats, the tokens an unusable reply still cost, the call log,
+        and (unless the model merely answered badly) a failure for the breaker, which ends a held trial."""
+        name, model = call.provider.name, call.provider.model
+        call.last_error = error
+        self._stats[name].failed(error.cause)
+        spent = getattr(error, "usage", None)
+        if spent is not None:
+            self.ledger.record(name, model, spent.input_tokens, spent.output_tokens, spent.reported_cost_usd)
+        self._log_call(
+            call.task,
+            name,
+            model,
+            latency,
+            f"error: {type(error).__name__}: {error.detail}",
+            prompt=call.user,
+            output=getattr(error, "raw", ""),
+        )
+        if not isinstance(error, BadOutput):
+            self._breakers[name].record_failure()
+            call.trial_held = False
+
+    @staticmethod
+    def _repair(call: _Call, said: str, problem: str) -> bool:
+        """The one repair round: unless it was used, show the model what it ``said`` and what was wrong with it
+        (``problem``) and return True (ask again); otherwise return False."""
+        if call.repaired:
+            return False
+        call.messages += [Message("assistant", said), Message("user", prompts.repair_prompt(problem))]
+        call.repaired = True
+        return True
+
+    def _retry_delay(self, call: _Call, error: ProviderError) -> float | None:
+        """Seconds to wait before retrying after ``error`` (Retry-After when the server sent one, else jittered
+        exponential backoff), or None: not retryable, retries used up, or the wait would pass the deadline."""
+        s = self.settings
+        if not error.retryable or call.attempt >= s.max_retries:
+            return None
+        delay = backoff_delay(call.attempt, s.backoff_base, s.backoff_max, error.retry_after)
+        return delay if time.monotonic() + delay < call.deadline else None
+
+    def _validate_draft(self, call: _Call, reply, latency: float):
+        """Book an answer's cost, then check it against the draft schema and the task's own checks. Returns
+        ``(result, None)`` after booking the success (breaker closed, trial ended), or ``(None, exc)`` after
+        booking a schema misfit (no breaker failure: the service worked, the model answered badly)."""
+        name = call.provider.name
+        stats, usage = self._stats[name], reply.usage
+        cost = self.ledger.record(
+            name, reply.model or call.provider.model, usage.input_tokens, usage.output_tokens, usage.reported_cost_usd
+        )
+        log = dict(usage=usage, cost=cost, prompt=call.user, output=reply.raw_text)
+        try:
+            result = call.validate(call.draft_cls.model_validate(reply.data), reply)
+        except (ValidationError, ValueError) as exc:
+            stats.failed(_SCHEMA_MISFIT)
+            call.last_error = BadOutput(name, f"the output failed validation: {_short(exc)}", cause=_SCHEMA_MISFIT)
+            self._log_call(call.task, name, reply.model, latency, f"invalid output: {_short(exc)}", **log)
+            return None, exc
+        self._breakers[name].record_success()
+        call.trial_held = False
+        stats.consecutive_errors = 0
+        self._log_call(call.task, name, reply.model, latency, "ok", **log)
+        return result, None
 
     def _log_call(self, task, provider, model, latency, outcome, *, usage=None, cost=0.0, prompt="", output=""):
         """Audit one provider call; prompts and outputs are kept (truncated), keys never reach here."""
@@ -816,8 +870,21 @@ class AIServiceOrchestrator:
 
 # ------------------------------------------------------------------ helpers
 @dataclass
-class _Trial:
-    held: bool = False  # this call holds its half-open breaker's one trial
+class _Call:
+    """One structured call in progress: what is asked, the conversation so far, and where the policy stands."""
+
+    provider: RemoteProvider
+    task: str
+    system: str
+    user: str
+    draft_cls: type[BaseModel]
+    validate: object  # (draft, reply) -> the task's result; raises ValueError when the draft does not fit the task
+    deadline: float  # time.monotonic() by which the task must be answered
+    messages: list[Message]
+    attempt: int = 0  # retries made
+    repaired: bool = False  # the one repair round was used
+    last_error: ProviderError | None = None
+    trial_held: bool = False  # this call holds its half-open breaker's one trial
 
 
 _DEGRADED = ("failed", "circuit_open", "budget_exceeded")  # attempt outcomes where a provider let the task down

@@ -9,21 +9,72 @@ from __future__ import annotations
 
 import json
 import math
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
-from ..specs import ACTION_NAMES, DIAGNOSES, LAYER_ARGUMENTS, ModelSpec, TrainingMetrics
+from ..specs import ACTION_NAMES, DIAGNOSES, LAYER_ARGUMENTS, Action, ModelSpec, TrainingContext, TrainingMetrics
 
 __all__ = ["analysis_prompt", "architecture_prompt", "repair_prompt", "research_prompt", "synthetic_prompt"]
 
-_ACTIONS_HELP = (
-    "Each recommendation's 'action' is one typed object, chosen from: "
-    "{'action': 'scale_learning_rate', 'factor': f} (multiply the learning rate by f), "
-    "{'action': 'set_weight_decay', 'value': v}, {'action': 'set_dropout', 'p': p}, "
-    "{'action': 'set_batch_size', 'n': n}, {'action': 'enable_grad_clipping', 'max_norm': m}, "
-    "{'action': 'set_label_smoothing', 'x': x}, {'action': 'early_stop'}, {'action': 'restore_best_checkpoint'}, "
-    "{'action': 'switch_scheduler', 'name': one of StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, LinearLR, "
-    "OneCycleLR, ReduceLROnPlateau, 'params': {...}}. "
-    f"Valid action names: {', '.join(ACTION_NAMES)}."
-)
+# What each action does, in words; its fields (names, ranges, defaults) are read from the specs themselves.
+_ACTION_MEANING = {
+    "scale_learning_rate": "multiply the learning rate by factor",
+    "set_weight_decay": "set the optimizer's weight decay",
+    "set_dropout": "set every dropout layer's probability",
+    "set_batch_size": "change the batch size; lr_scaling also scales the learning rate with it "
+    "(linear for SGD, sqrt for the Adam family)",
+    "enable_grad_clipping": "clip the global gradient norm at max_norm",
+    "set_label_smoothing": "set the cross-entropy's label smoothing",
+    "early_stop": "stop training now",
+    "restore_best_checkpoint": "go back to the weights of the best epoch",
+    "switch_scheduler": "replace the learning-rate scheduler (params are its constructor's arguments)",
+    "switch_optimizer": "change the optimizer's class keeping its hyper-parameters (and, with keep_state, its "
+    "moment estimates), e.g. adam with coupled L2 decay -> adamw",
+    "standardize_inputs": "standardise the inputs to zero mean and unit variance (mean/std measured on the "
+    "training data when left out)",
+    "set_lr_schedule": "a schedule over the remaining epochs from the current learning rate",
+    "find_learning_rate": "a learning-rate range test, then the rate set a decade below the loss's minimum",
+}
+
+
+def _field_help(name: str, info) -> str:
+    """One field of an action, e.g. ``'kind': one of cosine, warmup_cosine`` or ``'factor': number (> 0, <= 100)``."""
+    annotation = info.annotation
+    types = (
+        [t for t in get_args(annotation) if t is not type(None)]
+        if get_origin(annotation) in (Union, UnionType)
+        else [annotation]
+    )
+    if len(types) == 1 and get_origin(types[0]) is Literal:
+        text = f"'{name}': one of {', '.join(map(str, get_args(types[0])))}"
+    else:
+        kind = {float: "number", int: "integer", bool: "true/false"}.get(types[0], "object")
+        text = f"'{name}': {kind}"
+    notes = [
+        f"{op} {getattr(bound, attr)}"
+        for bound in info.metadata
+        for attr, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+        if getattr(bound, attr, None) is not None
+    ]
+    if not info.is_required():
+        default = info.get_default(call_default_factory=True)
+        notes.append(f"default {json.dumps(default)}" if default is not None else "optional")
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _actions_help() -> str:
+    """Every action in :data:`ACTION_NAMES`, with its fields and what it does, read from the ``Action`` union."""
+    classes = {cls.model_fields["action"].default: cls for cls in get_args(get_args(Action)[0])}
+    items = []
+    for name in ACTION_NAMES:
+        fields = [_field_help(f, info) for f, info in classes[name].model_fields.items() if f != "action"]
+        body = ", ".join([f"'action': '{name}'", *fields])
+        meaning = _ACTION_MEANING.get(name)
+        items.append(f"{{{body}}}" + (f" ({meaning})" if meaning else ""))
+    return "Each recommendation's 'action' is one typed object, chosen from: " + "; ".join(items) + "."
+
+
+_ACTIONS_HELP = _actions_help()
 
 
 def _dumps(value) -> str:
@@ -61,16 +112,55 @@ def synthetic_prompt(model_type: str, data: dict, count: int, labels: list) -> t
     return system, user
 
 
-def analysis_prompt(model_description: str, metrics: TrainingMetrics) -> tuple[str, str]:
+_READING_CONTEXT = (
+    "The run's training context (JSON) tells you how it is configured and what was already tried; read it so: "
+    "'layers' gives each parameter tensor's update_ratio (||step|| / ||weight|| per step): around 1e-3 is healthy "
+    "for Adam, above 1e-2 the steps are too large, below 1e-4 too small; name the layers when they differ. "
+    "'decoupled_weight_decay': false with an Adam optimizer and weight_decay > 0 means coupled L2 decay, which "
+    "adaptive steps weaken: suggest switch_optimizer to adamw with keep_state true. 'inputs' are statistics of the "
+    "training inputs: a mean far from 0 or a std far from 1 (and not 'integer' or 'standardized') means "
+    "un-standardised inputs: suggest standardize_inputs. 'changes' are the changes already made with their "
+    "verdicts: never propose again a change that was 'reverted', and do not change a setting whose change is "
+    "still 'on_trial' (its effect is not measured yet). 'loss_changed_at' lists epochs after which the loss's "
+    "definition changed (label smoothing switched on raises the loss): a jump in the loss right after one of them "
+    "is not divergence. A configuration error the context shows (like coupled decay with Adam, or raw inputs) is "
+    "the diagnosis 'misconfigured'. "
+)
+_ONE_HYPOTHESIS = (
+    "Propose at most two changes, ranked, the most promising first: one hypothesis at a time, so the effect of "
+    "each change can be measured before the next."
+)
+
+
+def _compact(value):
+    """``value`` (a ``model_dump``) without nulls and empties, with NaN and inf as strings."""
+    if isinstance(value, dict):
+        items = ((k, _compact(v)) for k, v in value.items())
+        return {k: v for k, v in items if v is not None and v not in ([], {}, "")}
+    if isinstance(value, list | tuple):
+        return [_compact(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return _clean([value])[0]
+    return value
+
+
+def analysis_prompt(
+    model_description: str, metrics: TrainingMetrics, context: TrainingContext | None = None
+) -> tuple[str, str]:
+    """The system and user messages that ask a model to diagnose a run from its ``metrics`` and, when given,
+    its ``context`` (sent as JSON without nulls or empties, with instructions on how to read it)."""
     system = (
         "You are an expert in training neural networks. Diagnose the training run from its per-epoch metrics "
         f"as exactly one of: {', '.join(DIAGNOSES)}; list the evidence (quote the numbers), and recommend "
-        f"concrete changes. {_ACTIONS_HELP} Give each recommendation a short rationale and a confidence in [0, 1]. "
+        f"concrete changes. {_ACTIONS_HELP} {_READING_CONTEXT if context is not None else ''}{_ONE_HYPOTHESIS} "
+        "Give each recommendation a short rationale and a confidence in [0, 1]. "
         "Return JSON: {'diagnosis': ..., 'evidence': [...], 'recommendations': [{'action': {...}, 'rationale': ..., "
         "'confidence': ...}]} and nothing else."
     )
     history = {name: _clean(getattr(metrics, name)) for name in type(metrics).model_fields if getattr(metrics, name)}
     user = f"Model: {model_description}\nMetrics per epoch (JSON): {_dumps(history)}"
+    if context is not None:
+        user += f"\nTraining context (JSON): {_dumps(_compact(context.model_dump()))}"
     return system, user
 
 

@@ -32,7 +32,11 @@ class SyntheticDraft(_Draft):
 class AnalysisDraft(_Draft):
     diagnosis: Diagnosis
     evidence: list[str] = Field(default_factory=list)
-    recommendations: list[Recommendation] = Field(default_factory=list)
+    recommendations: list[Recommendation] = Field(
+        default_factory=list,
+        description="ranked, the most promising first; at most two are asked for, more are accepted (the trainer "
+        "applies the limit)",
+    )
 
 
 class ResearchDraft(_Draft):

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..specs import ModelSpec, OptimizerSpec, TrainingMetrics
+from ..specs import ModelSpec, OptimizerSpec, TrainingContext, TrainingMetrics
 from ..training.ai_trainer import AIEnhancedConfig
 from .settings import DEVICE_HELP, check_device_spec
 
@@ -313,7 +313,17 @@ class SyntheticRequest(BaseModel):
 
 
 class AnalyzeRequest(BaseModel):
+    """``POST /v1/ai/analyze``: a run's per-epoch metrics and, optionally, its training context."""
+
     model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
     model_description: str = Field(min_length=1, max_length=4000)
     performance_metrics: TrainingMetrics | dict[str, Any] = Field(default_factory=dict)
+    context: TrainingContext | dict[str, Any] | None = Field(
+        default=None,
+        description="what the curves do not show: optimizer, learning rate, weight decay and whether it is "
+        "decoupled, batch size, regularisation, input statistics, the latest per-layer gradient norms and update "
+        "ratios, the changes already tried with their verdicts, and the epochs after which the loss's definition "
+        "changed (a TrainingContext; one that does not validate is a 422). Every provider asked gets it, and it is "
+        "part of the cache key",
+    )

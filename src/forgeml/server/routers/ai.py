@@ -49,10 +49,11 @@ async def research(
 
 @router.post("/analyze")
 async def analyze(request: Request, body: AnalyzeRequest) -> dict:
-    """Diagnose a training run from its metrics and recommend typed changes."""
+    """Diagnose a training run from its metrics (and its training ``context``, when given) and recommend typed
+    changes."""
     try:
         response = await _orchestrator(request).analyze_model_reasoning(
-            body.model_description, body.performance_metrics
+            body.model_description, body.performance_metrics, context=body.context
         )
     except (ValueError, TypeError) as exc:
         raise _bad_input(exc) from None
