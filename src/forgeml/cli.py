@@ -4,11 +4,14 @@ forgeml serve [--host H] [--port P] [--data-dir DIR] [--device auto|cpu|cuda|cud
                                         the platform: REST API and dashboard
 forgeml ai status                       each AI provider's configuration and health (never a key)
 forgeml ai research "<question>"        research insights with citations
-forgeml ai analyze metrics.json         diagnose a training run from its per-epoch metrics
+forgeml ai analyze metrics.json [--context CONTEXT]
+                                        diagnose a training run from its per-epoch metrics (and context)
 forgeml launch -n N [--timeout S] [--threads T] [-m] script.py [args ...]
                                         run a script on N processes of this machine (mpiexec underneath)
 forgeml export MODEL_ID [--format onnx] [--output PATH] [--data-dir DIR]
                                         a stored model as an ONNX file (what GET /v1/models/ID/onnx serves)
+forgeml tune --preset NAME --epochs-per-trial E --budget B [--seed S] [--json PATH]
+                                        hyper-parameter search (Optuna) over a preset's model and data
 """
 
 from __future__ import annotations
@@ -78,7 +81,25 @@ def _ai_analyze(args) -> int:
         from .specs import TrainingMetrics
 
         metrics = TrainingMetrics.from_history(metrics)
-    response = asyncio.run(_with(lambda o: o.analyze_model_reasoning(args.description, metrics)))
+    context = None
+    if args.context is not None:
+        text = args.context.strip()
+        try:
+            context = json.loads(text if text.startswith("{") else Path(text).read_text())
+        except FileNotFoundError:
+            print(f"forgeml: no such file: {text}", file=sys.stderr)
+            return 2
+        except json.JSONDecodeError as exc:
+            print(f"forgeml: the context is not valid JSON ({exc})", file=sys.stderr)
+            return 2
+        from .specs import TrainingContext
+
+        try:
+            context = TrainingContext.model_validate(context)
+        except ValueError as exc:  # pydantic's ValidationError names the fields
+            print(f"forgeml: the context is not a training context: {exc}", file=sys.stderr)
+            return 2
+    response = asyncio.run(_with(lambda o: o.analyze_model_reasoning(args.description, metrics, context=context)))
     _print(response)
     return 0
 
@@ -158,6 +179,84 @@ def _launch(args) -> int:
         return 2
 
 
+def _preset_data(preset: dict):
+    """A preset's training and validation data, as a server job builds them, and a ``build_model`` for
+    :func:`forgeml.training.tuning.tune` (its dropout layers take the trial's ``dropout``)."""
+    from .server import worker
+    from .training.tuning import spec_builder
+
+    edit = None
+    if preset["dataset"] == "mnist":
+        train, val, _ = worker._mnist()
+    elif preset["dataset"] == "spam":
+        train, val, extras = worker._spam(128)
+
+        def edit(spec):  # the vocabulary decides the embedding table's size, as in a server job
+            for layer in spec.layers:
+                if layer.type in ("Embedding", "EmbeddingLayer"):
+                    layer.args["num_embeddings"] = len(extras["vocab"])
+                    break
+    else:
+        raise ValueError(f"the preset's dataset {preset['dataset']!r} is not one tune can build")
+    return train, val, spec_builder(preset["model"], edit)
+
+
+def _tune(args) -> int:
+    """``forgeml tune``: the search, a leaderboard, the best parameters, and optionally a JSON file."""
+    from .server.schemas import PRESETS
+
+    if args.preset not in PRESETS:
+        print(f"forgeml tune: unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}", file=sys.stderr)
+        return 2
+    if args.epochs_per_trial < 1:
+        print(f"forgeml tune: --epochs-per-trial must be >= 1, got {args.epochs_per_trial}", file=sys.stderr)
+        return 2
+    if args.budget < args.epochs_per_trial:
+        print(
+            f"forgeml tune: --budget ({args.budget}) must be at least --epochs-per-trial ({args.epochs_per_trial}): "
+            "the budget counts the epochs of all trials together",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        from .training.tuning import import_optuna, tune
+
+        import_optuna()
+    except ImportError as exc:
+        print(f"forgeml tune: {exc}", file=sys.stderr)
+        return 2
+    train, val, build_model = _preset_data(PRESETS[args.preset])
+    log = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
+    result = tune(
+        build_model,
+        train,
+        val,
+        epochs_per_trial=args.epochs_per_trial,
+        epoch_budget=args.budget,
+        seed=args.seed,
+        device=args.device,
+        pruner=args.pruner,
+        log=log,
+    )
+    print(f"{args.preset}: {len(result.trials)} trials, {result.epochs_used} epochs in {result.seconds:.1f}s")
+    print(f"{'rank':>4}  {'trial':>5}  {'state':<8}  {result.metric:>12}  {'epochs':>6}  {'seconds':>7}  params")
+    for rank, trial in enumerate(result.leaderboard(), 1):
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial["params"].items())
+        state = "diverged" if trial.get("diverged") else trial["state"]
+        print(
+            f"{rank:>4}  {trial['number']:>5}  {state:<8}  {trial['value']:>12.4f}  {trial['epochs']:>6}  "
+            f"{trial['seconds']:>7.1f}  {params}"
+        )
+    print(f"best: trial {result.best_trial}, {result.metric} {result.best_value:.4f}")
+    print(json.dumps(result.best_params, indent=2))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"preset": args.preset, **result.to_dict()}, indent=2))
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forgeml", description="ForgeML: train models with AI services as teachers.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -197,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = ai.add_parser("analyze", help="diagnose a run from a metrics JSON file")
     analyze.add_argument("metrics", help="JSON: per-epoch lists (train_loss, val_loss, ...) or a list of epoch records")
     analyze.add_argument("--description", default="a neural network", help="the model, in words")
+    analyze.add_argument(
+        "--context",
+        default=None,
+        help="the run's training context (optimizer, weight decay, input and layer statistics, changes tried): "
+        "a JSON object, inline or in a file",
+    )
     analyze.set_defaults(run=_ai_analyze)
     launch = commands.add_parser(
         "launch",
@@ -235,6 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", default=None, help="the server's data directory (default ./forgeml-data, or FORGEML_DATA_DIR)"
     )
     export.set_defaults(run=_export)
+    tune = commands.add_parser(
+        "tune",
+        help="search a preset's hyper-parameters (learning rate, weight decay, optimizer, dropout, batch size)",
+        description="Hyper-parameter search with Optuna (TPE, seeded; median pruning) over one of the platform's "
+        "presets: its model and data, as a training job builds them (AI options are not used). The budget counts "
+        'the epochs of all trials together. Needs the tune extra: pip install "forgeml[tune]".',
+    )
+    tune.add_argument("--preset", required=True, help="mnist_mlp, mnist_ai_enhanced or spam_transformer")
+    tune.add_argument("--epochs-per-trial", type=int, required=True, metavar="E", help="epochs each trial trains")
+    tune.add_argument("--budget", type=int, required=True, metavar="B", help="epochs across all trials")
+    tune.add_argument("--seed", type=int, default=0, help="seeds the sampler and each trial (default 0)")
+    tune.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the CPU)")
+    tune.add_argument("--pruner", choices=["median", "none"], default="median", help="(default median)")
+    tune.add_argument("--json", default=None, metavar="PATH", help="write the result (without weights) as JSON")
+    tune.add_argument("--verbose", "-v", action="store_true", help="log each epoch and trial to stderr")
+    tune.set_defaults(run=_tune)
     return parser
 
 
