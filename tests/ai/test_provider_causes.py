@@ -306,8 +306,9 @@ def test_a_training_run_records_the_fallback_and_why():
     trainer.log = lambda message: None
     out = trainer.fit(data, data, epochs=2)
     notes = [e for e in out.events if e.kind == "provider_error"]
-    assert [e.requested_epoch for e in notes] == [1, 2]
-    assert all(e.task == "analysis" and e.provider == "local" and not e.applied for e in notes)
+    # the set-up review before the first epoch, then the analysis after epoch 1 (none after the last epoch)
+    assert [(e.requested_epoch, e.task) for e in notes] == [(0, "setup"), (1, "analysis")]
+    assert all(e.provider == "local" and not e.applied for e in notes)
     assert notes[0].reason == (
         "the configured providers (anthropic, gemini) failed: anthropic 401 unauthorized: the API key was "
         "rejected; gemini connection refused; the offline advisor answered instead"

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -65,7 +66,8 @@ def test_recommendations_are_applied_within_bounds_and_refused_outside():
         {"action": "switch_scheduler", "name": "CosineAnnealingLR", "params": {"bogus": 1}},
     )
     anthropic = ScriptedProvider("anthropic", [script])
-    trainer = _trainer(_orchestrator(anthropic))
+    # the guardrails' bounds alone: no set-up review, no trial, room for every setting in one round
+    trainer = _trainer(_orchestrator(anthropic), review_setup=False, keep_or_revert=False, max_changes_per_round=5)
     train, val = _data()
     metrics = trainer.fit(train, val, epochs=2)
     recs = [e for e in metrics.events if e.kind == "recommendation" and e.requested_epoch == 1]
@@ -84,13 +86,67 @@ def test_recommendations_are_applied_within_bounds_and_refused_outside():
     assert sched[0].applied and type(trainer.scheduler).__name__ == "StepLR"
     assert not sched[1].applied
     assert all(e.provider == "anthropic" and e.rationale == "scripted" for e in recs)
+    assert [c.verdict for c in metrics.changes] == ["final"] * 5  # nothing on trial with keep_or_revert off
+
+
+SEVEN_CHANGES = (
+    {"action": "scale_learning_rate", "factor": 0.5},
+    {"action": "scale_learning_rate", "factor": 0.7},
+    {"action": "set_weight_decay", "value": 0.5},  # refused by its bound before the round fills up
+    {"action": "set_dropout", "p": 0.3},
+    {"action": "enable_grad_clipping", "max_norm": 1.0},
+    {"action": "set_label_smoothing", "x": 0.1},
+    {"action": "switch_scheduler", "name": "StepLR", "params": {"step_size": 2, "gamma": 0.5}},
+)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_one_answer_applies_at_most_max_changes_per_round(limit):
+    anthropic = ScriptedProvider("anthropic", [_analysis(*SEVEN_CHANGES)])
+    trainer = _trainer(_orchestrator(anthropic), review_setup=False, keep_or_revert=False, max_changes_per_round=limit)
+    metrics = trainer.fit(*_data(), epochs=2)
+    recs = [e for e in metrics.events if e.kind == "recommendation" and e.requested_epoch == 1]
+    applied = [e.action["action"] for e in recs if e.applied]
+    order = ["scale_learning_rate", "set_dropout", "enable_grad_clipping", "set_label_smoothing", "switch_scheduler"]
+    assert applied == order[:limit]
+    limited = [e for e in recs if "one hypothesis at a time" in e.reason]
+    assert [e.action["action"] for e in limited if e.action["action"] != "set_weight_decay"] == order[limit:]
+    (wd,) = [e for e in recs if e.action["action"] == "set_weight_decay"]
+    assert ("one hypothesis" if limit == 1 else "outside") in wd.reason  # the round was full before its bound
+    assert all(f"{limit} change(s)" in e.reason and not e.applied for e in limited)
+    assert len(metrics.changes) == limit
+    assert trainer.max_grad_norm == (1.0 if limit >= 3 else None)
+
+
+def test_the_setup_review_is_asked_before_the_first_epoch_with_the_context():
+    anthropic = ScriptedProvider(
+        "anthropic", [_analysis({"action": "scale_learning_rate", "factor": 0.5}), _analysis(diagnosis="healthy")]
+    )
+    trainer = _trainer(_orchestrator(anthropic), keep_or_revert=False)
+    metrics = trainer.fit(*_data(), epochs=2)
+    setup = [e for e in metrics.events if e.task == "setup"]
+    assert setup and all(e.requested_epoch == 0 and e.epoch == 0 for e in setup)
+    assert any(e.kind == "recommendation" and e.applied for e in setup)
+    assert metrics.history[0]["learning_rate"] == pytest.approx(0.025)  # applied before epoch 1 trained
+    assert metrics.changes[0].epoch == 0 and metrics.changes[0].verdict == "final"
+    first_request = json.dumps(anthropic.calls[0]["messages"])
+    assert "SGD" in first_request or "sgd" in first_request  # the set-up it reviews
+    assert len(anthropic.calls) == 2  # the set-up review, then the analysis after epoch 1
+    no_review = ScriptedProvider("anthropic", [_analysis(diagnosis="healthy")])
+    metrics = _trainer(_orchestrator(no_review), review_setup=False).fit(*_data(), epochs=2)
+    assert not [e for e in metrics.events if e.task == "setup"] and len(no_review.calls) == 1
 
 
 def test_answers_arriving_after_the_last_epoch_are_recorded_only():
-    anthropic = ScriptedProvider("anthropic", [_analysis({"action": "set_label_smoothing", "x": 0.1})])
-    trainer = _trainer(_orchestrator(anthropic))
+    # Without wait_for_ai the set-up review cannot be ready before epoch 1 (nothing awaits it before the epoch
+    # starts), and no analysis is asked for after the last epoch: the review's answer arrives after the end.
+    answer = _analysis({"action": "set_label_smoothing", "x": 0.1})
+    anthropic = ScriptedProvider("anthropic", [("sleep", 0.2, answer)])
+    trainer = _trainer(_orchestrator(anthropic), wait_for_ai=False)
     metrics = trainer.fit(*_data(), epochs=1, test_data=_data()[1])
+    assert len(anthropic.calls) == 1
     rec = next(e for e in metrics.events if e.kind == "recommendation")
+    assert rec.task == "setup" and rec.requested_epoch == 0
     assert not rec.applied and "after the last epoch" in rec.reason and trainer.loss_fn.label_smoothing == 0.0
 
 
@@ -105,7 +161,7 @@ def test_auto_apply_off_records_without_changing_anything():
 
 def test_answers_apply_at_the_next_epoch_boundary():
     anthropic = ScriptedProvider("anthropic", [_analysis({"action": "scale_learning_rate", "factor": 0.5})])
-    trainer = _trainer(_orchestrator(anthropic))
+    trainer = _trainer(_orchestrator(anthropic), review_setup=False, keep_or_revert=False)
     metrics = trainer.fit(*_data(), epochs=3)
     lrs = [h["learning_rate"] for h in metrics.history]
     assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.025) and lrs[2] == pytest.approx(0.0125)
@@ -141,7 +197,25 @@ def test_a_crash_in_the_ai_layer_is_recorded_and_training_continues():
     assert errors and "advisor exploded" in errors[0].reason
 
 
-def test_synthetic_data_is_validated_and_mixed_into_training_only():
+def _experiment(metrics):
+    """The synthetic-data A/B's event and both arms' figures parsed from it: (event, with synthetic, real only)."""
+    (event,) = [e for e in metrics.events if e.kind == "experiment" and e.task == "synthetic_data"]
+    number = r"([-+0-9.e]+)"
+    arm = rf"val loss {number}, accuracy {number}%"
+    found = re.search(rf"with synthetic {arm}, real only {arm}", event.reason)
+    assert found, event.reason
+    synth, real = [(float(found[i]), float(found[i + 1]) / 100) for i in (1, 3)]
+    return event, synth, real
+
+
+def _samples(n, seed, labels):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.5, 1.5, size=(n, 10))
+    y = {"clean": (x[:, :2].sum(1) > 0), "random": rng.integers(0, 2, n)}[labels]
+    return [{"features": list(map(float, f)), "label": int(c)} for f, c in zip(x, y)]
+
+
+def test_synthetic_data_is_validated_and_tested_before_it_is_mixed_into_training_only():
     good = [{"features": list(np.full(10, 0.1)), "label": 1}, {"features": list(np.full(10, -0.1)), "label": 0}]
     bad = [
         {"features": [0.1] * 9, "label": 1},
@@ -154,10 +228,63 @@ def test_synthetic_data_is_validated_and_mixed_into_training_only():
     metrics = trainer.fit(train, val, epochs=2)
     s = metrics.synthetic
     assert s.provider == "openai" and s.accepted == 2 and s.rejected == 3 and s.requested == 32
-    assert len(trainer._train_dataset) == len(train) + 2 and trainer.synthetic_range == (320, 322)
-    assert len(val) == 80  # validation untouched
     assert any("label 5" in r for r in s.rejection_reasons)
+    event, synth, real = _experiment(metrics)
+    mixed = (synth[1], -synth[0]) > (real[1], -real[0])  # accuracy first, then the lower loss
+    assert event.applied == mixed and event.reason.endswith("mixed in" if mixed else "not mixed in")
+    assert len(trainer._train_dataset) == len(train) + (2 if mixed else 0)
+    assert (s.mixed_in_at_epoch is not None) == mixed
+    assert len(val) == 80  # validation untouched
     assert metrics.history[0]["samples_per_second"] > 0
+
+
+def _ab_trainer(openai, **config):
+    fm.manual_seed(1)
+    return _trainer(
+        _orchestrator(openai),
+        lr=0.5,
+        synthetic_data_ratio=1.0,
+        synthetic_ab_fraction=1.0,
+        optimization_guidance_frequency=100,
+        review_setup=False,
+        **config,
+    )
+
+
+def test_synthetic_label_noise_is_not_mixed_in():
+    train, val = _data()
+    openai = ScriptedProvider("openai", [{"samples": _samples(320, 5, "random")}])
+    trainer = _ab_trainer(openai)
+    metrics = trainer.fit(train, val, epochs=1)
+    assert metrics.synthetic.accepted == 320
+    event, synth, real = _experiment(metrics)
+    assert not event.applied and "not mixed in" in event.reason
+    assert (synth[1], -synth[0]) <= (real[1], -real[0])
+    assert trainer.train_dataset is train and metrics.synthetic.mixed_in_at_epoch is None
+
+
+def test_synthetic_data_that_helps_is_mixed_in():
+    train, val = _data()
+    rng = np.random.default_rng(9)
+    x = train.tensors[0].numpy()
+    noisy = TensorDataset(fm.tensor(x), fm.tensor(rng.integers(0, 2, len(x)).astype(np.int64)))  # no signal
+    openai = ScriptedProvider("openai", [{"samples": _samples(320, 6, "clean")}])
+    trainer = _ab_trainer(openai)
+    metrics = trainer.fit(noisy, val, epochs=1)
+    event, synth, real = _experiment(metrics)
+    assert event.applied and event.reason.endswith(": mixed in") and synth[1] > real[1]
+    assert len(trainer.train_dataset) == 640 and trainer.synthetic_range == (320, 640)
+    assert metrics.synthetic.mixed_in_at_epoch == 0
+
+
+def test_without_validation_data_synthetic_samples_are_not_mixed_in():
+    train, _ = _data()
+    openai = ScriptedProvider("openai", [{"samples": _samples(320, 6, "clean")}])
+    trainer = _ab_trainer(openai)
+    metrics = trainer.fit(train, None, epochs=1)
+    (event,) = [e for e in metrics.events if e.kind == "experiment"]
+    assert not event.applied and "no validation data" in event.reason
+    assert trainer.train_dataset is train and metrics.synthetic.accepted == 320
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow is the point: the loss must blow up
@@ -187,7 +314,7 @@ def test_research_insights_are_recorded_with_citations_and_applied_only_for_a_pr
     }
     perplexity = ScriptedProvider("perplexity", [{"insights": [insight]}])
     anthropic = ScriptedProvider("anthropic", [_analysis(diagnosis="healthy"), _analysis(diagnosis="overfitting")])
-    trainer = _trainer(_orchestrator(perplexity, anthropic), research_update_interval=1)
+    trainer = _trainer(_orchestrator(perplexity, anthropic), research_update_interval=1, review_setup=False)
     metrics = trainer.fit(*_data(), epochs=3)
     research = [e for e in metrics.events if e.task == "research"]
     assert (
@@ -284,3 +411,52 @@ def test_explore_architectures_trains_candidates_and_ranks_them():
         assert built.num_parameters() == row["parameters"] and row["provider"] == "local"
         assert built(fm.zeros(3, 10)).shape == (3, 2)
     assert any(e.kind == "architecture" for e in trainer.events)
+
+
+def test_the_context_reports_the_optimizer_inputs_layers_and_changes():
+    from forgeml.specs import SwitchOptimizer
+    from forgeml.training.ai_context import build_context
+    from forgeml.training.guardrails import guardrail_for
+
+    anthropic = ScriptedProvider(
+        "anthropic", [_analysis({"action": "set_weight_decay", "value": 0.05}), _analysis(diagnosis="healthy")]
+    )
+    model = _model()
+    trainer = AIEnhancedTrainer(
+        model,
+        Adam(model.parameters(), lr=0.01, weight_decay=0.01),
+        AIEnhancedConfig(
+            optimization_guidance_frequency=1, research_update_interval=100, wait_for_ai=True, trial_epochs=1
+        ),
+        orchestrator=_orchestrator(anthropic),
+        batch_size=32,
+    )
+    train, val = _data()
+    trainer.fit(train, val, epochs=2)
+    ctx = build_context(trainer)
+    assert ctx.optimizer == "adam" and ctx.decoupled_weight_decay is False  # Adam's weight decay is L2
+    assert ctx.learning_rate == pytest.approx(trainer.learning_rate) and ctx.batch_size == 32 and ctx.dropout == 0.2
+    assert ctx.epochs_done == 2 and ctx.epochs_planned == 2 and ctx.num_classes == 2 and ctx.train_samples == 320
+    x = train.tensors[0].numpy().astype(np.float64)
+    assert ctx.inputs.mean == pytest.approx(x.mean()) and ctx.inputs.std == pytest.approx(x.std())
+    assert ctx.inputs.min == pytest.approx(x.min()) and ctx.inputs.max == pytest.approx(x.max())
+    assert ctx.inputs.features == 10 and not ctx.inputs.integer and not ctx.inputs.standardized
+    assert [row.name for row in ctx.layers] == [name for name, _ in model.named_parameters()]
+    assert [row.model_dump() for row in ctx.layers] == [
+        {k: row.get(k) for k in ("name", "weight_norm", "grad_norm", "update_ratio")}
+        for row in trainer.history[-1].layers
+    ]
+    norm = float(np.linalg.norm(model[0].weight.detach().numpy()))
+    assert ctx.layers[0].weight_norm == pytest.approx(norm, rel=1e-4)  # the end of the last epoch
+    # the change made at epoch 1 and its verdict (kept with wd 0.05, or reverted to 0.01)
+    (change,) = ctx.changes
+    assert change.action == {"action": "set_weight_decay", "value": 0.05} and change.verdict in ("kept", "reverted")
+    assert ctx.weight_decay == (0.05 if change.verdict == "kept" else 0.01)
+    assert change.reason == trainer.changes[0].reason and "epoch(s) of the trial" in change.reason
+
+    guardrail_for(SwitchOptimizer(name="adamw")).apply(trainer, SwitchOptimizer(name="adamw"))
+    ctx = build_context(trainer)
+    assert ctx.optimizer == "adamw" and ctx.decoupled_weight_decay is True
+    trainer.standardize_inputs()
+    inputs = build_context(trainer).inputs
+    assert inputs.standardized and inputs.mean == 0.0 and inputs.std == 1.0

@@ -31,6 +31,7 @@ from ..data.dataloader import DataLoader
 from ..data.sampler import Sampler
 from ..io.checkpoint import load
 from ..training.ai_trainer import AIEnhancedTrainer
+from ..training.guardrails import Refused, guardrail_for
 from .ddp import DistributedDataParallel
 from .group import ProcessGroup, default_group, init_process_group, is_initialized
 
@@ -161,7 +162,8 @@ class DistributedTrainer(AIEnhancedTrainer):
     def _nonfinite_loss(self, value: float, step: int, global_step: int | None = None) -> None:
         # Keep stepping (the all-reduce spreads the NaN to every rank); _combine_totals decides for all. Where
         # training stood at that step is kept, so that every rank resumes counting from there, as one process
-        # that stopped at that step would.
+        # that stopped at that step would (a divergence policy that retries the epoch then puts it back to the
+        # epoch's start).
         if self._first_bad is None:
             self._first_bad = (step, value, self.global_step if global_step is None else global_step)
 
@@ -205,23 +207,50 @@ class DistributedTrainer(AIEnhancedTrainer):
             return
         payload = self.group.broadcast_object(None, 0)
         for kind, value in payload["decisions"]:
-            if kind == "action":
-                getattr(self, f"_do_{value.action}")(value)
+            if kind == "trial":
+                self._open_trial()
+            elif kind == "action":
+                action, record = value
+                guardrail_for(action).apply(self, action)
+                if record is not None:  # the same record as rank 0's, so that verdicts read alike on every rank
+                    record = record.model_copy()
+                    self.changes.append(record)
+                    if self._trial is not None and record.verdict == "on_trial":
+                        self._trial["records"].append(record)
             else:
                 self._mix_in(value)
         self.events.extend(payload["events"])
         self.synthetic, self.diagnosis = payload["synthetic"], payload["diagnosis"]
 
-    def _apply(self, action, task, provider, rationale, confidence, changed, citations=()) -> None:
-        before = len(self.events)
-        super()._apply(action, task, provider, rationale, confidence, changed, citations)
+    def _apply(self, action, task, provider, rationale, confidence, round_, citations=()) -> None:
+        before, records = len(self.events), len(self.changes)
+        super()._apply(action, task, provider, rationale, confidence, round_, citations)
         if self._decisions is not None and len(self.events) > before and self.events[-1].applied:
-            self._decisions.append(("action", action))
+            record = self.changes[-1] if len(self.changes) > records else None
+            self._decisions.append(("action", (action, record)))
+
+    def _open_trial(self) -> None:
+        super()._open_trial()
+        if self._decisions is not None:
+            self._decisions.append(("trial", None))
 
     def _mix_in(self, samples) -> None:
         super()._mix_in(samples)
         if self._decisions is not None:
             self._decisions.append(("synthetic", samples))
+
+    def run_lr_range_test(self, min_lr: float, max_lr: float, steps: int):
+        raise Refused("a learning-rate range test is not run in a distributed job")
+
+    def _synthetic_ab(self) -> None:
+        # An A/B needs every rank to train both arms; the samples are not mixed in without one (never by default).
+        self._synthetic_candidates = None
+        self._event(
+            "synthetic_data",
+            "experiment",
+            "trainer",
+            reason="the A/B that decides whether synthetic samples help is not run in a distributed job: not mixed in",
+        )
 
     def _report(self, test_data):
         report = super()._report(test_data)

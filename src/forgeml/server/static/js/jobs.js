@@ -386,6 +386,8 @@ const KIND_LABEL = {
   divergence: "Recovery",
   provider_error: "Provider error",
   architecture: "Architecture search",
+  verdict: "Trial verdict",
+  experiment: "Experiment",
 };
 
 function describeAction(action) {
@@ -410,6 +412,16 @@ function describeAction(action) {
       return "Stop training early";
     case "restore_best_checkpoint":
       return "Restore the best checkpoint";
+    case "switch_optimizer":
+      return `Switch the optimizer to ${a.name}${a.keep_state ? " (keeping its state)" : ""}`;
+    case "standardize_inputs":
+      return "Standardise the inputs";
+    case "set_lr_schedule":
+      return `Use a ${a.kind.replace("_", " ")} learning-rate schedule${a.warmup_epochs ? ` (${a.warmup_epochs} warm-up epochs)` : ""}`;
+    case "find_learning_rate":
+      return "Run a learning-rate range test";
+    case "trial":
+      return (a.changes || []).map(describeAction).join("; ");
     default: {
       const { action: name, ...rest } = a;
       return `${name} ${Object.keys(rest).length ? JSON.stringify(rest) : ""}`.trim();
@@ -426,6 +438,8 @@ function outcome(event) {
   if (event.kind === "divergence") return event.applied ? { label: "recovered", cls: "pill-warn" } : { label: "stopped", cls: "pill-bad" };
   if (event.kind === "synthetic_data") return event.applied ? { label: "mixed in", cls: "pill-ok" } : { label: "none used", cls: "pill-muted" };
   if (event.kind === "provider_error") return { label: "error", cls: "pill-bad" };
+  if (event.kind === "verdict") return event.reason.includes("reverted") ? { label: "reverted", cls: "pill-warn" } : { label: "kept", cls: "pill-ok" };
+  if (event.kind === "experiment") return event.applied ? { label: "adopted", cls: "pill-ok" } : { label: "not adopted", cls: "pill-muted" };
   if (event.kind === "insight") return event.action ? { label: "not applied", cls: "pill-muted" } : null;
   return null;
 }
@@ -467,6 +481,8 @@ function timelineItem(event) {
     const colon = event.reason.indexOf(":");
     title = colon > 0 ? event.reason.slice(0, colon) : event.reason;
     body = colon > 0 ? event.reason.slice(colon + 1).trim() : "";
+  } else if (event.kind === "verdict") {
+    title = `Trial: ${describeAction(event.action) || "changes"}`;
   } else {
     title = KIND_LABEL[event.kind] || event.kind;
   }
