@@ -515,6 +515,7 @@ class LayerStats(_Strict):
     relative to it (``update_ratio`` = ||step|| / ||weight||, healthy around 1e-3 for Adam-trained networks)."""
 
     name: str
+    dims: int | None = Field(default=None, description="the tensor's number of dimensions (1: a bias or norm scale)")
     weight_norm: float
     grad_norm: float | None = None
     update_ratio: float | None = None

@@ -389,3 +389,48 @@ def test_research_for_a_misconfigured_run_offers_the_setup_fixes_with_their_pape
     assert actions == {"switch_optimizer", "standardize_inputs"}
     cited = {c.arxiv_id or c.title for i in insights for c in i.citations}
     assert {"1711.05101", "Efficient BackProp"} <= cited
+
+
+def test_a_bias_or_norm_shift_with_a_large_update_ratio_is_not_read_as_too_large_steps():
+    """Biases and normalisation shifts start at zero: their ratio is large in a healthy run. Only weight matrices
+    and filters (dims >= 2) count; without dims, a name ending in 'bias' is left out."""
+    metrics = _metrics(**CURVES["healthy"])
+    layers = [
+        LayerStats(name="0.weight", dims=4, weight_norm=3.0, grad_norm=0.5, update_ratio=2e-3),
+        LayerStats(name="1.weight", dims=1, weight_norm=2.8, grad_norm=0.1, update_ratio=0.03),  # a BatchNorm scale
+        LayerStats(name="1.bias", weight_norm=0.05, grad_norm=0.1, update_ratio=0.2),
+    ]
+    result = LocalAdvisor().analyze("CNN", metrics, _clean(epochs_done=20, layers=layers))
+    assert "scale_learning_rate" not in _actions(result)
+    assert not any("update_ratio" in e for e in result.evidence)
+    big = [*layers, LayerStats(name="2.weight", dims=2, weight_norm=5.0, grad_norm=0.5, update_ratio=0.05)]
+    result = LocalAdvisor().analyze("CNN", metrics, _clean(epochs_done=20, layers=big))
+    assert _actions(result)["scale_learning_rate"].factor < 1
+    assert any("2.weight" in e and "1.bias" not in e for e in result.evidence if "update_ratio" in e)
+
+
+def test_a_classifier_whose_val_accuracy_is_still_at_its_best_is_not_stopped_or_rolled_back():
+    """Validation loss rising while validation accuracy keeps its best is confidence growing, not a model getting
+    worse: overfitting may be diagnosed, but neither early_stop nor restore_best_checkpoint is recommended."""
+    n = len(E)
+    loss = CURVES["overfitting"]
+    rising_acc = 0.80 + 0.15 * (1 - np.exp(-0.3 * E))  # still improving at the end
+    falling_acc = np.concatenate([rising_acc[:10], rising_acc[9] - 0.01 * np.arange(1, n - 9)])
+    train_acc = np.minimum(0.99, rising_acc + 0.05)
+    advisor = LocalAdvisor()
+    # without a context the advisor lists every recommendation (no cap of two), so absence means something
+    still = advisor.analyze("MLP", _metrics(**loss, train_accuracy=train_acc, val_accuracy=rising_acc))
+    assert still.diagnosis == "overfitting"
+    assert not {"early_stop", "restore_best_checkpoint"} & set(_actions(still))
+    assert any("still at its best" in e for e in still.evidence)
+    worse = advisor.analyze("MLP", _metrics(**loss, train_accuracy=train_acc, val_accuracy=falling_acc))
+    assert worse.diagnosis == "overfitting"
+    assert {"early_stop", "restore_best_checkpoint"} <= set(_actions(worse))
+
+
+def test_no_schedule_is_proposed_for_a_short_run():
+    """A cosine schedule is proposed from 20 planned epochs on; shorter runs keep their constant rate."""
+    short = LocalAdvisor().analyze("MLP", TrainingMetrics(), _clean(scheduler=None, epochs_planned=12))
+    assert "set_lr_schedule" not in _actions(short)
+    long = LocalAdvisor().analyze("MLP", TrainingMetrics(), _clean(scheduler=None, epochs_planned=40))
+    assert _actions(long)["set_lr_schedule"].kind == "cosine"

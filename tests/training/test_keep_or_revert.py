@@ -244,3 +244,24 @@ def test_a_divergence_during_a_trial_reverts_it():
     assert reverted_to["lr"] == 0.5
     assert [h["learning_rate"] for h in metrics.history] == pytest.approx([0.5, 0.5])
     assert trainer._trial is None
+
+
+def test_a_trial_after_a_revert_is_judged_against_the_lineage_not_the_discarded_epochs(monkeypatch):
+    """Epoch 4 (lr x0.1) is reverted to the state of epoch 3. The next trial is judged on the epochs behind the
+    weights it starts from (1, 2, 3 and 5), never on the discarded epoch 4."""
+    from forgeml.training import keep_or_revert
+
+    judged = []
+    real = keep_or_revert.judge_trial
+
+    def spy(before, during, **kw):
+        judged.append(([r["epoch"] for r in before], [r["epoch"] for r in during]))
+        return real(before, during, **kw)
+
+    monkeypatch.setattr(keep_or_revert, "judge_trial", spy)
+    script = [*HARMFUL, _analysis({"action": "scale_learning_rate", "factor": 0.1}), HEALTHY, HEALTHY]
+    trainer = _regressor(ScriptedProvider("anthropic", script))
+    metrics = trainer.fit(*_regression(), epochs=6)
+    first, second = metrics.changes
+    assert (first.epoch, first.verdict, second.epoch) == (3, "reverted", 5)
+    assert judged == [([1, 2, 3], [4]), ([1, 2, 3, 5], [6])]

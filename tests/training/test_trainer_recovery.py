@@ -313,7 +313,8 @@ def test_layer_stats_are_recorded_with_sane_values():
     for m in history:
         assert [row["name"] for row in m.layers] == names
         for row in m.layers:
-            assert set(row) == {"name", "weight_norm", "grad_norm", "update_ratio"}
+            assert set(row) == {"name", "dims", "weight_norm", "grad_norm", "update_ratio"}
+            assert row["dims"] == dict(trainer.model.named_parameters())[row["name"]].ndim
             assert 0 < row["update_ratio"] < 1 and math.isfinite(row["update_ratio"])
             assert 0 < row["grad_norm"] < math.inf and 0 < row["weight_norm"] < math.inf
         assert m.grad_norm is not None and m.grad_norm > 0

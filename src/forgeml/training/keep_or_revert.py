@@ -42,14 +42,14 @@ class TrialsMixin:
         trial = self._trial
         records = trial["records"]
         start = trial["epoch"]
-        before = [m.as_dict() for m in self.history if m.epoch <= start]
-        if start == 0 and self._initial_eval is not None:
-            before = [self._initial_eval, *before]
-        during = [m.as_dict() for m in self.history if m.epoch > start]
+        lineage = self.lineage()  # a trial reverted earlier is no part of what this one is compared with
+        before = [m.as_dict() for m in lineage if m.epoch <= start]
+        from_start = not before
+        if from_start and self._initial_eval is not None:
+            before = [self._initial_eval]
+        during = [m.as_dict() for m in lineage if m.epoch > start]
         comparable = len(self.loss_changed_at) == trial["losses_changed"]
-        verdict = judge_trial(
-            before, during, loss_comparable=comparable, from_start=not any(m.epoch <= start for m in self.history)
-        )
+        verdict = judge_trial(before, during, loss_comparable=comparable, from_start=from_start)
         if verdict is None:
             self._trial = None
             for r in records:
@@ -128,7 +128,7 @@ class TrialsMixin:
         self._snapshot()
 
     def _best_so_far(self) -> float | None:
-        values = [m.val_loss if m.val_loss is not None else m.train_loss for m in self.history]
+        values = [m.val_loss if m.val_loss is not None else m.train_loss for m in self.lineage()]
         values = [v for v in values if v is not None and math.isfinite(v)]
         if not values and self._initial_eval is not None:
             return self._initial_eval.get("val_loss")

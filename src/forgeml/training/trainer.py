@@ -284,7 +284,7 @@ class _LayerStats:
             self.ratio_count[i] = self._add(self.ratio_count[i], known.astype(ratio.dtype))
 
     def result(self) -> tuple[list[dict], float | None]:
-        """The per-parameter rows (``name``, ``weight_norm``, ``grad_norm``, ``update_ratio``) and the mean
+        """The per-parameter rows (``name``, ``dims``, ``weight_norm``, ``grad_norm``, ``update_ratio``) and the mean
         total gradient norm of the sampled steps."""
         slots: list = []  # every value to read, as 0-d arrays
 
@@ -316,11 +316,13 @@ class _LayerStats:
             for index, value in zip(indices, _read_floats([slots[j] for j in indices])):
                 values[index] = value
         rows = []
+        p_dims = {name: p.ndim for name, p in self.named}
         for name, w, g, g_count, r, r_count in layout:
             ratio_count = values[r_count] if r_count is not None else 0.0
             rows.append(
                 {
                     "name": name,
+                    "dims": p_dims[name],
                     "weight_norm": values[w],
                     "grad_norm": values[g] / g_count if g is not None and g_count else None,
                     "update_ratio": values[r] / ratio_count if r is not None and ratio_count else None,

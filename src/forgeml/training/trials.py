@@ -32,7 +32,7 @@ class Verdict:
 
 def _recent_gain(values: list[float], higher_is_better: bool) -> float:
     """The per-epoch improvement of the best value over the last few epochs (0 when it did not improve)."""
-    if len(values) < 3:
+    if len(values) < 2:
         return 0.0
     w = min(3, len(values) - 1)
     if higher_is_better:

@@ -432,7 +432,16 @@ def _overfitting(ctx: _Ctx) -> AnalysisResult | None:
         recs.append(
             _rec(SetDropout(p=p), f"Stronger dropout ({before}to {p}) regularises the hidden units.", conf * 0.8)
         )
-    if since >= 3:
+    # A rising validation loss with the validation accuracy still at its best is a classifier growing confident,
+    # not one getting worse: stopping or going back would throw away what the last epochs gained.
+    acc = ctx.val_acc
+    still_best = bool(acc.n >= 3 and float(np.max(acc.y[-2:])) >= float(np.max(acc.y)) - 0.002)
+    if since >= 1 and still_best:
+        evidence.append(
+            f"val_accuracy is still at its best ({_pct(float(np.max(acc.y)))}) in the last 2 epochs: "
+            "no early stop and no restore"
+        )
+    if since >= 3 and not still_best:
         recs.append(
             _rec(
                 EarlyStop(),
@@ -440,7 +449,7 @@ def _overfitting(ctx: _Ctx) -> AnalysisResult | None:
                 conf * min(0.9, 0.6 + 0.1 * since),
             )
         )
-    if best_epoch is not None and since >= 1:
+    if best_epoch is not None and since >= 1 and not still_best:
         recs.append(
             _rec(
                 RestoreBestCheckpoint(),

@@ -43,7 +43,7 @@ __all__ = [
 
 MAX_CHANGES = 2  # recommendations per result when a context is given: one hypothesis, a second only if independent
 ADAM_LR_RANGE = (1e-4, 3e-3)
-SCHEDULE_MIN_EPOCHS = 8  # planned epochs from which a constant learning rate is worth replacing by a schedule
+SCHEDULE_MIN_EPOCHS = 20  # planned epochs from which a constant learning rate is worth replacing by a schedule
 UPDATE_RATIO_HIGH = 1e-2
 UPDATE_RATIO_LOW = 1e-4
 
@@ -201,8 +201,16 @@ def review_setup(hp: HyperParams, context, description: str, lr: float | None) -
 
 
 def layer_findings(context, lr: float | None) -> list[Finding]:
-    """Per-layer update ratios (||step|| / ||weight||) far from the healthy ~1e-3 call for a different rate."""
-    layers = [layer for layer in getattr(context, "layers", []) if layer.update_ratio is not None]
+    """Per-layer update ratios (||step|| / ||weight||) far from the healthy ~1e-3 call for a different rate.
+
+    Only weight matrices and filters count: a bias or a normalisation shift starts at zero, so its norm is tiny
+    and its ratio large in a perfectly healthy run."""
+    layers = [
+        layer
+        for layer in getattr(context, "layers", [])
+        if layer.update_ratio is not None
+        and (layer.dims >= 2 if layer.dims is not None else not layer.name.endswith("bias"))
+    ]
     if not layers:
         return []
     lr_text = (lambda f: f" (lr {_g(lr)} -> {_g(lr * f)})") if lr else (lambda f: "")
