@@ -67,15 +67,23 @@ def _ai_research(args) -> int:
     return 0
 
 
-def _ai_analyze(args) -> int:
-    path = Path(args.metrics)
+_UNREADABLE = object()
+
+
+def _read_json(source: str | Path, subject: str):
+    """JSON from a file (a Path) or a literal string; on failure, says why on stderr and returns _UNREADABLE."""
     try:
-        metrics = json.loads(path.read_text())
+        return json.loads(source.read_text() if isinstance(source, Path) else source)
     except FileNotFoundError:
-        print(f"forgeml: no such file: {path}", file=sys.stderr)
-        return 2
+        print(f"forgeml: no such file: {source}", file=sys.stderr)
     except json.JSONDecodeError as exc:
-        print(f"forgeml: {path} is not valid JSON ({exc})", file=sys.stderr)
+        print(f"forgeml: {subject} not valid JSON ({exc})", file=sys.stderr)
+    return _UNREADABLE
+
+
+def _ai_analyze(args) -> int:
+    metrics = _read_json(Path(args.metrics), f"{args.metrics} is")
+    if metrics is _UNREADABLE:
         return 2
     if isinstance(metrics, list):  # a list of per-epoch records
         from .specs import TrainingMetrics
@@ -84,13 +92,8 @@ def _ai_analyze(args) -> int:
     context = None
     if args.context is not None:
         text = args.context.strip()
-        try:
-            context = json.loads(text if text.startswith("{") else Path(text).read_text())
-        except FileNotFoundError:
-            print(f"forgeml: no such file: {text}", file=sys.stderr)
-            return 2
-        except json.JSONDecodeError as exc:
-            print(f"forgeml: the context is not valid JSON ({exc})", file=sys.stderr)
+        context = _read_json(text if text.startswith("{") else Path(text), "the context is")
+        if context is _UNREADABLE:
             return 2
         from .specs import TrainingContext
 

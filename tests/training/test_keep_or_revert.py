@@ -35,21 +35,25 @@ def _assert_weights_equal(a, b):
         np.testing.assert_array_equal(a[k], b[k])
 
 
-def _trainer(provider, lr=0.05, callbacks=(), **config):
-    fm.manual_seed(0)
-    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
+def _config(overrides: dict) -> AIEnhancedConfig:
+    """Guidance after every epoch, one-epoch trials, no set-up review, answers awaited: each test scripts it all."""
     settings = {
         "optimization_guidance_frequency": 1,
         "research_update_interval": 100,
         "wait_for_ai": True,
         "review_setup": False,
         "trial_epochs": 1,
-        **config,
     }
+    return AIEnhancedConfig(**{**settings, **overrides})
+
+
+def _trainer(provider, lr=0.05, callbacks=(), **config):
+    fm.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
     return AIEnhancedTrainer(
         model,
         SGD(model.parameters(), lr=lr, weight_decay=0.001),
-        AIEnhancedConfig(**settings),
+        _config(config),
         orchestrator=_orchestrator(provider),
         batch_size=32,
         callbacks=list(callbacks),
@@ -71,18 +75,10 @@ def _regression(n=400, seed=0):
 def _regressor(provider, callbacks=(), **config):
     fm.manual_seed(0)
     model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 1))
-    settings = {
-        "optimization_guidance_frequency": 1,
-        "research_update_interval": 100,
-        "wait_for_ai": True,
-        "review_setup": False,
-        "trial_epochs": 1,
-        **config,
-    }
     return AIEnhancedTrainer(
         model,
         SGD(model.parameters(), lr=0.02),
-        AIEnhancedConfig(**settings),
+        _config(config),
         nn.MSELoss(),
         orchestrator=_orchestrator(provider),
         batch_size=32,

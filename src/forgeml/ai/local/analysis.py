@@ -323,6 +323,16 @@ def _exploding(ctx: _Ctx) -> AnalysisResult | None:
     return AnalysisResult("diverging", evidence, _sorted(recs))
 
 
+def _switch_to_adamw(hp, why: str, confidence: float) -> Recommendation:
+    """Adam's coupled L2 -> AdamW's decoupled decay, keeping the moments; ``why`` says what the coupling does here."""
+    return _rec(
+        SwitchOptimizer(name="adamw", keep_state=True),
+        f"{why} AdamW applies weight_decay {_g(hp.weight_decay)} directly to the weights, keeping the moment "
+        'estimates (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, arXiv 1711.05101).',
+        confidence,
+    )
+
+
 def _overfitting(ctx: _Ctx) -> AnalysisResult | None:
     evidence: list[str] = []
     strength = 0.0
@@ -403,12 +413,10 @@ def _overfitting(ctx: _Ctx) -> AnalysisResult | None:
     recs = []
     if coupled_l2(hp):
         recs.append(
-            _rec(
-                SwitchOptimizer(name="adamw", keep_state=True),
+            _switch_to_adamw(
+                hp,
                 f"Raising coupled L2 in {hp.optimizer} regularises badly: the decay is divided by the adaptive step "
-                f"scale, so the weights that fit the training set most are decayed least. Switch to AdamW so "
-                f"weight_decay {_g(hp.weight_decay)} acts as real decoupled decay (Loshchilov & Hutter, ICLR 2019, "
-                "arXiv 1711.05101).",
+                "scale, so the weights that fit the training set most are decayed least.",
                 conf * 0.85,
             )
         )
@@ -533,12 +541,10 @@ def _held_back(ctx: _Ctx) -> AnalysisResult | None:
     recs = []
     if coupled_l2(hp):
         recs.append(
-            _rec(
-                SwitchOptimizer(name="adamw", keep_state=True),
+            _switch_to_adamw(
+                hp,
                 f"Coupled L2 in {hp.optimizer} is divided by the per-parameter step scale, so it decays the weights "
-                "unevenly and holds the fit back without regularising well; AdamW applies weight_decay "
-                f"{_g(hp.weight_decay)} directly to the weights, keeping the moment estimates (Loshchilov & Hutter, "
-                '"Decoupled Weight Decay Regularization", ICLR 2019, arXiv 1711.05101).',
+                "unevenly and holds the fit back without regularising well.",
                 conf * 0.95,
             )
         )
