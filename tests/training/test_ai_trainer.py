@@ -443,7 +443,7 @@ def test_the_context_reports_the_optimizer_inputs_layers_and_changes():
     assert ctx.inputs.features == 10 and not ctx.inputs.integer and not ctx.inputs.standardized
     assert [row.name for row in ctx.layers] == [name for name, _ in model.named_parameters()]
     assert [row.model_dump() for row in ctx.layers] == [
-        {k: row.get(k) for k in ("name", "weight_norm", "grad_norm", "update_ratio")}
+        {k: row.get(k) for k in ("name", "dims", "weight_norm", "grad_norm", "update_ratio")}
         for row in trainer.history[-1].layers
     ]
     norm = float(np.linalg.norm(model[0].weight.detach().numpy()))

@@ -99,6 +99,8 @@ def set_dropout(trainer, action: SetDropout):
     before = layers[0].p
     for m in layers:
         m.p = action.p
+    if action.p > before:
+        trainer.note_loss_changed()  # more units dropped in training raise the train loss: not a divergence
     return before, action.p
 
 

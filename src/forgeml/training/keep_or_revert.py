@@ -35,7 +35,6 @@ class TrialsMixin:
             "epoch": self.epoch,
             "records": [],
             "state": self._capture(),
-            "losses_changed": len(self.loss_changed_at),
         }
 
     def _close_trial(self, final: bool = False) -> None:
@@ -48,7 +47,8 @@ class TrialsMixin:
         if from_start and self._initial_eval is not None:
             before = [self._initial_eval]
         during = [m.as_dict() for m in lineage if m.epoch > start]
-        comparable = len(self.loss_changed_at) == trial["losses_changed"]
+        # the validation loss keeps its meaning unless the loss function changed (label smoothing)
+        comparable = getattr(self.loss_fn, "label_smoothing", None) == trial["state"]["label_smoothing"]
         verdict = judge_trial(before, during, loss_comparable=comparable, from_start=from_start)
         if verdict is None:
             self._trial = None
