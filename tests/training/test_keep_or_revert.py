@@ -10,7 +10,7 @@ from forgeml import nn
 from forgeml.data import TensorDataset
 from forgeml.optim import SGD
 from forgeml.training import AIEnhancedConfig, AIEnhancedTrainer
-from forgeml.training.callbacks import Callback
+from forgeml.training.callbacks import Callback, LambdaCallback
 from tests.ai.stubs import ScriptedProvider
 from tests.training.test_ai_trainer import _analysis, _data, _orchestrator
 
@@ -94,9 +94,13 @@ HARMFUL = [HEALTHY, HEALTHY, _analysis({"action": "scale_learning_rate", "factor
 def test_a_harmful_change_is_reverted_to_the_exact_state_of_the_trial_start():
     anthropic = ScriptedProvider("anthropic", HARMFUL)
     weights = Weights()
-    trainer = _regressor(anthropic, callbacks=[weights])
-    metrics = trainer.fit(*_regression(), epochs=4)
-    assert [h["learning_rate"] for h in metrics.history] == pytest.approx([0.02, 0.02, 0.02, 0.002])
+    resumed = {}
+    on_begin = LambdaCallback(
+        on_epoch_begin=lambda trainer, epoch: resumed.setdefault(epoch, _weights(trainer)) if epoch == 5 else None
+    )
+    trainer = _regressor(anthropic, callbacks=[weights, on_begin])
+    metrics = trainer.fit(*_regression(), epochs=5)
+    assert [h["learning_rate"] for h in metrics.history] == pytest.approx([0.02, 0.02, 0.02, 0.002, 0.02])
     (change,) = metrics.changes
     assert change.epoch == 3 and change.verdict == "reverted" and change.action["factor"] == 0.1
     assert change.metric == "val_loss" and change.after == pytest.approx(metrics.history[3]["val_loss"])
@@ -104,11 +108,24 @@ def test_a_harmful_change_is_reverted_to_the_exact_state_of_the_trial_start():
     (verdict,) = _verdicts(metrics)
     assert verdict.epoch == 4 and "rolled back to the state of epoch 3" in verdict.reason
     assert verdict.action == {"action": "trial", "changes": [change.action]}
-    # everything the change touched is as it was when the trial opened
-    _assert_weights_equal(_weights(trainer), weights.at[3])
-    assert trainer.learning_rate == 0.02
-    assert [m.epoch for m in trainer.lineage()] == [1, 2, 3] and len(trainer.history) == 4
+    # everything the change touched is as it was when the trial opened: epoch 5 starts from epoch 3's weights
+    _assert_weights_equal(resumed[5], weights.at[3])
+    assert [m.epoch for m in trainer.lineage()] == [1, 2, 3, 5] and len(trainer.history) == 5
     assert trainer._trial is None
+
+
+def test_at_the_end_of_the_run_a_change_that_improved_on_its_start_is_kept_even_below_the_trend():
+    """The same lr x0.1 judged on the last epoch: it lowered the validation loss (though less than the trend
+    promised), and a roll-back would have no epochs left to run the old settings: the change stays."""
+    anthropic = ScriptedProvider("anthropic", HARMFUL)
+    weights = Weights()
+    trainer = _regressor(anthropic, callbacks=[weights])
+    metrics = trainer.fit(*_regression(), epochs=4)
+    (change,) = metrics.changes
+    assert change.verdict == "kept" and change.after < change.before
+    assert "no epochs are left" in change.reason and "below the trend" in change.reason
+    _assert_weights_equal(_weights(trainer), weights.at[4])
+    assert trainer.learning_rate == pytest.approx(0.002) and [m.epoch for m in trainer.lineage()] == [1, 2, 3, 4]
 
 
 def _curves(call):

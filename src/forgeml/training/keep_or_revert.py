@@ -57,13 +57,22 @@ class TrialsMixin:
             return
         for r in records:  # before/after in the figure the verdict was judged on (accuracy, say)
             r.metric, r.before = verdict.metric, verdict.before
-        if verdict.helped:
+        at_end = final or (self.epochs_planned is not None and self.epoch >= self.epochs_planned)
+        if verdict.helped or (at_end and verdict.improved):
+            # At the end of the run a roll-back has no epochs left to try the old settings again: it would only
+            # throw the trial's epochs away. The changes stay unless they made the run worse than before them.
+            reason = verdict.reason
+            if not verdict.helped:
+                reason = reason.replace(": no improvement, reverted", "") + (
+                    ": below the trend but better than before the change, and no epochs are left to run without "
+                    "it: kept"
+                )
             self._trial = None
             for r in records:
-                r.verdict, r.after, r.reason = "kept", verdict.after, verdict.reason
-            self._event("trial", "verdict", "trainer", reason=verdict.reason, action=_actions(records))
+                r.verdict, r.after, r.reason = "kept", verdict.after, reason
+            self._event("trial", "verdict", "trainer", reason=reason, action=_actions(records))
             return
-        self._revert_trial(verdict.reason + (" (at the end of the run)" if final else ""), after=verdict.after)
+        self._revert_trial(verdict.reason + (" (at the end of the run)" if at_end else ""), after=verdict.after)
 
     def _revert_trial(self, reason: str, after: float | None = None) -> None:
         trial, self._trial = self._trial, None

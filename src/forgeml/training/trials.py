@@ -29,6 +29,11 @@ class Verdict:
     expected: float
     reason: str
 
+    @property
+    def improved(self) -> bool:
+        """Whether the trial's best beat the best before the change at all (trend or no trend)."""
+        return self.after > self.before if self.metric.endswith("accuracy") else self.after < self.before
+
 
 def _recent_gain(values: list[float], higher_is_better: bool) -> float:
     """The per-epoch improvement of the best value over the last few epochs (0 when it did not improve)."""
