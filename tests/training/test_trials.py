@@ -100,3 +100,17 @@ def test_non_finite_figures_are_ignored_and_nothing_to_judge_gives_none():
     verdict = judge_trial(BEFORE, _val([math.nan, 0.7]))
     assert verdict.helped and verdict.after == pytest.approx(0.7)
     assert judge_trial(BEFORE, _val([math.inf])) is None
+
+
+def test_clearly_worse_allows_for_the_noise_of_a_small_validation_set():
+    """An accuracy 1 point lower on 200 examples is within one standard error (sqrt(.95 * .05 / 200) = 1.5
+    points): not clearly worse. On 5,000 examples (0.31 points) it is; a loss that rose always is."""
+    verdict = judge_trial([{"val_accuracy": 0.95}], [{"val_accuracy": 0.94}], loss_comparable=False)
+    assert not verdict.helped and not verdict.improved
+    assert not verdict.clearly_worse(200)
+    assert verdict.clearly_worse(5000)
+    assert verdict.clearly_worse(None)
+    better = judge_trial([{"val_accuracy": 0.95}], [{"val_accuracy": 0.96}], loss_comparable=False)
+    assert better.improved and not better.clearly_worse(5000)
+    loss = judge_trial([{"val_loss": 0.30}], [{"val_loss": 0.31}])
+    assert loss.metric == "val_loss" and loss.clearly_worse(200)

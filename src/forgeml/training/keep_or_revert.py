@@ -58,14 +58,16 @@ class TrialsMixin:
         for r in records:  # before/after in the figure the verdict was judged on (accuracy, say)
             r.metric, r.before = verdict.metric, verdict.before
         at_end = final or (self.epochs_planned is not None and self.epoch >= self.epochs_planned)
-        if verdict.helped or (at_end and verdict.improved):
+        if verdict.helped or (at_end and not verdict.clearly_worse(self._validation_samples())):
             # At the end of the run a roll-back has no epochs left to try the old settings again: it would only
-            # throw the trial's epochs away. The changes stay unless they made the run worse than before them.
+            # throw the trial's epochs away. The changes stay unless they made the run clearly worse than before
+            # them (by more than the validation measurement's noise).
             reason = verdict.reason
             if not verdict.helped:
+                where = "better than" if verdict.improved else "within the validation noise of"
                 reason = reason.replace(": no improvement, reverted", "") + (
-                    ": below the trend but better than before the change, and no epochs are left to run without "
-                    "it: kept"
+                    f": below the trend but {where} the best before the change, and no epochs are left to run "
+                    "without it: kept"
                 )
             self._trial = None
             for r in records:
@@ -73,6 +75,14 @@ class TrialsMixin:
             self._event("trial", "verdict", "trainer", reason=reason, action=_actions(records))
             return
         self._revert_trial(verdict.reason + (" (at the end of the run)" if at_end else ""), after=verdict.after)
+
+    def _validation_samples(self) -> int | None:
+        """How many examples the validation figures are measured on (None when unknown)."""
+        loader = self._val_loader
+        try:
+            return len(loader.dataset) if loader is not None else None
+        except (TypeError, AttributeError):
+            return None
 
     def _revert_trial(self, reason: str, after: float | None = None) -> None:
         trial, self._trial = self._trial, None

@@ -34,6 +34,17 @@ class Verdict:
         """Whether the trial's best beat the best before the change at all (trend or no trend)."""
         return self.after > self.before if self.metric.endswith("accuracy") else self.after < self.before
 
+    def clearly_worse(self, samples: int | None) -> bool:
+        """Whether the trial's best fell below the best before the change by more than the measurement's noise:
+        one standard error of an accuracy measured on ``samples`` examples (sqrt(p (1 - p) / n)); for a loss,
+        or with the sample count unknown, any fall counts."""
+        if self.improved:
+            return False
+        if not self.metric.endswith("accuracy") or not samples:
+            return True
+        p = min(max(self.before, 0.0), 1.0)
+        return self.before - self.after > math.sqrt(p * (1.0 - p) / samples)
+
 
 def _recent_gain(values: list[float], higher_is_better: bool) -> float:
     """The per-epoch improvement of the best value over the last few epochs (0 when it did not improve)."""
