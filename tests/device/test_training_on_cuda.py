@@ -243,8 +243,13 @@ def test_ai_trainer_passes_the_device_through(cuda_device):
     from forgeml.training import AIEnhancedConfig, AIEnhancedTrainer
 
     model = _model()
+    # no set-up review: Adam at lr 0.02 is outside its usual range, and a tenfold cut would slow this 2-epoch run
     config = AIEnhancedConfig(
-        optimization_guidance_frequency=1, research_update_interval=100, wait_for_ai=True, synthetic_data_ratio=0.2
+        optimization_guidance_frequency=1,
+        research_update_interval=100,
+        wait_for_ai=True,
+        synthetic_data_ratio=0.2,
+        review_setup=False,
     )
     trainer = AIEnhancedTrainer(model, Adam(model.parameters(), lr=0.02), config, batch_size=32, device=cuda_device)
     assert trainer.device == CUDA and all(p.device == CUDA for p in model.parameters())
@@ -257,12 +262,12 @@ def test_ai_trainer_passes_the_device_through(cuda_device):
 def test_ai_trainer_mixes_synthetic_data_into_a_cuda_dataset(cuda_device):
     pytest.importorskip("pydantic")
     from forgeml.training import AIEnhancedTrainer
-    from forgeml.training.ai_trainer import _sample_arrays
+    from forgeml.training.ai_context import sample_arrays
 
     host = _blobs(40)
     on_device = TensorDataset(*(t.to(cuda_device) for t in host.tensors))
-    fx, fy, shape = _sample_arrays(on_device, 10)
-    hx, hy, _ = _sample_arrays(host, 10)
+    fx, fy, shape = sample_arrays(on_device, 10)
+    hx, hy, _ = sample_arrays(host, 10)
     np.testing.assert_array_equal(fx, hx)
     np.testing.assert_array_equal(fy, hy)
     assert shape == (2,)

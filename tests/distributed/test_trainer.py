@@ -155,6 +155,21 @@ if rank == 0:
     plain.load_state_dict(model.state_dict())
     report(single_eval=Trainer(plain, None).evaluate(DataLoader(val, batch_size=64)))
 
+# -- keep or revert: a change on trial is judged, and rolled back, alike on every rank -------------------
+trial_model = make_model(rank)
+trial_config = AIEnhancedConfig(wait_for_ai=True, optimization_guidance_frequency=1, research_update_interval=100,
+                                review_setup=False, trial_epochs=1)
+trial_trainer = DistributedTrainer(
+    trial_model, SGD(trial_model.parameters(), lr=0.1), None, trial_config,
+    orchestrator=StubOrchestrator([[], [], [{"action": "scale_learning_rate", "factor": 0.1}]]), batch_size=32,
+)
+trial_metrics = trial_trainer.fit(train, val, epochs=5)
+report(trials={
+    "changes": [c.model_dump() for c in trial_metrics.changes], "events": events(trial_metrics),
+    "weights": digest(trial_model), "lineage": [m.epoch for m in trial_trainer.lineage()],
+    "lr": trial_trainer.learning_rate,
+})
+
 # -- checkpoints: rank 0 writes, every rank can resume -------------------------------------------------
 trainer.save_checkpoint(f"{folder}/ckpt_rank{rank}.safetensors")
 report(state={"epoch": trainer.epoch, "global_step": trainer.global_step, "weights": digest(model),
@@ -275,6 +290,23 @@ def test_events_and_histories_are_identical_on_every_rank(job):
     assert ai0["history"][2]["grad_norm"] is not None  # clipping on: the (global) norm is reported
     # what the AI cost is rank 0's to know, and every rank reports it
     assert ai1["usage"] == ai0["usage"] and ai1["cost"] == ai0["cost"] > 0
+
+
+def test_a_trial_is_judged_and_rolled_back_alike_on_every_rank(job):
+    """Rank 0 alone hears the advice (lr x0.1 after epoch 3); every rank opens the same trial, reaches the same
+    verdict after epoch 4 and, when it is a roll-back, restores the same state."""
+    reports, _ = job
+    t0, t1 = reports[0]["trials"], reports[1]["trials"]
+    for key in ("changes", "events", "weights", "lineage", "lr"):
+        assert t1[key] == t0[key], f"{key} differs between the ranks"
+    (change,) = t0["changes"]
+    assert change["epoch"] == 3 and change["action"]["factor"] == 0.1 and change["verdict"] in ("kept", "reverted")
+    verdicts = [e for e in t0["events"] if e["kind"] == "verdict"]
+    assert len(verdicts) == 1 and verdicts[0]["epoch"] == 4
+    if change["verdict"] == "reverted":
+        assert t0["lineage"] == [1, 2, 3, 5] and t0["lr"] == 0.1
+    else:
+        assert t0["lineage"] == [1, 2, 3, 4, 5] and t0["lr"] == pytest.approx(0.01)
 
 
 def test_metrics_cover_the_whole_data(job):

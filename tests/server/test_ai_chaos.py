@@ -219,9 +219,10 @@ def test_a_job_survives_provider_chaos_and_its_events_say_what_happened(make_cli
         if e["provider"] == "local" and e["kind"] in ("diagnosis", "insight", "synthetic_data", "recommendation"):
             assert (e["task"], e["requested_epoch"]) in explained, e
 
-    # each epoch was analysed and researched
+    # each epoch was analysed (but the last: its advice could not be applied) and researched
     for epoch in range(1, 5):
-        assert any(e["kind"] == "diagnosis" and e["requested_epoch"] == epoch for e in events), epoch
+        analysed = any(e["kind"] == "diagnosis" and e["requested_epoch"] == epoch for e in events)
+        assert analysed == (epoch < 4), epoch
         assert any(e["task"] == "research" and e["requested_epoch"] == epoch for e in events), epoch
     assert any(e["task"] == "synthetic_data" and e["kind"] == "synthetic_data" for e in events)
 

@@ -371,9 +371,9 @@ class AIEnhancedTrainer(TrialsMixin, SyntheticDataMixin, StandardizingMixin, Tra
         e = self.epoch
         if self._trial is not None and e - self._trial["epoch"] >= self._trial_length():
             self._close_trial()
-        if self.epochs_planned is not None and e >= self.epochs_planned:
-            return  # the last epoch: advice now could not be applied
-        if e % self.config.optimization_guidance_frequency == 0 or self._analysis_deferred:
+        # No analysis after the last epoch: its advice could not be applied. (Research is still asked and recorded.)
+        last = self.epochs_planned is not None and e >= self.epochs_planned
+        if not last and (e % self.config.optimization_guidance_frequency == 0 or self._analysis_deferred):
             if self._trial is None or not self.config.keep_or_revert:
                 self._analysis_deferred = False
                 self._launch_analysis("analysis")
@@ -507,12 +507,6 @@ class AIEnhancedTrainer(TrialsMixin, SyntheticDataMixin, StandardizingMixin, Tra
         self.changes.append(record)
         if rail.on_trial and self._trial is not None:
             self._trial["records"].append(record)
-
-    # ------------------------------------------------------------ keep or revert
-
-    # ------------------------------------------------------- standardisation
-
-    # ------------------------------------------------------- synthetic data A/B
 
     async def _apply_lr_range_test(self) -> None:
         round_ = _Round(self.config.max_changes_per_round)
