@@ -187,10 +187,8 @@ class AIEnhancedTrainer(TrialsMixin, SyntheticDataMixin, StandardizingMixin, Tra
             self._sync_best_coordinates()
         self._snapshot()
         if val_loader is not None and self.best_state is None:
-            self.track_initial_best(val_loader)
-            self._initial_eval = {"epoch": 0, "val_loss": self.best_metric}
-            if self.best_metric is not None:
-                self._initial_eval.update(self._evaluate_figures(val_loader))
+            initial = self.track_initial_best(val_loader)
+            self._initial_eval = {"epoch": 0, "val_loss": initial["loss"], "val_accuracy": initial["accuracy"]}
         self._call("on_train_begin")
         if first_run and self.config.review_setup:
             self._launch_analysis("setup")
@@ -362,10 +360,6 @@ class AIEnhancedTrainer(TrialsMixin, SyntheticDataMixin, StandardizingMixin, Tra
             reason=f"{record['reason']}: restored the last good epoch and lowered the learning rate",
             action={"action": "scale_learning_rate", "factor": self.config.divergence_lr_factor},
         )
-
-    @property
-    def divergence_recoveries(self) -> int:
-        return len(self.recoveries)
 
     def _after_epoch(self, metrics) -> None:
         e = self.epoch

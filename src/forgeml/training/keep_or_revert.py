@@ -10,7 +10,6 @@ the saved state. ``lineage()`` is the history without the reverted epochs.
 
 from __future__ import annotations
 
-import copy
 import math
 
 from ..nn.dropout import Dropout
@@ -102,11 +101,10 @@ class TrialsMixin:
     def _capture(self) -> dict:
         """The run's state at a boundary: weights, optimizer (object and state), schedule, settings, data."""
         return {
-            "model": {k: v.clone() for k, v in self.model.state_dict().items()},
+            "copy": self._state_copy(),  # the weights and the optimizer's state
             "optimizer": self.optimizer,
-            "optimizer_state": copy.deepcopy(self.optimizer.state_dict()),
             "scheduler": self.scheduler,
-            "scheduler_state": _scheduler_state(self.scheduler),
+            "scheduler_state": self._scheduler_state(),
             "scheduler_interval": self.scheduler_interval,
             "batch_size": self.batch_size,
             "max_grad_norm": self.max_grad_norm,
@@ -119,9 +117,8 @@ class TrialsMixin:
         }
 
     def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer = state["optimizer"]
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer_state"]))
+        self.optimizer = state["optimizer"]  # the object too: a switch of optimizer is undone
+        self._load_state_copy(state["copy"])
         self.scheduler = state["scheduler"]
         if self.scheduler is not None and state["scheduler_state"] is not None:
             self.scheduler.load_state_dict(state["scheduler_state"])
@@ -152,15 +149,6 @@ class TrialsMixin:
         if not values and self._initial_eval is not None:
             return self._initial_eval.get("val_loss")
         return min(values) if values else None
-
-
-def _scheduler_state(scheduler):
-    if scheduler is None or not hasattr(scheduler, "state_dict"):
-        return None
-    try:
-        return copy.deepcopy(scheduler.state_dict())
-    except (TypeError, AttributeError):
-        return None
 
 
 def _actions(records) -> dict:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..nn.utils import clip_grad_norm_
 from .trainer import device_scope
 
 __all__ = ["LRRangeTest", "find_learning_rate"]
@@ -92,8 +91,7 @@ def find_learning_rate(
         raise ValueError(f"diverge_factor must be > 1, got {diverge_factor}")
 
     model, optimizer = trainer.model, trainer.optimizer
-    saved_model = {k: v.clone() for k, v in model.state_dict().items()}
-    saved_optimizer = copy.deepcopy(optimizer.state_dict())
+    saved = trainer._state_copy()
     scaler = trainer.scaler
     saved_scaler = copy.deepcopy(scaler.state_dict()) if scaler is not None else None
     was_training = model.training
@@ -124,19 +122,8 @@ def find_learning_rate(
                 if not math.isfinite(value):
                     result.stopped_early = i < steps - 1
                     break
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                else:
-                    loss.backward()
-                if trainer.max_grad_norm is not None:
-                    if scaler is not None:
-                        scaler.unscale_(optimizer)
-                    clip_grad_norm_(model.parameters(), trainer.max_grad_norm)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                trainer._backward(loss)
+                trainer._clip_and_step()
                 average = beta * average + smoothing * value
                 smoothed = average / (1.0 - beta ** (i + 1)) if beta > 0 else average
                 result.lrs.append(lr)
@@ -147,8 +134,7 @@ def find_learning_rate(
                     break
     finally:
         optimizer.zero_grad()
-        model.load_state_dict(saved_model)
-        optimizer.load_state_dict(saved_optimizer)
+        trainer._load_state_copy(saved)
         if scaler is not None:
             scaler.load_state_dict(saved_scaler)
         model.train(was_training)

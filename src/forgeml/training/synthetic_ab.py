@@ -61,14 +61,13 @@ class SyntheticDataMixin:
         rng = self._rng_state()
         seed = int(_random.default_generator.numpy.integers(2**31))
         mixed = self._mixed_dataset(samples)
-        arms = {}
-        for arm, dataset in (("real", self._train_dataset), ("with synthetic", mixed)):
-            self._load_rng_state(rng)
-            self._train_steps(dataset, steps, seed)
-            arms[arm] = (self._evaluate_figures(self._val_loader), self._capture())
-            if arm == "real":
-                self._restore(start)
-        real, synth = arms["real"][0], arms["with synthetic"][0]
+        self._load_rng_state(rng)  # both arms draw the same dropout masks (from before the seed was drawn)
+        self._train_steps(self._train_dataset, steps, seed)
+        real, real_state = self._evaluate_figures(self._val_loader), self._capture()
+        self._restore(start)
+        self._load_rng_state(rng)
+        self._train_steps(mixed, steps, seed)
+        synth = self._evaluate_figures(self._val_loader)
         helped = _better(synth, real)
         text = f"{steps} steps each from the same state: with synthetic {_figures(synth)}, real only {_figures(real)}"
         if helped:
@@ -76,15 +75,11 @@ class SyntheticDataMixin:
             self.rebuild_loader = True
             self.synthetic.mixed_in_at_epoch = self.epoch
             self.synthetic_range = (len(start["train_dataset"]), len(mixed))
-            self._after_mix_in(samples)
             self._event("synthetic_data", "experiment", "trainer", applied=True, reason=f"{text}: mixed in")
         else:
-            self._restore(arms["real"][1])
+            self._restore(real_state)
             self._event("synthetic_data", "experiment", "trainer", reason=f"{text}: no gain, not mixed in")
         self._snapshot()
-
-    def _after_mix_in(self, samples) -> None:
-        """Hook: the synthetic samples were mixed in (``DistributedTrainer`` tells the other ranks)."""
 
     def _train_steps(self, dataset, steps: int, seed: int) -> None:
         self._extra_steps += steps

@@ -520,22 +520,23 @@ class Trainer:
         compares an epoch's train loss only with the epochs that follow this point."""
         self.loss_changed_at.append(self.epoch)
 
-    def track_initial_best(self, val_loader) -> float | None:
+    def track_initial_best(self, val_loader) -> dict | None:
         """Evaluate the model as it is now on ``val_loader`` and make it the best state so far when it is
         (recorded as the current epoch: 0 before training), so that a run that goes wrong from the start can
-        be restored to it. Draws nothing from the random generators that training uses. Returns the loss."""
+        be restored to it. Draws nothing from the random generators that training uses. Returns the
+        evaluation (:meth:`evaluate`'s dict), or None without a loader."""
         if val_loader is None:
             return None
         cpu_state = _random.default_generator.get_state()
         cuda_states = {index: gen.get_state() for index, gen in _random._cuda_generators.items()}
         try:
-            value = self.evaluate(val_loader)["loss"]
+            result = self.evaluate(val_loader)
         finally:
             _random.default_generator.set_state(cpu_state)
             for index, state in cuda_states.items():
                 _random._cuda_generators[index].set_state(state)
-        self._update_best(self.epoch, value)
-        return value
+        self._update_best(self.epoch, result["loss"])
+        return result
 
     def restore_best(self) -> bool:
         """Load the best epoch's weights (``track_best``) into the model; False when none were kept."""
@@ -664,8 +665,7 @@ class Trainer:
     def restore_last_good(self) -> None:
         """Put the model and optimizer back as they were at the end of the last completed epoch."""
         if self._last_good is not None:
-            self.model.load_state_dict(self._last_good["model"])
-            self.optimizer.load_state_dict(copy.deepcopy(self._last_good["optimizer"]))
+            self._load_state_copy(self._last_good)
 
     @property
     def learning_rate(self) -> float:
@@ -787,6 +787,28 @@ class Trainer:
             step,
         )
 
+    def _backward(self, loss) -> None:
+        """Backpropagate ``loss`` (scaled first when a float16 ``GradScaler`` is in use)."""
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _clip_and_step(self):
+        """Clip the (unscaled) gradients when ``max_grad_norm`` is set, then step the optimizer (through the
+        scaler, which skips a step with non-finite gradients). Returns the clipped total norm, or None."""
+        scaler, norm = self.scaler, None
+        if self.max_grad_norm is not None:
+            if scaler is not None:
+                scaler.unscale_(self.optimizer)  # clip the true gradients
+            norm = clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        return norm
+
     def _train_forward(self, x):
         """The training forward (``DistributedTrainer`` runs it through its DistributedDataParallel wrapper)."""
         return self.model(x)
@@ -867,11 +889,20 @@ class Trainer:
         for gen, gen_state in zip(generators, pending):
             gen.set_state(gen_state)
 
-    def _snapshot(self) -> None:
-        self._last_good = {
+    def _state_copy(self) -> dict:
+        """Copies of the model's and the optimizer's state, for :meth:`_load_state_copy` to put back."""
+        return {
             "model": {k: v.clone() for k, v in self.model.state_dict().items()},
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
         }
+
+    def _load_state_copy(self, saved: dict) -> None:
+        """Put back what :meth:`_state_copy` saved (the copy stays intact, to be loaded again)."""
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(copy.deepcopy(saved["optimizer"]))
+
+    def _snapshot(self) -> None:
+        self._last_good = self._state_copy()
 
     def _run_epoch(self, train_loader, val_loader) -> EpochMetrics:
         self._rng_loader = train_loader
@@ -908,27 +939,18 @@ class Trainer:
                     loss_value = float(loss.item())
                     if not math.isfinite(loss_value):
                         self._nonfinite_loss(loss_value, step)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                else:
-                    loss.backward()
+                self._backward(loss)
                 if stats is not None:
                     sampled = stats.wants(step)
                     if sampled:
                         scaled = scaler is not None and scaler.is_enabled()
                         stats.before_step(1.0 / scaler.get_scale() if scaled else 1.0)
-                if self.max_grad_norm is not None:
-                    if scaler is not None:
-                        scaler.unscale_(self.optimizer)  # clip the true gradients
-                    norm = clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+                lr = self.learning_rate  # the rate this step uses; the epoch reports its last one
+                clipped = self._clip_and_step()
+                if clipped is not None:
+                    norm = clipped
                     if live:
                         grad_norm = float(norm.item())
-                lr = self.learning_rate  # the rate this step uses; the epoch reports its last one
-                if scaler is not None:
-                    scaler.step(self.optimizer)
-                    scaler.update()
-                else:
-                    self.optimizer.step()
                 if sampled:
                     stats.after_step()
                     sampled = False
