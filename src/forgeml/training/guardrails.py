@@ -55,14 +55,6 @@ def _within(value, bounds) -> bool:
     return bounds[0] <= value <= bounds[1]
 
 
-def _set_lr(trainer, factor: float) -> None:
-    for group in trainer.optimizer.param_groups:
-        group["lr"] = group["lr"] * factor
-    scheduler = trainer.scheduler
-    if scheduler is not None and hasattr(scheduler, "base_lrs"):
-        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
-
-
 def _lr_allowed(trainer, lr: float) -> None:
     low, high = trainer.config.min_learning_rate, trainer.config.max_learning_rate
     if not low <= lr <= high:
@@ -75,7 +67,7 @@ def scale_learning_rate(trainer, action: ScaleLearningRate):
         raise Refused(f"factor {action.factor} is outside the allowed range [{low}, {high}]")
     before = trainer.learning_rate
     _lr_allowed(trainer, before * action.factor)
-    _set_lr(trainer, action.factor)
+    trainer.scale_learning_rate(action.factor)
     return before, trainer.learning_rate
 
 
@@ -114,7 +106,7 @@ def set_batch_size(trainer, action: SetBatchSize):
     factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[action.lr_scaling]
     if factor != 1.0:
         _lr_allowed(trainer, trainer.learning_rate * factor)
-        _set_lr(trainer, factor)
+        trainer.scale_learning_rate(factor)
     trainer.batch_size = action.n
     trainer.rebuild_loader = True
     if factor != 1.0:

@@ -667,6 +667,15 @@ class Trainer:
         if self._last_good is not None:
             self._load_state_copy(self._last_good)
 
+    def scale_learning_rate(self, factor: float) -> None:
+        """Multiply every param group's learning rate, and a scheduler's ``base_lrs``, by ``factor`` (so that
+        the schedule continues from the new level)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["lr"] * factor
+        base_lrs = getattr(self.scheduler, "base_lrs", None)
+        if isinstance(base_lrs, list):
+            self.scheduler.base_lrs = [lr * factor for lr in base_lrs]
+
     @property
     def learning_rate(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -722,16 +731,12 @@ class Trainer:
         lr_before = self.learning_rate
         gave_up = sum(1 for r in self.recoveries if not r["gave_up"]) >= policy.max_recoveries
         if not gave_up:
-            for group in self.optimizer.param_groups:
-                group["lr"] = group["lr"] * policy.lr_factor
+            self.scale_learning_rate(policy.lr_factor)
             if self._last_good is not None:
                 # the last good state keeps the lowered rates: the next restore must not undo them
                 saved_groups = self._last_good["optimizer"]["param_groups"]
                 for saved, group in zip(saved_groups, self.optimizer.param_groups):
                     saved["lr"] = group["lr"]
-            base_lrs = getattr(self.scheduler, "base_lrs", None)
-            if isinstance(base_lrs, list):
-                self.scheduler.base_lrs = [lr * policy.lr_factor for lr in base_lrs]
         record = {
             "epoch": epoch,
             "reason": reason,
