@@ -11,7 +11,7 @@ import re
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +21,9 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .body import require_declared_media_type
 from .db import Database
+from .fast_predict import PredictShortcut
 from .jobs import JobManager
 from .observability import AICallsPruner, Metrics, ObservabilityMiddleware, configure_logging
 from .predictor import PredictorCache
@@ -120,8 +122,9 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
     typed = [Depends(require_declared_media_type)]  # after the key check: a stranger learns nothing of the body
     ai_limit = RateLimiter(settings.ai_rate_limit)
     # models first: a request is matched against the routes in order, and /predict is the busiest
+    checked = [*guarded, *typed]
     for router in (models.router, jobs.router, datasets.router):
-        app.include_router(router, dependencies=[*guarded, *typed], responses=guarded_responses)
+        app.include_router(router, dependencies=checked, responses=guarded_responses)
     app.include_router(
         ai.router,
         dependencies=[*guarded, Depends(ai_limit), *typed],
@@ -180,6 +183,8 @@ def create_app(settings: ServerSettings | None = None, *, orchestrator=None) -> 
         log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
         return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
 
+    # innermost: the middleware below sees its answers as the route's
+    app.add_middleware(PredictShortcut, router=models.router, dependencies=checked)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
@@ -211,40 +216,6 @@ BODY_ERRORS = {
     "413": "The body is over the limit (FORGEML_MAX_BODY_BYTES; FORGEML_MAX_UPLOAD_BYTES for uploads).",
     "415": "The body is not in the media type the route reads (its Content-Type is another, or missing).",
 }
-
-
-async def require_declared_media_type(request: Request) -> None:
-    """415 for a body in another media type than the route reads: JSON, or ``multipart/form-data`` for an
-    upload. (FastAPI itself reads a JSON route's body only when it is declared JSON, and answered another
-    with a 422 saying the body is not an object, which hid the cause.)"""
-    expected = _body_media_type(request.scope.get("route"))
-    if expected is None:  # the route reads no body
-        return
-    declared = request.headers.get("content-type")
-    if declared is None:
-        has_body = request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
-        if not has_body:
-            return  # nothing sent: the route's validation names the missing body or fields
-        raise HTTPException(415, f"the request body needs 'Content-Type: {expected}'")
-    media_type = declared.partition(";")[0].strip().lower()
-    if expected == "application/json":
-        ok = media_type == "application/json" or (
-            media_type.startswith("application/") and media_type.endswith("+json")
-        )
-    else:
-        ok = media_type == expected
-    if not ok:
-        raise HTTPException(415, f"the request body must be {expected}, not {media_type or 'untyped'}")
-
-
-def _body_media_type(route) -> str | None:
-    """The media type ``route`` reads its body in: its body parameter's, or the one its ``openapi_extra``
-    documents (a route that reads its own body, :func:`~forgeml.server.body.read_json`); None for no body."""
-    field = getattr(route, "body_field", None)
-    if field is not None:
-        return getattr(field.field_info, "media_type", "application/json")
-    documented = ((getattr(route, "openapi_extra", None) or {}).get("requestBody") or {}).get("content") or {}
-    return next(iter(documented), None)
 
 
 def _documented_methods(schema: dict, path: str) -> list[str]:

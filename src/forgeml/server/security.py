@@ -8,9 +8,10 @@ import time
 from collections import defaultdict
 
 from fastapi import HTTPException, Request
+from pydantic import SecretStr
 from starlette.responses import JSONResponse
 
-__all__ = ["BodyLimitMiddleware", "RateLimiter", "SecurityHeadersMiddleware", "require_api_key"]
+__all__ = ["BodyLimitMiddleware", "RateLimiter", "SecurityHeadersMiddleware", "api_key_matches", "require_api_key"]
 
 # 'wasm-unsafe-eval' lets the page compile WebAssembly (onnxruntime-web, served from /static) and nothing more:
 # eval and inline scripts stay refused.
@@ -25,16 +26,20 @@ async def require_api_key(request: Request) -> None:
     expected = request.app.state.settings.api_key
     if expected is None:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), expected.get_secret_value().encode()
-    ):
+    if not api_key_matches(expected, request.headers.get("authorization", "")):
         raise HTTPException(
             401,
             "missing or wrong API key: send 'Authorization: Bearer <FORGEML_API_KEY>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def api_key_matches(expected: SecretStr, authorization: str) -> bool:
+    """Whether an ``Authorization`` header's value is ``Bearer <expected>`` (compared in constant time)."""
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode(), expected.get_secret_value().encode()
+    )
 
 
 class RateLimiter:
