@@ -233,6 +233,23 @@ def test_a_body_sent_in_parts_is_read_whole_and_replayed_to_the_route(served, an
     assert json.loads(replayed[1]["body"])["detail"][0]["type"] == "json_invalid"
 
 
+def test_a_body_over_the_limit_sent_in_parts_gets_the_routes_413(served, answered):
+    """No Content-Length: the body limit is found while the shortcut reads, and answered as the route does."""
+    api, model_id = served
+    settings = api.app.state.settings
+    chunk = b" " * (settings.max_body_bytes // 2 + 1)
+    answers = []
+    for fast in (True, False):
+        settings.fast_predict = fast
+        try:
+            answers.append(_asgi_post(api.app, f"/v1/models/{model_id}/predict", [chunk, chunk, chunk], JSON))
+        finally:
+            settings.fast_predict = True
+    on, off = answers
+    assert on[0]["status"] == off[0]["status"] == 413 and answered["n"] == 0
+    assert on[1]["body"] == off[1]["body"] and b"exceeds the limit" in on[1]["body"]
+
+
 def test_a_client_gone_while_sending_gets_nothing_and_breaks_nothing(served, answered):
     api, model_id = served
     sent = _asgi_post(api.app, f"/v1/models/{model_id}/predict", [ROW[:100], ROW[100:]], JSON, disconnect=True)

@@ -1,8 +1,8 @@
 """A short way through the server for its busiest request: a few rows through a small model already loaded.
 
-A prediction from the MNIST model costs about a millisecond of the server's CPU, and less than half of it is
-the prediction: the rest is FastAPI's routing, request wrapping, dependency solving and response validation.
-Under load that millisecond is the latency (32 clients wait on one core), so :class:`PredictShortcut`
+Through the route, a prediction from the MNIST model cost about a millisecond of the server's CPU, and less
+than half of it was the prediction: the rest was FastAPI's routing, request wrapping, dependency solving and
+response validation. Under load that millisecond is the latency (32 clients wait on one core), so :class:`PredictShortcut`
 answers ``POST /v1/models/{id}/predict`` itself when every check the route would make passes on the fast
 path, and hands anything else to the app, with the body it has read, unchanged:
 
@@ -14,8 +14,8 @@ path, and hands anything else to the app, with the body it has read, unchanged:
 - the body validates as a :class:`~forgeml.server.schemas.PredictRequest`, within ``max_predict_batch`` rows;
 - the model is loaded, cheap for this batch, and not busy (:meth:`Predictor.predict` with ``wait=False``).
 
-Everything it skips is therefore answered by the route as before: a missing key's 401, a 415, a 422 in
-FastAPI's shape, a model still to load (thread pool), a big batch, an unexpected error. The answer it gives
+Everything else is answered by the route as before: a missing key's 401, a 415, a 413 found while reading, a
+422 in FastAPI's shape, a model still to load (thread pool), a big batch, an unexpected error. The answer it gives
 is the route's: the same JSON bytes (the response model serialised by pydantic, as FastAPI does) and the
 same headers; the middleware around it (observability, body limit, security headers) sees the same
 request, labelled with the same route. ``ServerSettings.fast_predict`` turns it off.
@@ -29,7 +29,6 @@ import re
 from pydantic import ValidationError
 
 from .body import declared_media_type_error, require_declared_media_type
-from .predictor import InputError
 from .schemas import PredictRequest, PredictResponse
 from .security import api_key_matches
 
@@ -64,7 +63,10 @@ class PredictShortcut:
             return await self._pass_on(scope, receive, send)
         if not _allowed(app.state.settings, dict(scope["headers"])):
             return await self.app(scope, receive, send)  # nothing read yet: the app answers 401/415
-        body, complete = await _read_body(receive)
+        try:
+            body, complete = await _read_body(receive)
+        except Exception as exc:  # noqa: BLE001 - e.g. BodyLimitMiddleware's 413 while reading: the route answers it
+            return await self.app(scope, _raising(exc), send)
         if not complete:  # the client went away while sending
             return None
         answer = self._answer(app.state, match.group(1), body)
@@ -105,7 +107,7 @@ class PredictShortcut:
             return None
         try:
             result = loaded.predict(request.inputs, wait=False)
-        except (InputError, Exception):  # noqa: BLE001 - the route answers, with its own error handling
+        except Exception:  # noqa: BLE001 - the route answers it with its own handling (an InputError's 422...)
             return None
         if result is None:  # the model is busy on another thread
             return None
@@ -167,3 +169,12 @@ def _replay(body: bytes, receive):
         return await receive()
 
     return replay
+
+
+def _raising(exc: Exception):
+    """``receive`` for the app when reading the body here failed: the same failure, where the route reads it."""
+
+    async def receive():
+        raise exc
+
+    return receive
