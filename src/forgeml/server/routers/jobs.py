@@ -253,8 +253,9 @@ async def list_jobs(request: Request, limit: int = 100) -> list[JobOut]:
 
 def _detail(db, job_id: str) -> JobOut:
     job = _get_job(db, job_id)
-    history = [r.metrics for r in db.all(select(EpochRow).where(EpochRow.job_id == job_id).order_by(EpochRow.id))]
-    events = [r.event for r in db.all(select(AIEventRow).where(AIEventRow.job_id == job_id).order_by(AIEventRow.id))]
+    # the JSON columns alone: building an ORM object per epoch took half of this route's time on long jobs
+    history = db.all(select(EpochRow.metrics).where(EpochRow.job_id == job_id).order_by(EpochRow.id))
+    events = db.all(select(AIEventRow.event).where(AIEventRow.job_id == job_id).order_by(AIEventRow.id))
     return job_out(job, detail=True, history=history, events=events)
 
 
