@@ -64,7 +64,7 @@ def answered(monkeypatch):
     return count
 
 
-def _both(api, path: str, body: bytes, headers: dict) -> tuple:
+def _both(api, path: str, body: bytes, headers) -> tuple:
     """The answer with the shortcut on, then off: (on, off)."""
     settings = api.app.state.settings
     answers = []
@@ -135,6 +135,19 @@ def test_anything_but_a_plain_prediction_is_answered_by_the_route(served, answer
     on, off = _both(api, f"/v1/models/{model_id}/predict", body, headers)
     assert answered["n"] == 0
     assert on.status_code == status, on.text
+    _same(on, off)
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "status"), [(f"Bearer {KEY}", "Bearer nope", 200), ("Bearer nope", f"Bearer {KEY}", 401)]
+)
+def test_a_repeated_header_is_read_as_the_route_reads_it(served, answered, first, last, status):
+    """Two Authorization headers: the first counts, for the shortcut as for the route (a key sent last
+    must not let a request in that the route refuses)."""
+    api, model_id = served
+    headers = [("authorization", first), ("authorization", last), ("content-type", "application/json")]
+    on, off = _both(api, f"/v1/models/{model_id}/predict", ROW, headers)
+    assert on.status_code == status and answered["n"] == (status == 200)
     _same(on, off)
 
 

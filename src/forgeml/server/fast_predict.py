@@ -61,7 +61,7 @@ class PredictShortcut:
         app = scope.get("app")
         if self.route is None or app is None or app.dependency_overrides or not app.state.settings.fast_predict:
             return await self._pass_on(scope, receive, send)
-        if not _allowed(app.state.settings, dict(scope["headers"])):
+        if not _allowed(app.state.settings, scope["headers"]):
             return await self.app(scope, receive, send)  # nothing read yet: the app answers 401/415
         try:
             body, complete = await _read_body(receive)
@@ -118,16 +118,25 @@ class PredictShortcut:
         return answer.model_dump_json().encode()
 
 
-def _allowed(settings, headers: dict[bytes, bytes]) -> bool:
+def _allowed(settings, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the route's checks pass: the API key (when one is set) and a body declared JSON."""
     if settings.api_key is not None and not api_key_matches(
-        settings.api_key, headers.get(b"authorization", b"").decode("latin-1")
+        settings.api_key, _header(headers, b"authorization", b"").decode("latin-1")
     ):
         return False
-    content_type = headers.get(b"content-type")
+    content_type = _header(headers, b"content-type")
     return (
         content_type is not None
         and declared_media_type_error("application/json", content_type.decode("latin-1")) is None
     )
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes, default: bytes | None = None) -> bytes | None:
+    """A header's first value, as the route reads it (Starlette's ``Headers.get``); ASGI names are lower case."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return default
 
 
 def _only_known_checks(router, dependencies) -> bool:
