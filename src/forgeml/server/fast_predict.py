@@ -107,15 +107,15 @@ class PredictShortcut:
             return None
         try:
             result = loaded.predict(request.inputs, wait=False)
+            if result is None:  # the model is busy on another thread
+                return None
+            classes, predictions, probabilities = result
+            answer = PredictResponse(
+                model_id=model_id, classes=classes, predictions=predictions, probabilities=probabilities
+            )
+            return answer.model_dump_json().encode()
         except Exception:  # noqa: BLE001 - the route answers it with its own handling (an InputError's 422...)
             return None
-        if result is None:  # the model is busy on another thread
-            return None
-        classes, predictions, probabilities = result
-        answer = PredictResponse(
-            model_id=model_id, classes=classes, predictions=predictions, probabilities=probabilities
-        )
-        return answer.model_dump_json().encode()
 
 
 def _allowed(settings, headers: list[tuple[bytes, bytes]]) -> bool:
