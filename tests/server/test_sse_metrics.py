@@ -67,8 +67,12 @@ def test_rows_committed_with_the_final_state_come_before_it(make_client):
     with db.session() as s:
         s.add(EpochRow(job_id=job_id, epoch=1, metrics={"epoch": 1, "train_loss": 1.0}))
 
+    connected = threading.Event()
+
     def finish():
-        time.sleep(0.6)
+        # after the stream's first poll (it has sent the running state), in one transaction: whenever the
+        # stream polls next, all three rows are there at once (a fixed sleep lost the race on a busy machine)
+        connected.wait(60)
         with db.session() as s:
             s.add(EpochRow(job_id=job_id, epoch=2, metrics={"epoch": 2, "train_loss": 0.5}))
             s.add(AIEventRow(job_id=job_id, epoch=2, event={"epoch": 2, "kind": "advice", "provider": "local"}))
@@ -78,8 +82,16 @@ def test_rows_committed_with_the_final_state_come_before_it(make_client):
     writer = threading.Thread(target=finish)
     writer.start()
     try:
-        events = _read_stream(client, job_id)
+        text = ""
+        with client.stream("GET", f"/v1/jobs/{job_id}/events?poll=0.05") as response:
+            assert response.status_code == 200
+            for chunk in response.iter_text():
+                text += chunk
+                if "\n\n" in text:
+                    connected.set()
+        events = _parse_sse(text)
     finally:
+        connected.set()
         writer.join()
     assert [e["event"] for e in events] == ["state", "epoch", "epoch", "ai_event", "state", "end"]
     assert events[0]["data"]["state"] == "running" and events[-2]["data"]["state"] == "completed"
