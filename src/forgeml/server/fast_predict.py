@@ -102,12 +102,9 @@ class PredictShortcut:
             return None
         if len(request.inputs) > state.settings.max_predict_batch:
             return None
-        loaded = state.predictors.cached(model_id)
-        if loaded is None or not loaded.is_cheap(len(request.inputs)):
-            return None
         try:
-            result = loaded.predict(request.inputs, wait=False)
-            if result is None:  # the model is busy on another thread
+            result = state.predictors.predict_inline(model_id, request.inputs)
+            if result is None:  # not loaded, too big a batch, or busy on another thread: the route waits for it
                 return None
             classes, predictions, probabilities = result
             answer = PredictResponse(

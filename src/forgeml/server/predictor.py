@@ -160,6 +160,14 @@ class PredictorCache:
                 self._items.move_to_end(model_id)
             return predictor
 
+    def predict_inline(self, model_id: str, inputs):
+        """``Predictor.predict`` here and now for a loaded model cheap for ``inputs``; None when the model is not
+        loaded, the batch is not cheap, or another request has the model (the caller then waits off the loop)."""
+        loaded = self.cached(model_id)
+        if loaded is None or not loaded.is_cheap(len(inputs)):
+            return None
+        return loaded.predict(inputs, wait=False)
+
     def get(self, row) -> Predictor:
         with self._lock:
             predictor = self._items.get(row.id)

@@ -117,10 +117,8 @@ async def predict(request: Request, model_id: str) -> PredictResponse:
         return predictor.predict(body.inputs)
 
     try:
-        loaded, result = cache.cached(model_id), None
-        if loaded is not None and loaded.is_cheap(len(body.inputs)):
-            # a few rows through a small loaded model cost less than the hop to a worker thread
-            result = loaded.predict(body.inputs, wait=False)
+        # a few rows through a small loaded model cost less than the hop to a worker thread
+        result = cache.predict_inline(model_id, body.inputs)
         if result is None:  # loading a model, big batches, text, or the model busy: the thread pool waits
             result = await run_in_threadpool(run)
         classes, predictions, probabilities = result
