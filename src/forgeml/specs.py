@@ -426,6 +426,9 @@ class SwitchOptimizer(_Strict):
     action: Literal["switch_optimizer"] = "switch_optimizer"
     name: Literal["adamw", "adam", "sgd"]
     keep_state: bool = True
+    weight_decay: float | None = Field(
+        default=None, ge=0, le=1, description="the new optimizer's weight decay (None: the current value)"
+    )
 
 
 class StandardizeInputs(_Strict):
@@ -554,6 +557,10 @@ class TrainingContext(BaseModel):
     num_classes: int | None = None
     train_samples: int | None = None
     inputs: InputStats | None = None
+    layer_types: dict[str, int] = Field(
+        default_factory=dict,
+        description="how many modules of each class the model is built from, e.g. {'Conv2d': 2, 'BatchNorm2d': 2}",
+    )
     layers: list[LayerStats] = Field(default_factory=list, description="the latest epoch's per-layer statistics")
     changes: list[ChangeRecord] = Field(default_factory=list)
     loss_changed_at: list[int] = Field(

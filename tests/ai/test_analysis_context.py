@@ -434,3 +434,109 @@ def test_no_schedule_is_proposed_for_a_short_run():
     assert "set_lr_schedule" not in _actions(short)
     long = LocalAdvisor().analyze("MLP", TrainingMetrics(), _clean(scheduler=None, epochs_planned=40))
     assert _actions(long)["set_lr_schedule"].kind == "cosine"
+
+
+# ================================================================================ batch-normalised conv nets
+BN_CNN = {"Conv2d": 2, "BatchNorm2d": 2, "ReLU": 2, "MaxPool2d": 2, "Flatten": 1, "Dropout": 1, "Linear": 1}
+
+
+def _bn_cnn(**overrides) -> TrainingContext:
+    """The CNN scenario's set-up before epoch 1: Adam 1e-3, no decay, no schedule, standardised images."""
+    fields = dict(
+        optimizer="adam",
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        decoupled_weight_decay=False,
+        batch_size=64,
+        dropout=0.25,
+        epochs_planned=10,
+        epochs_done=0,
+        num_classes=10,
+        train_samples=3500,
+        inputs=InputStats(mean=0.0, std=1.0, min=-0.42, max=2.82, features=784, standardized=True),
+        layer_types=BN_CNN,
+    )
+    fields.update(overrides)
+    return TrainingContext(**fields)
+
+
+def test_a_batch_normalised_conv_net_at_adams_default_rate_gets_a_short_range_test():
+    result = LocalAdvisor().analyze("CNN", TrainingMetrics(), _bn_cnn())
+    assert result.diagnosis == "misconfigured"
+    (rec,) = result.recommendations
+    # a quarter epoch of steps (3500 / 64 -> 55 steps, // 4), over [lr, 30 lr]: the rate a decade below the top
+    # of the range is at most 3x the current one
+    assert rec.action.model_dump() == {"action": "find_learning_rate", "min_lr": 1e-3, "max_lr": 0.03, "steps": 13}
+    for paper in ("1502.03167", "1806.02375", "1506.01186"):
+        assert paper in rec.rationale
+    assert "at most 0.003" in rec.rationale
+    assert any("all 2 convolution(s) feed BatchNorm" in e for e in result.evidence)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"layer_types": {**BN_CNN, "BatchNorm2d": 1}},  # a convolution without BatchNorm
+        {"layer_types": {"Linear": 3, "BatchNorm1d": 2, "ReLU": 2}},  # no convolution
+        {"layer_types": {}},  # the model's layers unknown
+        {"learning_rate": 2e-3},  # above Adam's default already
+        {"scheduler": "OneCycleLR"},  # the user's plan for the rate
+        {"optimizer": "sgd"},
+        {"epochs_done": 2},  # a mid-run analysis: the hypothesis is about the starting rate
+    ],
+)
+def test_no_range_test_without_every_convolution_batch_normalised_at_the_start(overrides):
+    result = LocalAdvisor().analyze("CNN", TrainingMetrics(), _bn_cnn(**overrides))
+    assert "find_learning_rate" not in _actions(result)
+    assert not any("feed BatchNorm" in e for e in result.evidence)
+
+
+@pytest.mark.parametrize(("samples", "steps"), [(3500, 13), (200_000, 30), (300, 10), (None, 10)])
+def test_the_range_test_takes_a_quarter_epoch_of_steps_between_10_and_30(samples, steps):
+    result = LocalAdvisor().analyze("CNN", TrainingMetrics(), _bn_cnn(train_samples=samples))
+    assert _actions(result)["find_learning_rate"].steps == steps
+
+
+def test_layer_step_sizes_are_not_read_before_the_run_has_a_trend():
+    """In the first epochs Adam's steps are large against weights near their initial scale: no rate cut then."""
+    two = _metrics(train_loss=[0.70, 0.22], val_loss=[0.27, 0.19])
+    big = _clean(epochs_done=2, layers=_layers(1.2e-3, 0.04, 9e-4))
+    result = LocalAdvisor().analyze("MLP", two, big)
+    assert "scale_learning_rate" not in _actions(result)
+    assert not any("update_ratio" in e for e in result.evidence)
+    three = _metrics(train_loss=[0.70, 0.22, 0.15], val_loss=[0.27, 0.19, 0.17])
+    assert (
+        _actions(LocalAdvisor().analyze("MLP", three, _clean(epochs_done=3, layers=big.layers)))[
+            "scale_learning_rate"
+        ].factor
+        < 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "decoupled", "weight_decay", "expected"),
+    [
+        ("adam", False, 0.0, {"action": "switch_optimizer", "name": "adamw", "keep_state": True, "weight_decay": 0.05}),
+        ("adam", True, 0.0, {"action": "set_weight_decay", "value": 0.05}),  # Adam with decoupled decay is AdamW
+        ("adamw", True, 0.01, {"action": "set_weight_decay", "value": 0.05}),
+        ("sgd", False, 0.0, {"action": "set_weight_decay", "value": 5e-4}),
+    ],
+)
+def test_overfitting_adds_weight_decay_decoupled_never_as_l2_in_adam(optimizer, decoupled, weight_decay, expected):
+    """The advisor's own set-up review calls coupled L2 in Adam a misconfiguration: against overfitting, Adam
+    without decay switches to AdamW with decoupled decay rather than gaining L2 it would then have to undo."""
+    ctx = _clean(optimizer=optimizer, decoupled_weight_decay=decoupled, weight_decay=weight_decay, epochs_done=11)
+    result = LocalAdvisor().analyze("MLP", _metrics(**OVERFIT), ctx)
+    assert result.diagnosis == "overfitting"
+    decay = [r for r in result.recommendations if r.action.action in ("set_weight_decay", "switch_optimizer")]
+    assert [r.action.model_dump() for r in decay] == [expected]
+    if expected["action"] == "switch_optimizer":
+        assert "1711.05101" in decay[0].rationale
+
+
+def test_a_healthy_run_read_from_its_error_rates_names_them():
+    acc = [0.78, 0.93, 0.95, 0.96, 0.965, 0.97]
+    metrics = _metrics(train_accuracy=acc, val_accuracy=[a - 0.01 for a in acc])
+    result = LocalAdvisor().analyze("CNN", metrics)
+    assert result.diagnosis == "healthy"
+    assert "val_error (1 - val_accuracy) 0.04 is above train_error (1 - train_accuracy) 0.03" in result.evidence[1]

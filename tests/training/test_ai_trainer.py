@@ -441,6 +441,7 @@ def test_the_context_reports_the_optimizer_inputs_layers_and_changes():
     assert ctx.inputs.mean == pytest.approx(x.mean()) and ctx.inputs.std == pytest.approx(x.std())
     assert ctx.inputs.min == pytest.approx(x.min()) and ctx.inputs.max == pytest.approx(x.max())
     assert ctx.inputs.features == 10 and not ctx.inputs.integer and not ctx.inputs.standardized
+    assert ctx.layer_types == {"Linear": 2, "ReLU": 1, "Dropout": 1}  # the leaves, not the Sequential
     assert [row.name for row in ctx.layers] == [name for name, _ in model.named_parameters()]
     assert [row.model_dump() for row in ctx.layers] == [
         {k: row.get(k) for k in ("name", "dims", "weight_norm", "grad_norm", "update_ratio")}
@@ -460,3 +461,31 @@ def test_the_context_reports_the_optimizer_inputs_layers_and_changes():
     trainer.standardize_inputs()
     inputs = build_context(trainer).inputs
     assert inputs.standardized and inputs.mean == 0.0 and inputs.std == 1.0
+
+
+def test_a_batch_normalised_conv_net_gets_a_range_test_before_epoch_1_and_trains_at_its_rate():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 256)
+    x = rng.standard_normal((256, 1, 8, 8)).astype(np.float32)
+    x[:, 0, :4, :4] += (2 * y - 1)[:, None, None]  # an easy signal: the loss still falls at 30x Adam's default
+    train, val = (
+        TensorDataset(fm.tensor(x[:192]), fm.tensor(y[:192])),
+        TensorDataset(fm.tensor(x[192:]), fm.tensor(y[192:])),
+    )
+    fm.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 2)
+    )
+    config = AIEnhancedConfig(optimization_guidance_frequency=1, research_update_interval=100, wait_for_ai=True)
+    trainer = AIEnhancedTrainer(
+        model, Adam(model.parameters(), lr=1e-3), config, orchestrator=_orchestrator(), batch_size=16
+    )
+    metrics = trainer.fit(train, val, epochs=1)
+    (test,) = [e for e in metrics.events if e.kind == "experiment" and e.task == "lr_range_test"]
+    assert test.epoch == 0 and "over 10 steps from 0.001 to 0.03" in test.reason  # 12 steps an epoch: 10 at least
+    (applied,) = [e for e in metrics.events if e.task == "setup" and e.kind == "recommendation" and e.applied]
+    assert applied.action == {"action": "find_learning_rate", "min_lr": 1e-3, "max_lr": 0.03, "steps": 10}
+    assert "1502.03167" in applied.rationale and applied.before == 1e-3
+    assert applied.after == pytest.approx(3e-3)  # a decade below the top of the range, where the loss was lowest
+    assert metrics.history[0]["learning_rate"] == pytest.approx(3e-3)
+    assert metrics.changes[0].epoch == 0 and metrics.changes[0].action["action"] == "find_learning_rate"

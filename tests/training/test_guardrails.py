@@ -379,3 +379,45 @@ def test_a_batch_size_whose_lr_scaling_leaves_the_bounds_is_refused_whole():
     with pytest.raises(Refused, match="would leave"):
         guardrail_for(SetBatchSize(n=64)).apply(trainer, SetBatchSize(n=64, lr_scaling="linear"))
     assert trainer.batch_size == 16 and trainer.learning_rate == 0.01 and not trainer.rebuild_loader
+
+
+def test_switching_to_adamw_can_set_its_weight_decay_within_the_bounds():
+    trainer = _trainer()
+    _steps(trainer, 2)
+    moments = {id(p): trainer.optimizer.state[p]["exp_avg"].numpy().copy() for p in trainer.model.parameters()}
+    action = SwitchOptimizer(name="adamw", weight_decay=0.05)
+    before, after = guardrail_for(action).apply(trainer, action)
+    assert (before, after) == ("Adam (weight decay 0.01)", "AdamW (moments kept), weight decay 0.05")
+    assert type(trainer.optimizer) is AdamW
+    assert all(g["weight_decay"] == 0.05 and g["decoupled_weight_decay"] for g in trainer.optimizer.param_groups)
+    for p in trainer.model.parameters():
+        np.testing.assert_array_equal(trainer.optimizer.state[p]["exp_avg"].numpy(), moments[id(p)])
+
+    trainer = _trainer(weight_decay_range=(0.0, 0.02))
+    settings = _settings(trainer)
+    outside = SwitchOptimizer(name="adamw", weight_decay=0.05)
+    with pytest.raises(Refused, match=r"weight decay 0.05 is outside \(0.0, 0.02\)"):
+        guardrail_for(outside).apply(trainer, outside)
+    _same(_settings(trainer), settings)  # refused before the switch: still Adam with its L2 0.01
+
+
+def test_a_range_test_that_suggests_the_current_rate_changes_nothing_and_says_so(monkeypatch):
+    from forgeml.training import lr_finder
+
+    trainer = _trainer(lr=0.01)
+    settings = _settings(trainer)
+    real = lr_finder.find_learning_rate
+
+    def flat(trainer_, loader, **kwargs):  # the real test, then a minimum a decade above the current rate
+        result = real(trainer_, loader, **kwargs)
+        result.min_loss_lr, result.suggested_lr = 0.1, 0.01
+        return result
+
+    monkeypatch.setattr(lr_finder, "find_learning_rate", flat)
+    action = FindLearningRate(min_lr=0.01, max_lr=0.3, steps=10)
+    with pytest.raises(Refused, match=r"the range test suggests 0\.01, the rate already in use"):
+        guardrail_for(action).apply(trainer, action)
+    _same(_settings(trainer), settings)
+    (event,) = [e for e in trainer.events if e.kind == "experiment"]
+    assert event.task == "lr_range_test" and "over 10 steps from 0.01 to 0.3" in event.reason
+    assert "suggested 0.01" in event.reason

@@ -8,6 +8,8 @@ already tried with their verdicts.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from ..backend.device import HOST_ARRAY, device_of, is_array, to_device, to_host
@@ -17,7 +19,7 @@ from ..nn.loss import CrossEntropyLoss
 from ..specs import InputStats, LayerStats, TrainingContext
 from ..tensor import Tensor
 
-__all__ = ["build_context", "input_stats", "num_classes", "sample_arrays"]
+__all__ = ["build_context", "input_stats", "layer_types", "num_classes", "sample_arrays"]
 
 _MAX_LAYERS = 48  # per-layer entries sent to an analyst (the largest tensors first beyond this)
 
@@ -30,6 +32,11 @@ def num_classes(trainer) -> int | None:
     for module in trainer.model.modules():
         outputs = getattr(module, "out_features", outputs)
     return outputs
+
+
+def layer_types(model) -> dict[str, int]:
+    """How many modules of each class ``model`` is built from (its leaves: containers are not counted)."""
+    return dict(Counter(type(m).__name__ for m in model.modules() if next(iter(m.children()), None) is None))
 
 
 def input_stats(dataset, standardized: bool = False) -> InputStats | None:
@@ -84,6 +91,7 @@ def build_context(trainer) -> TrainingContext:
         num_classes=num_classes(trainer),
         train_samples=len(trainer.train_dataset) if trainer.train_dataset is not None else None,
         inputs=trainer.inputs_summary(),
+        layer_types=layer_types(trainer.model),
         layers=layers,
         changes=list(trainer.changes),
         loss_changed_at=list(trainer.loss_changed_at),

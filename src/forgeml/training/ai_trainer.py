@@ -318,26 +318,26 @@ class AIEnhancedTrainer(TrialsMixin, SyntheticDataMixin, StandardizingMixin, Tra
             raise Refused("no training data yet")
         result = find_learning_rate(self, self._train_loader_now, min_lr=min_lr, max_lr=max_lr, steps=steps)
         self._extra_steps += len(result.lrs)
-        suggested = result.suggested_lr
+        suggested, before = result.suggested_lr, self.learning_rate
+        if suggested is None:
+            raise Refused("the range test's first loss was not finite: no rate to suggest")
+        steepest = f", steepest descent at {result.steepest_lr:.3g}" if result.steepest_lr is not None else ""
+        diverged = " (stopped when the loss diverged)" if result.stopped_early else ""
+        found = (
+            f"loss lowest at lr {result.min_loss_lr:.3g}{steepest} over {len(result.lrs)} steps from {min_lr:.3g} "
+            f"to {max_lr:.3g}{diverged}; suggested {suggested:.3g} (a decade below the minimum, Smith 2017)"
+        )
+        self._event("lr_range_test", "experiment", "trainer", reason=found)
         low, high = self.config.min_learning_rate, self.config.max_learning_rate
         if not low <= suggested <= high:
             raise Refused(f"the suggested learning rate {suggested:.3g} is outside [{low}, {high}]")
-        before = self.learning_rate
+        if math.isclose(suggested, before, rel_tol=1e-6):
+            raise Refused(f"the range test suggests {suggested:.3g}, the rate already in use")
         for group in self.optimizer.param_groups:
             group["lr"] = suggested
             group["initial_lr"] = suggested
         if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
             self.scheduler.base_lrs = [suggested for _ in self.scheduler.base_lrs]
-        self._event(
-            "lr_range_test",
-            "experiment",
-            "trainer",
-            reason=(
-                f"loss lowest at lr {result.min_loss_lr:.3g}, steepest descent at {result.steepest_lr:.3g} over "
-                f"{len(result.lrs)} steps{' (stopped when the loss diverged)' if result.stopped_early else ''}; "
-                f"suggested {suggested:.3g} (a decade below the minimum, Smith 2017)"
-            ),
-        )
         return before, suggested
 
     # -------------------------------------------------------------- the epochs

@@ -38,7 +38,8 @@ With a ``TrainingContext`` its facts take precedence over the description's, and
 - the set-up review (:mod:`.setup_review`) runs: on its own before ``MIN_EPOCHS``
   epochs (``misconfigured`` instead of ``unknown`` when it finds something), folded
   into every other diagnosis after (a ``healthy`` run with a confident finding becomes
-  ``misconfigured``); per-layer update ratios and gradient-norm spikes join it;
+  ``misconfigured``); per-layer update ratios and gradient-norm spikes join it from
+  ``MIN_EPOCHS`` epochs on;
 - after ``loss_changed_at`` epoch k the loss curves are read from epoch k+1 on, and a
   step up right after any change in ``changes`` is not divergence unless the loss
   exceeds ``CHANGE_JUMP_FACTOR`` x its minimum;
@@ -85,6 +86,7 @@ from .setup_review import (
 __all__ = ["MIN_EPOCHS", "AnalysisResult", "analyze_metrics"]
 
 MIN_EPOCHS = 3  # fewer finite epochs than this: "unknown"
+ADAMW_OVERFIT_DECAY = 0.05  # decoupled weight decay the advisor adds against overfitting
 PLATEAU_THRESHOLD = 0.01  # relative improvement over the recent window below which progress has stalled
 NOISE_CV = 0.03  # scatter about the trend, as a fraction of the curve's level, that counts as noisy
 _EPS = 1e-12
@@ -333,6 +335,39 @@ def _switch_to_adamw(hp, why: str, confidence: float) -> Recommendation:
     )
 
 
+def _more_weight_decay(hp: HyperParams, confidence: float) -> Recommendation | None:
+    """More weight decay against overfitting, always decoupled from Adam's adaptive step: coupled L2 in Adam is
+    what the set-up review calls a misconfiguration, so Adam switches to AdamW rather than gaining L2."""
+    cite = '(Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, arXiv 1711.05101)'
+    if coupled_l2(hp):
+        return _switch_to_adamw(
+            hp,
+            f"Raising coupled L2 in {hp.optimizer} regularises badly: the decay is divided by the adaptive step "
+            "scale, so the weights that fit the training set most are decayed least.",
+            confidence,
+        )
+    if hp.optimizer == "adam" and hp.decoupled_weight_decay is not True:
+        return _rec(
+            SwitchOptimizer(name="adamw", keep_state=True, weight_decay=ADAMW_OVERFIT_DECAY),
+            "The model fits the training set better than it generalises: add weight decay, decoupled from Adam's "
+            "adaptive step scale (as coupled L2 it would barely decay the weights that fit the training set most): "
+            f"switch to AdamW with weight_decay {_g(ADAMW_OVERFIT_DECAY)}, keeping the moment estimates {cite}.",
+            confidence,
+        )
+    decoupled = hp.optimizer == "adamw" or hp.decoupled_weight_decay is True
+    if hp.weight_decay:
+        wd = float(np.clip(_round_sig(hp.weight_decay * 5), 1e-4, 0.1))
+        why = f"raise weight decay from {_g(hp.weight_decay)} to {_g(wd)}"
+        if wd <= hp.weight_decay:
+            return None
+    else:
+        wd = ADAMW_OVERFIT_DECAY if decoupled else 5e-4
+        why = f"add weight decay {_g(wd)}" + (" (up from AdamW's default 0.01)" if hp.optimizer == "adamw" else "")
+    return _rec(
+        SetWeightDecay(value=wd), f"The model fits the training set better than it generalises: {why}.", confidence
+    )
+
+
 def _overfitting(ctx: _Ctx) -> AnalysisResult | None:
     evidence: list[str] = []
     strength = 0.0
@@ -410,30 +445,8 @@ def _overfitting(ctx: _Ctx) -> AnalysisResult | None:
     evidence.append(gap_text)
     conf = min(0.95, 0.5 + 0.45 * min(1.0, strength))
     hp = ctx.hp
-    recs = []
-    if coupled_l2(hp):
-        recs.append(
-            _switch_to_adamw(
-                hp,
-                f"Raising coupled L2 in {hp.optimizer} regularises badly: the decay is divided by the adaptive step "
-                "scale, so the weights that fit the training set most are decayed least.",
-                conf * 0.85,
-            )
-        )
-    elif hp.weight_decay:
-        wd = float(np.clip(_round_sig(hp.weight_decay * 5), 1e-4, 0.1))
-        wd_why = f"raise weight decay from {_g(hp.weight_decay)} to {_g(wd)}"
-    else:
-        wd = 0.05 if hp.optimizer == "adamw" else 5e-4
-        wd_why = f"add weight decay {_g(wd)}" + (" (up from AdamW's default 0.01)" if hp.optimizer == "adamw" else "")
-    if not coupled_l2(hp) and (not hp.weight_decay or wd > hp.weight_decay):
-        recs.append(
-            _rec(
-                SetWeightDecay(value=wd),
-                f"The model fits the training set better than it generalises: {wd_why}.",
-                conf * 0.85,
-            )
-        )
+    decay = _more_weight_decay(hp, conf * 0.85)
+    recs = [decay] if decay is not None else []
     if hp.dropout is None or hp.dropout < 0.6:
         p = 0.3 if hp.dropout is None else round(min(hp.dropout + 0.2, 0.6), 2)
         before = f"from {_g(hp.dropout)} " if hp.dropout is not None else ""
@@ -803,7 +816,7 @@ def _healthy(ctx: _Ctx) -> AnalysisResult:
     if len(common) and c is ctx.train:
         gap = _rel(v[-1], t[-1])
         relation = "tracks" if abs(gap) < 0.15 else "is above" if gap > 0 else "is below"
-        evidence.append(f"val_loss {_g(v[-1])} {relation} train_loss {_g(t[-1])} (gap {_pct(gap)})")
+        evidence.append(f"{ctx.val.name} {_g(v[-1])} {relation} {ctx.train.name} {_g(t[-1])} (gap {_pct(gap)})")
     acc = ctx.val_acc if ctx.val_acc.n else ctx.train_acc
     if acc.n:
         evidence.append(f"{acc.name} reached {_pct(acc.y[-1])}")
@@ -909,9 +922,11 @@ def _grad_spikes(ctx: _Ctx) -> list[Finding]:
 def _with_context(ctx: _Ctx, tc: TrainingContext, result: AnalysisResult, description: str) -> AnalysisResult:
     """Fold the set-up review and the changes already tried into ``result``, and keep its best changes."""
     lr = _current_lr(ctx)
-    findings = review_setup(ctx.hp, tc, description, lr) + layer_findings(tc, lr)
+    findings = review_setup(ctx.hp, tc, description, lr)
     if max(ctx.train.n, ctx.val.n) >= MIN_EPOCHS:
-        findings += _grad_spikes(ctx)
+        # Per-layer step sizes and gradient spikes are read once the run has a trend: in the first epochs Adam's
+        # steps are large against weights still near their initial scale, whatever the learning rate.
+        findings += layer_findings(tc, lr) + _grad_spikes(ctx)
     evidence = list(result.evidence)
     if findings and (
         result.diagnosis == "unknown"

@@ -8,6 +8,9 @@ The set-up review flags, each with the numbers that triggered it:
 - no learning-rate schedule over a run of eight or more epochs -> ``SetLRSchedule("cosine")`` (SGDR, 2017),
   with a one-epoch warm-up for transformers and large batches (Goyal et al. 2017);
 - an Adam-family learning rate outside 1e-4..3e-3, plain SGD without momentum;
+- a conv net with every convolution batch-normalised, Adam at 1e-3 or below and no schedule, before the first
+  epoch -> ``FindLearningRate`` over [lr, 30 lr] (a quarter epoch of steps), which sets the rate a decade below
+  where the loss stopped falling: at most 3x (Ioffe & Szegedy 2015, Bjorck et al. 2018, Smith 2017);
 - per-layer update ratios (||step|| / ||weight||) far from the healthy ~1e-3.
 
 A result then keeps at most ``MAX_CHANGES`` recommendations, ranked by confidence, each touching a different
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...specs import (
+    FindLearningRate,
     Recommendation,
     ScaleLearningRate,
     SetLRSchedule,
@@ -44,6 +48,9 @@ __all__ = [
 MAX_CHANGES = 2  # recommendations per result when a context is given: one hypothesis, a second only if independent
 ADAM_LR_RANGE = (1e-4, 3e-3)
 SCHEDULE_MIN_EPOCHS = 20  # planned epochs from which a constant learning rate is worth replacing by a schedule
+BN_DEFAULT_ADAM_LR = 1e-3  # Adam's default rate: at or below it a batch-normalised conv net is tested for more
+BN_MAX_RAISE = 3.0  # the range test for it spans [lr, 10 * BN_MAX_RAISE * lr]; a decade below its top is the cap
+BN_RANGE_TEST_STEPS = (10, 30)
 UPDATE_RATIO_HIGH = 1e-2
 UPDATE_RATIO_LOW = 1e-4
 
@@ -70,6 +77,9 @@ _CITE_BACKPROP = 'LeCun, Bottou, Orr & Müller, "Efficient BackProp", 1998'
 _CITE_SGDR = 'Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017, arXiv 1608.03983'
 _CITE_WARMUP = 'Goyal et al., "Accurate, Large Minibatch SGD", 2017, arXiv 1706.02677'
 _CITE_MOMENTUM = 'Sutskever et al., "On the importance of initialization and momentum in deep learning", ICML 2013'
+_CITE_BATCHNORM = 'Ioffe & Szegedy, "Batch Normalization", ICML 2015, arXiv 1502.03167'
+_CITE_BN_LR = 'Bjorck, Gomes, Selman & Weinberger, "Understanding Batch Normalization", NeurIPS 2018, arXiv 1806.02375'
+_CITE_CLR = 'Smith, "Cyclical Learning Rates for Training Neural Networks", WACV 2017, arXiv 1506.01186'
 _TRANSFORMER_WORDS = ("transformer", "attention", "bert", "gpt", "vit", "llm")
 
 
@@ -189,13 +199,54 @@ def _learning_rate(hp: HyperParams, lr: float | None) -> Finding | None:
     return None
 
 
+def _range_test_steps(context) -> int:
+    """A quarter of an epoch of steps (10 to 30): the test costs about what one arm of an A/B does."""
+    samples, batch = getattr(context, "train_samples", None), getattr(context, "batch_size", None)
+    if not samples or not batch:
+        return BN_RANGE_TEST_STEPS[0]
+    return int(np.clip(math.ceil(samples / batch) // 4, *BN_RANGE_TEST_STEPS))
+
+
+def _batch_norm_rate(hp: HyperParams, context, lr: float | None) -> Finding | None:
+    """Every convolution batch-normalised, Adam at its default rate or below, before the first epoch: BatchNorm
+    makes the loss invariant to the scale of those filters, so they tolerate (and gain from) a larger rate. The
+    hypothesis is checked by a short range test that may raise the rate at most BN_MAX_RAISE-fold."""
+    counts = getattr(context, "layer_types", None) or {}
+    convs = sum(n for name, n in counts.items() if name.startswith("Conv"))
+    norms = sum(n for name, n in counts.items() if name.startswith("BatchNorm"))
+    if (
+        (hp.epochs_done or 0) > 0
+        or (hp.optimizer or "") not in ADAM_FAMILY
+        or lr is None
+        or not 0 < lr <= BN_DEFAULT_ADAM_LR
+        or hp.scheduler is not None  # a schedule is the user's plan for the rate: left alone
+        or convs == 0
+        or norms < convs
+    ):
+        return None
+    steps = _range_test_steps(context)
+    top = lr * 10 * BN_MAX_RAISE
+    evidence = (
+        f"all {convs} convolution(s) feed BatchNorm ({norms} BatchNorm layers) and {hp.optimizer} runs at "
+        f"lr {_g(lr)}, its default or below, with no schedule"
+    )
+    rationale = (
+        "BatchNorm makes the loss invariant to the scale of the filters before it, which lets such networks train "
+        f"at higher learning rates, faster and generalising better ({_CITE_BATCHNORM}; {_CITE_BN_LR}). Test it: a "
+        f"learning-rate range test ({_CITE_CLR}) of {steps} steps from {_g(lr)} to {_g(top)}, then the rate a "
+        f"decade below where the loss stopped falling, so at most {_g(lr * BN_MAX_RAISE)}, and the current rate "
+        "if the loss turned up early."
+    )
+    return Finding(evidence, _rec(FindLearningRate(min_lr=lr, max_lr=top, steps=steps), rationale, 0.5))
+
+
 def review_setup(hp: HyperParams, context, description: str, lr: float | None) -> list[Finding]:
     """The set-up problems the context and the description reveal, most confident first."""
     found = [
         _coupled_l2(hp),
         _inputs(context),
         _schedule(hp, (description or "").lower()),
-        _learning_rate(hp, lr),
+        _learning_rate(hp, lr) or _batch_norm_rate(hp, context, lr),
     ]
     return sorted((f for f in found if f is not None), key=lambda f: -f.rec.confidence)
 
