@@ -183,9 +183,22 @@ def test_a_real_gap_is_still_overfitting():
     assert coupled.diagnosis == "overfitting"
     # more coupled L2 is the wrong lever: decouple it instead of raising it
     assert not any(r.action.action == "set_weight_decay" and r.action.value > 0.01 for r in coupled.recommendations)
-    without_cap = LocalAdvisor().analyze(MNIST_MLP, _metrics(**OVERFIT))
-    assert without_cap.diagnosis == "overfitting"
-    assert "switch_optimizer" in _actions(without_cap) and "set_weight_decay" not in _actions(without_cap)
+    assert "switch_optimizer" in _actions(coupled)
+
+
+def test_an_overfitting_run_with_epochs_left_regularises_on_trial_and_one_without_stops_at_its_best():
+    """Stopping leaves nothing to judge a new setting on: with epochs left the advisor tries regularisation (kept
+    or reverted by its trial) and does not stop; at the end of its budget, or not knowing it, it stops and
+    restores the best weights, and proposes no setting that no epoch would be trained with. Without a known
+    budget (no context) the whole advice stands, for a reader planning the next run."""
+    left = LocalAdvisor().analyze("MLP", _metrics(**OVERFIT), _clean(epochs_done=11, epochs_planned=20))
+    assert left.diagnosis == "overfitting" and "early_stop" not in _actions(left)
+    assert {"set_weight_decay", "set_dropout", "restore_best_checkpoint"} & set(_actions(left))
+    end = LocalAdvisor().analyze("MLP", _metrics(**OVERFIT), _clean(epochs_done=11, epochs_planned=12))
+    assert end.diagnosis == "overfitting"
+    assert set(_actions(end)) == {"early_stop", "restore_best_checkpoint"}
+    unknown = LocalAdvisor().analyze(MNIST_MLP, _metrics(**OVERFIT))
+    assert "early_stop" in _actions(unknown) and "switch_optimizer" in _actions(unknown)
 
 
 # ====================================================================== misreading 2: the trainer's own changes

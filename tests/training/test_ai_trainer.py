@@ -489,3 +489,25 @@ def test_a_batch_normalised_conv_net_gets_a_range_test_before_epoch_1_and_trains
     assert applied.after == pytest.approx(3e-3)  # a decade below the top of the range, where the loss was lowest
     assert metrics.history[0]["learning_rate"] == pytest.approx(3e-3)
     assert metrics.changes[0].epoch == 0 and metrics.changes[0].action["action"] == "find_learning_rate"
+
+
+@pytest.mark.parametrize("stop_first", [False, True])
+def test_an_early_stop_ends_the_run_at_once_and_no_change_made_with_it_is_kept(stop_first):
+    """A change that no epoch is trained with cannot be judged: made before the stop in the same answer it is
+    reverted, after it it is recorded only; and no epoch runs after the stop."""
+    actions = [{"action": "set_weight_decay", "value": 0.05}, {"action": "early_stop"}]
+    anthropic = ScriptedProvider(
+        "anthropic", [_analysis(diagnosis="healthy"), _analysis(*(actions[::-1] if stop_first else actions))]
+    )
+    trainer = _trainer(_orchestrator(anthropic))
+    metrics = trainer.fit(*_data(), epochs=4)
+    assert len(metrics.history) == 1 and metrics.stopped_early
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == 0.001  # the recipe's, as before the answer
+    decay = [e for e in metrics.events if e.kind == "recommendation" and e.action["action"] == "set_weight_decay"]
+    if stop_first:
+        assert not decay[0].applied and decay[0].reason == "the run is stopping early: recorded only"
+        assert [c.action["action"] for c in metrics.changes] == ["early_stop"]
+    else:
+        (change,) = [c for c in metrics.changes if c.action["action"] == "set_weight_decay"]
+        assert change.verdict == "reverted"
+        assert change.reason == "the run stopped before an epoch was trained with the change"

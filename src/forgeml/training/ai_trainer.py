@@ -200,6 +200,8 @@ class AIEnhancedTrainer(TrialsMixin, SyntheticDataMixin, StandardizingMixin, Tra
             done = 0
             while done < epochs and not self.stop_training:
                 await self._apply_ready()
+                if self.stop_training:  # an early stop just applied: no further epoch
+                    break
                 if self._synthetic_candidates is not None:
                     await asyncio.to_thread(self._synthetic_ab)
                 if self.rebuild_loader:
@@ -460,6 +462,9 @@ class AIEnhancedTrainer(TrialsMixin, SyntheticDataMixin, StandardizingMixin, Tra
             return
         if self._finished:
             self._event(task, "recommendation", provider, reason="arrived after the last epoch: recorded only", **event)
+            return
+        if self.stop_training:
+            self._event(task, "recommendation", provider, reason="the run is stopping early: recorded only", **event)
             return
         try:
             rail = guardrail_for(action)

@@ -49,6 +49,9 @@ class TrialsMixin:
         # the validation loss keeps its meaning unless the loss function changed (label smoothing)
         comparable = getattr(self.loss_fn, "label_smoothing", None) == trial["state"]["label_smoothing"]
         verdict = judge_trial(before, during, loss_comparable=comparable, from_start=from_start)
+        if verdict is None and self.stop_training:
+            self._revert_trial("the run stopped before an epoch was trained with the change")
+            return
         if verdict is None:
             self._trial = None
             for r in records:

@@ -86,6 +86,7 @@ from .setup_review import (
 __all__ = ["MIN_EPOCHS", "AnalysisResult", "analyze_metrics"]
 
 MIN_EPOCHS = 3  # fewer finite epochs than this: "unknown"
+TRIAL_EPOCHS_LEFT = 2  # epochs left from which an overfitting run tries more regularisation instead of stopping
 ADAMW_OVERFIT_DECAY = 0.05  # decoupled weight decay the advisor adds against overfitting
 PLATEAU_THRESHOLD = 0.01  # relative improvement over the recent window below which progress has stalled
 NOISE_CV = 0.03  # scatter about the trend, as a fraction of the curve's level, that counts as noisy
@@ -486,6 +487,14 @@ def _overfitting(ctx: _Ctx) -> AnalysisResult | None:
                 conf * 0.6,
             )
         )
+    left = hp.epochs_planned - (hp.epochs_done or 0) if hp.epochs_planned is not None else None
+    if left is not None and left >= TRIAL_EPOCHS_LEFT:
+        # Epochs remain to try more regularisation on trial (rolled back if it does not help): no stop yet.
+        recs = [r for r in recs if not isinstance(r.action, EarlyStop)]
+    elif left is not None and any(isinstance(r.action, EarlyStop) for r in recs):
+        # Nothing is trained after a stop, so a new setting could never be judged: stop and keep the best weights.
+        # (Without a known budget the whole advice stands, for a reader planning the next run.)
+        recs = [r for r in recs if isinstance(r.action, EarlyStop | RestoreBestCheckpoint)]
     return AnalysisResult("overfitting", evidence, _sorted(recs))
 
 
