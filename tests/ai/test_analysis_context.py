@@ -455,22 +455,9 @@ BN_CNN = {"Conv2d": 2, "BatchNorm2d": 2, "ReLU": 2, "MaxPool2d": 2, "Flatten": 1
 
 def _bn_cnn(**overrides) -> TrainingContext:
     """The CNN scenario's set-up before epoch 1: Adam 1e-3, no decay, no schedule, standardised images."""
-    fields = dict(
-        optimizer="adam",
-        learning_rate=1e-3,
-        weight_decay=0.0,
-        decoupled_weight_decay=False,
-        batch_size=64,
-        dropout=0.25,
-        epochs_planned=10,
-        epochs_done=0,
-        num_classes=10,
-        train_samples=3500,
-        inputs=InputStats(mean=0.0, std=1.0, min=-0.42, max=2.82, features=784, standardized=True),
-        layer_types=BN_CNN,
-    )
-    fields.update(overrides)
-    return TrainingContext(**fields)
+    fields = dict(weight_decay=0.0, batch_size=64, dropout=0.25, epochs_planned=10, epochs_done=0)
+    fields.update(train_samples=3500, inputs=STANDARDISED, layer_types=BN_CNN)
+    return _coupled(**{**fields, **overrides})
 
 
 def test_a_batch_normalised_conv_net_at_adams_default_rate_gets_a_short_range_test():
