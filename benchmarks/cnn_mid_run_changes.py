@@ -1,11 +1,11 @@
 """What one change in the middle of a run does to the CNN scenario of ``bench_ai_guidance.py``: the experiments
-behind the advisor leaving a healthy short run alone.
+behind the advisor changing the CNN's rate at the start rather than in the middle of the run.
 
 Each variant trains the scenario's recipe (``ai_scenarios.cnn_scenario``: Adam 1e-3, batch 64, 10 epochs) for
 seeds 0, 1 and 2 with plain ``Trainer``s and applies its changes after the given epochs; it prints the test
 accuracy of each seed and the mean. A variant is ``change@epoch`` items joined by ``+``:
 
-- ``lrF@K``: the learning rate times F after epoch K (``lr2@2``);
+- ``lrF@K``: the learning rate times F after epoch K (``lr2@2``; ``lr3@0``: from the start);
 - ``dropP@K``: every Dropout's probability set to P after epoch K (``drop0.1@2``);
 - ``cosine@K``: from epoch K on, a cosine from the current rate down to 1% of it over the remaining epochs;
 - ``none``: the recipe unchanged.
