@@ -554,3 +554,36 @@ def test_one_provider_serves_calls_from_successive_event_loops(server, name):
     asyncio.run(provider.aclose())  # from yet another loop: the old client is dropped, nothing raises
     assert len(server.requests_for(name)) == 3
     gc.collect()  # report the abandoned clients here, under this test's filters
+
+
+def test_two_providers_warming_up_at_once_never_see_a_half_imported_sdk(tmp_path, monkeypatch):
+    """A set-up review and a synthetic-data request warm up together: the second must wait for the first's
+    import to finish, not find the module half-initialised in sys.modules and go on (CI saw "partially
+    initialized module 'google.genai.errors'" under load)."""
+    import sys
+
+    from forgeml.ai.providers.base import RemoteProvider
+
+    (tmp_path / "slow_sdk_for_test.py").write_text("import time\ntime.sleep(0.5)\nREADY = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slow_sdk_for_test", raising=False)
+
+    class Slow(RemoteProvider):
+        name, key_env, default_model = "slow", "SLOW_KEY", "m"
+        sdk_modules = ("slow_sdk_for_test",)
+
+        async def complete(self, *args, **kwargs):  # pragma: no cover - never called
+            raise AssertionError
+
+    first, second = (Slow(ProviderConfig(name="slow", model="m")) for _ in range(2))
+
+    async def both():
+        started = asyncio.create_task(first.warm_up())
+        await asyncio.sleep(0.15)  # the first import is under way: the module is in sys.modules, half done
+        assert "slow_sdk_for_test" in sys.modules
+        await second.warm_up()
+        ready = getattr(sys.modules["slow_sdk_for_test"], "READY", False)
+        await started
+        return ready
+
+    assert asyncio.run(both()) is True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import importlib
-import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -63,6 +63,10 @@ class StructuredReply:
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. Perplexity's "citations" and "search_results"
 
 
+_SDK_IMPORT_LOCK = threading.Lock()
+_IMPORTED_SDKS: set[str] = set()  # SDK modules whose import has finished (sys.modules also holds half-done ones)
+
+
 class RemoteProvider(abc.ABC):
     """A provider reached over the network through its official SDK.
 
@@ -85,16 +89,21 @@ class RemoteProvider(abc.ABC):
         """Import the SDK (``sdk_modules``) in a thread, once, before the first call: an SDK can take seconds
         to import on a busy machine, which must neither block the event loop nor count against a call's
         timeout. A missing SDK is left to :meth:`complete`, which says how to install it."""
-        missing = [m for m in self.sdk_modules if m not in sys.modules]
+        missing = [m for m in self.sdk_modules if m not in _IMPORTED_SDKS]
         if not missing:
             return
 
         def load() -> None:
-            for module in missing:
-                try:
-                    importlib.import_module(module)
-                except ImportError:
-                    return
+            # One import at a time, and a module counts as loaded only once its import has finished: two tasks
+            # warming up at once (a set-up review and a synthetic-data request) would otherwise import a package
+            # from two threads, and one could see it half-initialised ("partially initialized module").
+            with _SDK_IMPORT_LOCK:
+                for module in missing:
+                    try:
+                        importlib.import_module(module)
+                    except ImportError:
+                        return
+                    _IMPORTED_SDKS.add(module)
 
         await asyncio.to_thread(load)
 
