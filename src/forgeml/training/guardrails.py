@@ -195,12 +195,12 @@ def switch_optimizer(trainer, action: SwitchOptimizer):
     wd = action.weight_decay
     if wd is not None and not _within(wd, trainer.config.weight_decay_range):
         raise Refused(f"weight decay {wd} is outside {trainer.config.weight_decay_range}")
-    group = trainer.optimizer.param_groups[0]
     before = type(trainer.optimizer).__name__
+    old_wd = trainer.optimizer.param_groups[0].get("weight_decay")
     after = trainer.replace_optimizer(action.name, keep_state=action.keep_state)
     if wd is None:
         return before, after
-    before += f" (weight decay {group.get('weight_decay')})"
+    before += f" (weight decay {old_wd})"
     for group in trainer.optimizer.param_groups:
         group["weight_decay"] = wd
     return before, f"{after}, weight decay {wd}"

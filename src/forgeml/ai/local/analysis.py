@@ -326,11 +326,13 @@ def _exploding(ctx: _Ctx) -> AnalysisResult | None:
     return AnalysisResult("diverging", evidence, _sorted(recs))
 
 
-def _switch_to_adamw(hp, why: str, confidence: float) -> Recommendation:
-    """Adam's coupled L2 -> AdamW's decoupled decay, keeping the moments; ``why`` says what the coupling does here."""
+def _switch_to_adamw(hp, why: str, confidence: float, weight_decay: float | None = None) -> Recommendation:
+    """Adam's coupled L2 -> AdamW's decoupled decay, keeping the moments; ``why`` says what the coupling does here.
+    ``weight_decay`` sets AdamW's decay (None: the current value)."""
+    decay = hp.weight_decay if weight_decay is None else weight_decay
     return _rec(
-        SwitchOptimizer(name="adamw", keep_state=True),
-        f"{why} AdamW applies weight_decay {_g(hp.weight_decay)} directly to the weights, keeping the moment "
+        SwitchOptimizer(name="adamw", keep_state=True, weight_decay=weight_decay),
+        f"{why} AdamW applies weight_decay {_g(decay)} directly to the weights, keeping the moment "
         'estimates (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, arXiv 1711.05101).',
         confidence,
     )
@@ -339,7 +341,6 @@ def _switch_to_adamw(hp, why: str, confidence: float) -> Recommendation:
 def _more_weight_decay(hp: HyperParams, confidence: float) -> Recommendation | None:
     """More weight decay against overfitting, always decoupled from Adam's adaptive step: coupled L2 in Adam is
     what the set-up review calls a misconfiguration, so Adam switches to AdamW rather than gaining L2."""
-    cite = '(Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, arXiv 1711.05101)'
     if coupled_l2(hp):
         return _switch_to_adamw(
             hp,
@@ -348,20 +349,20 @@ def _more_weight_decay(hp: HyperParams, confidence: float) -> Recommendation | N
             confidence,
         )
     if hp.optimizer == "adam" and hp.decoupled_weight_decay is not True:
-        return _rec(
-            SwitchOptimizer(name="adamw", keep_state=True, weight_decay=ADAMW_OVERFIT_DECAY),
+        return _switch_to_adamw(
+            hp,
             "The model fits the training set better than it generalises: add weight decay, decoupled from Adam's "
-            "adaptive step scale (as coupled L2 it would barely decay the weights that fit the training set most): "
-            f"switch to AdamW with weight_decay {_g(ADAMW_OVERFIT_DECAY)}, keeping the moment estimates {cite}.",
+            "adaptive step scale (as coupled L2 it would barely decay the weights that fit the training set most).",
             confidence,
+            weight_decay=ADAMW_OVERFIT_DECAY,
         )
-    decoupled = hp.optimizer == "adamw" or hp.decoupled_weight_decay is True
     if hp.weight_decay:
         wd = float(np.clip(_round_sig(hp.weight_decay * 5), 1e-4, 0.1))
-        why = f"raise weight decay from {_g(hp.weight_decay)} to {_g(wd)}"
         if wd <= hp.weight_decay:
             return None
+        why = f"raise weight decay from {_g(hp.weight_decay)} to {_g(wd)}"
     else:
+        decoupled = hp.optimizer == "adamw" or hp.decoupled_weight_decay is True
         wd = ADAMW_OVERFIT_DECAY if decoupled else 5e-4
         why = f"add weight decay {_g(wd)}" + (" (up from AdamW's default 0.01)" if hp.optimizer == "adamw" else "")
     return _rec(
